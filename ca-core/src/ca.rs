@@ -1,0 +1,519 @@
+//! The certificate authority: ties policies, keys, certificate building,
+//! PKCS#12, revocation, CRLs and the audit log to a [`Store`] and a [`Signer`].
+//!
+//! Issuance is two steps (as in Boulder): `prepare_*` validates, generates the
+//! key, signs and packages; [`Ca::commit`] makes the record durable. The
+//! front end hands the bundle out only after `commit` returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openssl::pkey::{PKey, Private};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::audit::{verify_chain, AuditDraft, AuditEvent};
+use crate::config::Config;
+use crate::crl::build_crl;
+use crate::duration::Duration;
+use crate::error::{Error, Result};
+use crate::ids::{AdminId, Serial, TenantId};
+use crate::keys::{write_encrypted_key, KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
+use crate::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
+use crate::policy::{Policies, Policy, PolicyKind};
+use crate::reason::RevocationReason;
+use crate::signer::{FileSigner, Signer};
+use crate::store::{CertificateRecord, ListFilter, PublishedCrl, SqlStore, Store, Supersede};
+use crate::x509::{build_ca_certificate, build_leaf, parse_subject, CaCertificate, Endpoints, LeafRequest};
+
+/// The current time, whole seconds (certificates and the store keep seconds).
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+/// Files in the data directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Layout { dir: dir.to_owned() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// CA certificate (PEM).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Encrypted CA key.
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+
+    /// Editable copies of the policies.
+    pub fn policies(&self) -> PathBuf {
+        self.dir.join("policies")
+    }
+}
+
+/// What `init` needs.
+pub struct InitRequest {
+    /// Subject DN, `CN=…,O=…`.
+    pub subject: String,
+    /// CA key type.
+    pub key: KeyAlgorithm,
+    /// CA certificate lifetime.
+    pub validity: Duration,
+    /// Base URL for CDP/AIA.
+    pub base_url: String,
+    /// Passphrase for the key file.
+    pub passphrase: Zeroizing<Vec<u8>>,
+}
+
+/// A certificate request from an operator or job.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    /// Tenant.
+    pub tenant: String,
+    /// Admin.
+    pub admin: String,
+    /// Policy; the default policy (issue) or the active certificate's (reissue) when `None`.
+    pub policy: Option<String>,
+    /// A caller-chosen bundle password; generated when `None`.
+    pub password: Option<Zeroizing<String>>,
+}
+
+/// Signed, packaged, not yet committed. Dropping it discards the certificate.
+pub struct PreparedIssuance {
+    record: CertificateRecord,
+    supersede: Option<Supersede>,
+    action: &'static str,
+    /// The PKCS#12 bundle (server-generated key policies).
+    pub bundle: Option<Pkcs12Der>,
+    /// The bundle password, shown once.
+    pub password: Option<Zeroizing<String>>,
+}
+
+impl PreparedIssuance {
+    /// The new certificate's record.
+    pub fn record(&self) -> &CertificateRecord {
+        &self.record
+    }
+}
+
+/// A committed issuance.
+pub struct Issuance {
+    /// The new certificate.
+    pub record: CertificateRecord,
+    /// Serials revoked in the same transaction (reissue).
+    pub revoked: Vec<Serial>,
+    /// The bundle.
+    pub bundle: Option<Pkcs12Der>,
+    /// Its password.
+    pub password: Option<Zeroizing<String>>,
+}
+
+/// The outcome of `audit verify`.
+#[derive(Debug, Clone)]
+pub struct AuditReport {
+    /// Events checked.
+    pub events: u64,
+    /// Hash of the last event.
+    pub head: String,
+}
+
+/// An open certificate authority.
+pub struct Ca {
+    store: Arc<dyn Store>,
+    ca_cert: CaCertificate,
+    endpoints: Endpoints,
+    policies: Policies,
+    default_policy: String,
+    crl_validity: Duration,
+    signer: Option<Arc<dyn Signer>>,
+}
+
+fn load_policies(config: &Config, layout: &Layout) -> Result<Policies> {
+    match &config.policies_dir {
+        Some(dir) => Policies::load_dir(dir),
+        None if layout.policies().is_dir() => Policies::load_dir(&layout.policies()),
+        None => Ok(Policies::shipped()),
+    }
+}
+
+fn passphrase_hint() -> &'static str {
+    "set CA_KEY_PASSPHRASE or pass --passphrase-file"
+}
+
+impl Ca {
+    /// Creates the data directory, store, encrypted CA key and self-signed CA
+    /// certificate. Refuses to touch an existing CA.
+    pub async fn init(config: &Config, request: InitRequest, actor: &str) -> Result<Ca> {
+        let layout = Layout::new(&config.data_dir);
+        if layout.ca_key().exists() || layout.ca_cert().exists() {
+            return Err(Error::Conflict(format!(
+                "a CA already exists in {} (refusing to overwrite it; choose another --data-dir)",
+                layout.dir().display()
+            )));
+        }
+        if request.passphrase.len() < MIN_PASSPHRASE_LEN {
+            return Err(Error::Key(format!(
+                "the CA key passphrase must be at least {MIN_PASSPHRASE_LEN} characters ({})",
+                passphrase_hint()
+            )));
+        }
+        let subject = parse_subject(&request.subject)?;
+        let endpoints = Endpoints::new(config.base_url.as_deref().unwrap_or(&request.base_url))?;
+        if request.validity.as_secs() < 86_400 {
+            return Err(Error::InvalidInput("CA validity must be at least 1d".into()));
+        }
+        std::fs::create_dir_all(layout.dir()).map_err(Error::io("cannot create data directory", layout.dir()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(layout.dir(), std::fs::Permissions::from_mode(0o700));
+        }
+
+        let key = request.key.generate()?;
+        let signer = FileSigner::new(key.clone())?;
+        let now = now();
+        let der = build_ca_certificate(subject, &signer, now - crate::x509::BACKDATE, request.validity.to_time())?;
+        let ca_cert = CaCertificate::from_der(der.0.clone())?;
+
+        let store = SqlStore::connect(&config.database_url()).await?;
+        store.migrate().await?;
+        if store.meta("ca_spki_sha256").await?.is_some() {
+            return Err(Error::Conflict("the database already belongs to a CA (refusing to overwrite it)".into()));
+        }
+        write_encrypted_key(&layout.ca_key(), &key, &request.passphrase)?;
+        crate::fsutil::write_file(&layout.ca_cert(), der.to_pem().as_bytes())?;
+        if config.policies_dir.is_none() && !layout.policies().exists() {
+            std::fs::create_dir_all(layout.policies()).map_err(Error::io("cannot create", layout.policies()))?;
+            for (file, text) in crate::policy::SHIPPED {
+                crate::fsutil::write_file(&layout.policies().join(file), text.as_bytes())?;
+            }
+        }
+        store.set_meta("base_url", &endpoints.base_url).await?;
+        store
+            .set_meta("ca_spki_sha256", &hex::encode(openssl::sha::sha256(ca_cert.public_key().spki_der())))
+            .await?;
+        let mut draft = AuditDraft::new(actor, "init", request.subject.clone());
+        draft.details = format!("key={} base_url={}", request.key, endpoints.base_url);
+        store.audit(draft, now).await?;
+        let ca = Ca {
+            store: Arc::new(store),
+            ca_cert,
+            endpoints,
+            policies: load_policies(config, &layout)?,
+            default_policy: config.default_policy.clone(),
+            crl_validity: config.crl_validity,
+            signer: Some(Arc::new(signer)),
+        };
+        ca.publish_crl(actor).await?;
+        Ok(ca)
+    }
+
+    /// Opens an existing CA. With a passphrase the key is unlocked (and checked
+    /// against the certificate); without, only key-less operations work.
+    pub async fn open(config: &Config, passphrase: Option<&[u8]>) -> Result<Ca> {
+        let layout = Layout::new(&config.data_dir);
+        if !layout.ca_cert().exists() {
+            return Err(Error::NotFound(format!(
+                "no CA in {}: run `ca-cli init` first, or point --data-dir / CA_DATA_DIR at the data directory",
+                layout.dir().display()
+            )));
+        }
+        let pem = std::fs::read(layout.ca_cert()).map_err(Error::io("cannot read", layout.ca_cert()))?;
+        let ca_cert = CaCertificate::from_der(crate::x509::certificate_der_from_pem_or_der(&pem)?)?;
+        let signer: Option<Arc<dyn Signer>> = match passphrase {
+            Some(p) => {
+                let signer = FileSigner::open(&layout.ca_key(), p)?;
+                crate::signer::check_matches(&signer, ca_cert.public_key().spki_der())?;
+                Some(Arc::new(signer))
+            }
+            None => None,
+        };
+        let store = SqlStore::connect(&config.database_url()).await?;
+        store.migrate().await?;
+        let base_url = match &config.base_url {
+            Some(url) => url.clone(),
+            None => store.meta("base_url").await?.ok_or_else(|| {
+                Error::Config("the store has no base_url: set base_url in the config or CA_BASE_URL".into())
+            })?,
+        };
+        Ok(Ca {
+            store: Arc::new(store),
+            ca_cert,
+            endpoints: Endpoints::new(&base_url)?,
+            policies: load_policies(config, &layout)?,
+            default_policy: config.default_policy.clone(),
+            crl_validity: config.crl_validity,
+            signer,
+        })
+    }
+
+    fn signer(&self) -> Result<&dyn Signer> {
+        self.signer
+            .as_deref()
+            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", passphrase_hint())))
+    }
+
+    /// The CA certificate.
+    pub fn ca_certificate(&self) -> &CaCertificate {
+        &self.ca_cert
+    }
+
+    /// The policies in effect.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The CDP/AIA endpoints.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// True when the CA key is unlocked.
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    fn policy_of_kind(&self, name: &str, kind: PolicyKind) -> Result<&Policy> {
+        let policy = self.policies.get(name)?;
+        if policy.kind != kind {
+            let how = match policy.kind {
+                PolicyKind::Pkcs12 => "issue or reissue",
+                PolicyKind::Csr => "sign-csr",
+                PolicyKind::OcspResponder => "the OCSP responder rotation",
+            };
+            return Err(Error::Policy(format!("policy {name} is used with {how}, not here")));
+        }
+        Ok(policy)
+    }
+
+    async fn check_no_active(&self, tenant: &TenantId, admin: &AdminId, policy: &str) -> Result<()> {
+        let active = self.store.active_for(tenant.as_str(), admin.as_str(), now()).await?;
+        if let Some(existing) = active.iter().find(|r| r.policy == policy) {
+            return Err(Error::Conflict(format!(
+                "{tenant}/{admin} already has an active certificate under policy {policy} (serial {}): use reissue to replace it",
+                existing.serial
+            )));
+        }
+        Ok(())
+    }
+
+    /// First certificate for (tenant, admin, policy): generates the key and bundle.
+    pub async fn prepare_issue(&self, request: &IssueRequest) -> Result<PreparedIssuance> {
+        let (tenant, admin) = (TenantId::parse(&request.tenant)?, AdminId::parse(&request.admin)?);
+        let policy_name = request.policy.clone().unwrap_or_else(|| self.default_policy.clone());
+        let policy = self.policy_of_kind(&policy_name, PolicyKind::Pkcs12)?;
+        self.check_no_active(&tenant, &admin, &policy.name).await?;
+        self.prepare_bundle(policy, &tenant, &admin, request.password.clone(), None, "issue")
+    }
+
+    /// New certificate and bundle; every active one of the same policy is revoked
+    /// with `reason` when this is committed.
+    pub async fn prepare_reissue(&self, request: &IssueRequest, reason: RevocationReason) -> Result<PreparedIssuance> {
+        let (tenant, admin) = (TenantId::parse(&request.tenant)?, AdminId::parse(&request.admin)?);
+        let policy_name = match &request.policy {
+            Some(name) => name.clone(),
+            None => {
+                let active = self.store.active_for(tenant.as_str(), admin.as_str(), now()).await?;
+                let mut names: Vec<&str> = active.iter().map(|r| r.policy.as_str()).collect();
+                names.dedup();
+                match names.as_slice() {
+                    [one] => one.to_string(),
+                    [] => {
+                        return Err(Error::NotFound(format!(
+                            "{tenant}/{admin} has no active certificate to replace: name the policy to reissue under, or use issue"
+                        )))
+                    }
+                    many => {
+                        return Err(Error::InvalidInput(format!(
+                            "{tenant}/{admin} has active certificates under several policies ({}): name the one to reissue",
+                            many.join(", ")
+                        )))
+                    }
+                }
+            }
+        };
+        let policy = self.policy_of_kind(&policy_name, PolicyKind::Pkcs12)?;
+        self.prepare_bundle(policy, &tenant, &admin, request.password.clone(), Some(Supersede { reason }), "reissue")
+    }
+
+    fn prepare_bundle(
+        &self,
+        policy: &Policy,
+        tenant: &TenantId,
+        admin: &AdminId,
+        password: Option<Zeroizing<String>>,
+        supersede: Option<Supersede>,
+        action: &'static str,
+    ) -> Result<PreparedIssuance> {
+        let settings = policy.pkcs12.as_ref().ok_or_else(|| Error::Policy(format!("policy {} has no pkcs12 settings", policy.name)))?;
+        let password = match password {
+            Some(p) => {
+                check_password(&p)?;
+                p
+            }
+            None => generate_password(settings.password_length)?,
+        };
+        let signer = self.signer()?;
+        let key: PKey<Private> = policy.generated_key().generate()?;
+        let public_key = PublicKey::from_pkey(&key)?;
+        let record = self.sign_leaf(policy, tenant, admin, &public_key, signer)?;
+        let friendly_name = settings.friendly_name.render(tenant, admin);
+        let bundle = build_pkcs12(&key, &record.der, &self.ca_cert.der().0, settings, &friendly_name, &password)?;
+        Ok(PreparedIssuance { record, supersede, action, bundle: Some(bundle), password: Some(password) })
+    }
+
+    fn sign_leaf(
+        &self,
+        policy: &Policy,
+        tenant: &TenantId,
+        admin: &AdminId,
+        public_key: &PublicKey,
+        signer: &dyn Signer,
+    ) -> Result<CertificateRecord> {
+        let request = LeafRequest { policy, tenant, admin, public_key, serial: Serial::random()?, now: now() };
+        let issued = build_leaf(&request, &self.ca_cert, signer, &self.endpoints)?;
+        Ok(CertificateRecord {
+            serial: issued.serial,
+            tenant: tenant.to_string(),
+            admin: admin.to_string(),
+            policy: policy.name.clone(),
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            revoked_at: None,
+            reason: None,
+            invalidity_date: None,
+            der: issued.der.0,
+        })
+    }
+
+    /// Signs a client-held key's CSR (PEM or DER). Its signature must verify;
+    /// its subject and extensions are ignored — the policy's apply.
+    pub async fn prepare_sign_csr(&self, tenant: &str, admin: &str, policy: &str, csr: &[u8]) -> Result<PreparedIssuance> {
+        let (tenant, admin) = (TenantId::parse(tenant)?, AdminId::parse(admin)?);
+        let policy = self.policies.get(policy)?;
+        if policy.kind == PolicyKind::OcspResponder {
+            return Err(Error::Policy(format!("policy {} cannot be used to sign CSRs", policy.name)));
+        }
+        let request = openssl::x509::X509Req::from_pem(csr)
+            .or_else(|_| openssl::x509::X509Req::from_der(csr))
+            .map_err(|_| Error::InvalidInput("the CSR is not a PEM or DER PKCS#10 certificate request".into()))?;
+        let key = request
+            .public_key()
+            .map_err(|_| Error::InvalidInput("the CSR's public key cannot be read".into()))?;
+        if !request.verify(&key).unwrap_or(false) {
+            return Err(Error::InvalidInput(
+                "the CSR's signature does not verify: it was not signed by the key it carries (or was altered)".into(),
+            ));
+        }
+        let public_key = PublicKey::from_pkey(&key)?;
+        if !policy.keys.contains(&public_key.algorithm()) {
+            return Err(Error::InvalidInput(format!(
+                "the CSR's key is {} but policy {} accepts {}",
+                public_key.algorithm(),
+                policy.name,
+                policy.keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.check_no_active(&tenant, &admin, &policy.name).await?;
+        let record = self.sign_leaf(policy, &tenant, &admin, &public_key, self.signer()?)?;
+        Ok(PreparedIssuance { record, supersede: None, action: "sign-csr", bundle: None, password: None })
+    }
+
+    /// Makes a prepared issuance durable (one transaction, with its audit event).
+    pub async fn commit(&self, prepared: PreparedIssuance, actor: &str) -> Result<Issuance> {
+        let record = prepared.record;
+        let mut draft = AuditDraft::new(actor, prepared.action, format!("{}/{}", record.tenant, record.admin));
+        draft.details = format!("policy={} not_after={}", record.policy, crate::rfc3339(record.not_after));
+        let revoked = self.store.insert_certificate(&record, prepared.supersede, draft, now()).await?;
+        Ok(Issuance { record, revoked, bundle: prepared.bundle, password: prepared.password })
+    }
+
+    /// Revokes one certificate.
+    pub async fn revoke(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        invalidity_date: Option<OffsetDateTime>,
+        actor: &str,
+    ) -> Result<CertificateRecord> {
+        let draft = AuditDraft::new(actor, "revoke", serial.to_hex());
+        let mut record = self.store.revoke(serial, reason, invalidity_date, draft, now()).await?;
+        if record.revoked_at.is_none() {
+            // The row was read inside the transaction after the update.
+            record.revoked_at = Some(now());
+            record.reason = Some(reason);
+        }
+        Ok(record)
+    }
+
+    /// Builds, signs and publishes a fresh CRL.
+    pub async fn publish_crl(&self, actor: &str) -> Result<PublishedCrl> {
+        let signer = self.signer()?;
+        let this_update = now();
+        let next_update = this_update + self.crl_validity.to_time();
+        let (number, entries) = self.store.begin_crl(this_update).await?;
+        let der = build_crl(&self.ca_cert, signer, number, this_update, next_update, &entries)?;
+        let crl = PublishedCrl { number, this_update, next_update, der: der.0 };
+        let draft = AuditDraft::new(actor, "crl", format!("crl {number}"));
+        self.store.publish_crl(&crl, draft).await?;
+        Ok(crl)
+    }
+
+    /// The published CRL.
+    pub async fn latest_crl(&self) -> Result<Option<PublishedCrl>> {
+        self.store.latest_crl().await
+    }
+
+    /// One certificate.
+    pub async fn certificate(&self, serial: &Serial) -> Result<CertificateRecord> {
+        self.store
+            .certificate(serial)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no certificate with serial {serial}")))
+    }
+
+    /// A page of certificates.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<CertificateRecord>> {
+        self.store.list(filter, now()).await
+    }
+
+    /// Audit events after `after_seq`.
+    pub async fn audit_events(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEvent>> {
+        self.store.audit_events(after_seq, limit).await
+    }
+
+    /// Reads the whole chain and verifies it.
+    pub async fn verify_audit(&self) -> Result<AuditReport> {
+        let head = self.store.audit_head().await?;
+        let mut events = Vec::new();
+        loop {
+            let after = events.last().map(|e: &AuditEvent| e.seq).unwrap_or(0);
+            let page = self.store.audit_events(after, 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            events.extend(page);
+        }
+        let count = verify_chain(&events, (head.0, &head.1))?;
+        Ok(AuditReport { events: count, head: head.1 })
+    }
+}

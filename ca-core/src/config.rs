@@ -1,0 +1,198 @@
+//! Configuration (`ca.toml`), with every key overridable from `CA_…` environment
+//! variables. Raw text becomes a validated [`Config`] once; start-up fails fast
+//! naming the bad key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::duration::Duration;
+use crate::error::{Error, Result};
+
+/// Where the CA key lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// An encrypted key file in the data directory.
+    File,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory (store, CA certificate, encrypted key, policies).
+    pub data_dir: PathBuf,
+    /// Store URL; `sqlite://<data_dir>/ca.db` when unset.
+    pub database_url: Option<String>,
+    /// HTTP listen address.
+    pub listen: String,
+    /// Base URL for CDP/AIA; when unset, the one given at `init`.
+    pub base_url: Option<String>,
+    /// Policies directory; when unset, `<data_dir>/policies` if present, else the built-in ones.
+    pub policies_dir: Option<PathBuf>,
+    /// Policy used when a caller names none.
+    pub default_policy: String,
+    /// Key storage.
+    pub key_source: KeySource,
+    /// File holding the CA key passphrase (else `CA_KEY_PASSPHRASE`).
+    pub passphrase_file: Option<PathBuf>,
+    /// CRL lifetime (nextUpdate − thisUpdate).
+    pub crl_validity: Duration,
+    /// OCSP response lifetime.
+    pub ocsp_validity: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("ca-data"),
+            database_url: None,
+            listen: "127.0.0.1:8080".into(),
+            base_url: None,
+            policies_dir: None,
+            default_policy: "portal-admin".into(),
+            key_source: KeySource::File,
+            passphrase_file: None,
+            crl_validity: Duration::from_secs(24 * 3600),
+            ocsp_validity: Duration::from_secs(3600),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    listen: Option<String>,
+    base_url: Option<String>,
+    policies_dir: Option<String>,
+    default_policy: Option<String>,
+    key: Option<RawKey>,
+    crl: Option<RawValidity>,
+    ocsp: Option<RawValidity>,
+    log: Option<RawLog>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    source: Option<String>,
+    passphrase_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawValidity {
+    validity: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+}
+
+impl Config {
+    /// Reads `file` (if any), then applies `CA_…` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let raw = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+                toml::from_str::<RawConfig>(&text).map_err(|e| {
+                    let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(1);
+                    Error::Config(format!("{}:{line}: {}", path.display(), e.message().trim()))
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        let mut c = Config::default();
+        let pick = |env_name: &str, file_value: Option<String>| env(env_name).filter(|v| !v.is_empty()).or(file_value);
+        let key = raw.key.unwrap_or_default();
+        if let Some(v) = pick("CA_DATA_DIR", raw.data_dir) {
+            c.data_dir = PathBuf::from(v);
+        }
+        c.database_url = pick("CA_DATABASE_URL", raw.database_url);
+        if let Some(v) = pick("CA_LISTEN", raw.listen) {
+            c.listen = v;
+        }
+        c.base_url = pick("CA_BASE_URL", raw.base_url);
+        c.policies_dir = pick("CA_POLICIES_DIR", raw.policies_dir).map(PathBuf::from);
+        if let Some(v) = pick("CA_DEFAULT_POLICY", raw.default_policy) {
+            c.default_policy = v;
+        }
+        if let Some(v) = pick("CA_KEY_SOURCE", key.source) {
+            c.key_source = match v.as_str() {
+                "file" => KeySource::File,
+                other => {
+                    return Err(Error::Config(format!(
+                        "key.source: unsupported value \"{other}\": use \"file\" (PKCS#11 support is not built yet)"
+                    )))
+                }
+            };
+        }
+        c.passphrase_file = pick("CA_KEY_PASSPHRASE_FILE", key.passphrase_file).map(PathBuf::from);
+        let duration = |name: &str, value: Option<String>, default: Duration| -> Result<Duration> {
+            match value {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|e| Error::Config(format!("{name}: {e}"))),
+            }
+        };
+        c.crl_validity = duration("crl.validity", pick("CA_CRL_VALIDITY", raw.crl.and_then(|r| r.validity)), c.crl_validity)?;
+        c.ocsp_validity = duration("ocsp.validity", pick("CA_OCSP_VALIDITY", raw.ocsp.and_then(|r| r.validity)), c.ocsp_validity)?;
+        if let Some(v) = pick("CA_LOG_FORMAT", raw.log.and_then(|l| l.format)) {
+            c.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => return Err(Error::Config(format!("log.format: unknown value \"{other}\": use text or json"))),
+            };
+        }
+        if let Some(url) = &c.base_url {
+            crate::x509::Endpoints::new(url).map_err(|e| Error::Config(format!("base_url: {e}")))?;
+        }
+        if c.crl_validity.as_secs() < 60 {
+            return Err(Error::Config("crl.validity: must be at least 60s".into()));
+        }
+        Ok(c)
+    }
+
+    /// The store URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ca.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:9\"\n[crl]\nvalidity = \"12h\"\n").unwrap();
+        let c = Config::load(Some(&file), |k| (k == "CA_LISTEN").then(|| "127.0.0.1:1".to_owned())).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1");
+        assert_eq!(c.crl_validity.as_secs(), 12 * 3600);
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let e = Config::load(Some(&file), |_| None).unwrap_err().to_string();
+        assert!(e.contains("lisen") && e.contains(":1:"), "{e}");
+        let e = Config::load(None, |k| (k == "CA_CRL_VALIDITY").then(|| "soon".to_owned())).unwrap_err().to_string();
+        assert!(e.contains("crl.validity"), "{e}");
+    }
+}

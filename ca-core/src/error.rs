@@ -1,0 +1,100 @@
+//! The one error type of the CA. Every variant has a stable machine code
+//! ([`Error::code`]); the wire mapping (HTTP status, exit code) lives in the
+//! front ends, each in exactly one place.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the CA, worded for the operator who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A caller-supplied value is malformed (name, serial, duration, reason, CSR, ...).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A policy file, or the policy a caller named, is not usable.
+    #[error("{0}")]
+    Policy(String),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the current state (an active certificate exists,
+    /// a certificate is already revoked, a CA already exists, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The CA key could not be unlocked, or the command needs it and none was given.
+    #[error("{0}")]
+    Key(String),
+    /// Configuration is missing or wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The durable store failed.
+    #[error("store: {0}")]
+    Store(String),
+    /// A cryptographic operation failed (never caused by caller input).
+    #[error("crypto: {0}")]
+    Crypto(String),
+    /// A file could not be read or written.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The audit chain does not verify.
+    #[error("{0}")]
+    AuditBroken(String),
+}
+
+impl Error {
+    /// A stable, machine-readable code for scripts and API clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalid_input",
+            Error::Policy(_) => "invalid_policy",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Key(_) => "key_unavailable",
+            Error::Config(_) => "invalid_config",
+            Error::Store(_) => "store_error",
+            Error::Crypto(_) => "crypto_error",
+            Error::Io { .. } => "io_error",
+            Error::AuditBroken(_) => "audit_broken",
+        }
+    }
+
+    /// True for errors caused by the server side, whose details must not reach a remote caller.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(_) | Error::Crypto(_) | Error::Io { .. } | Error::Config(_)
+        )
+    }
+
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { context, path, source }
+    }
+}
+
+impl From<openssl::error::ErrorStack> for Error {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        Error::Crypto(e.to_string())
+    }
+}
+
+impl From<rcgen::Error> for Error {
+    fn from(e: rcgen::Error) -> Self {
+        Error::Crypto(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,320 @@
+//! Key types, key generation, and the encrypted key file format.
+//!
+//! Keys at rest are PKCS#8 DER encrypted with AES-256-GCM under a key derived
+//! from the passphrase with scrypt (N=2^15, r=8, p=1). The file is JSON so its
+//! parameters are visible and can be raised later without breaking old files.
+
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine as _;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private, Public};
+use openssl::rsa::Rsa;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// The key types this CA generates, signs with and accepts in CSRs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyAlgorithm {
+    /// ECDSA on NIST P-256, signing with SHA-256.
+    EcdsaP256,
+    /// ECDSA on NIST P-384, signing with SHA-384.
+    EcdsaP384,
+    /// RSA 2048-bit, PKCS#1 v1.5 with SHA-256.
+    Rsa2048,
+    /// RSA 3072-bit.
+    Rsa3072,
+    /// RSA 4096-bit.
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    /// Every algorithm, in the order shown to users.
+    pub const ALL: [KeyAlgorithm; 5] =
+        [Self::EcdsaP256, Self::EcdsaP384, Self::Rsa2048, Self::Rsa3072, Self::Rsa4096];
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ecdsa-p256",
+            Self::EcdsaP384 => "ecdsa-p384",
+            Self::Rsa2048 => "rsa-2048",
+            Self::Rsa3072 => "rsa-3072",
+            Self::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    /// Parses a configuration name.
+    pub fn parse(text: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == text).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "unknown key type \"{}\": use one of {}",
+                text.escape_debug(),
+                Self::names()
+            ))
+        })
+    }
+
+    /// All names, comma separated, for messages.
+    pub fn names() -> String {
+        Self::ALL.map(|a| a.name()).join(", ")
+    }
+
+    /// Generates a fresh private key from the OS CSPRNG.
+    pub fn generate(self) -> Result<PKey<Private>> {
+        Ok(match self {
+            Self::EcdsaP256 | Self::EcdsaP384 => {
+                let group = EcGroup::from_curve_name(self.curve().expect("EC"))?;
+                PKey::from_ec_key(EcKey::generate(&group)?)?
+            }
+            Self::Rsa2048 => PKey::from_rsa(Rsa::generate(2048)?)?,
+            Self::Rsa3072 => PKey::from_rsa(Rsa::generate(3072)?)?,
+            Self::Rsa4096 => PKey::from_rsa(Rsa::generate(4096)?)?,
+        })
+    }
+
+    fn curve(self) -> Option<Nid> {
+        match self {
+            Self::EcdsaP256 => Some(Nid::X9_62_PRIME256V1),
+            Self::EcdsaP384 => Some(Nid::SECP384R1),
+            _ => None,
+        }
+    }
+
+    /// Recognises the algorithm of an existing key, if it is one we support.
+    pub fn of_key<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> Result<Self> {
+        let unsupported = |what: String| {
+            Error::InvalidInput(format!("unsupported key {what}: use one of {}", Self::names()))
+        };
+        if let Ok(ec) = key.ec_key() {
+            return match ec.group().curve_name() {
+                Some(Nid::X9_62_PRIME256V1) => Ok(Self::EcdsaP256),
+                Some(Nid::SECP384R1) => Ok(Self::EcdsaP384),
+                other => Err(unsupported(format!("curve {other:?}"))),
+            };
+        }
+        if let Ok(rsa) = key.rsa() {
+            return match rsa.size() * 8 {
+                2048 => Ok(Self::Rsa2048),
+                3072 => Ok(Self::Rsa3072),
+                4096 => Ok(Self::Rsa4096),
+                bits => Err(unsupported(format!("RSA-{bits}"))),
+            };
+        }
+        Err(unsupported(format!("type {:?}", key.id())))
+    }
+
+    /// The digest used when this key signs.
+    pub(crate) fn digest(self) -> openssl::hash::MessageDigest {
+        match self {
+            Self::EcdsaP384 => openssl::hash::MessageDigest::sha384(),
+            _ => openssl::hash::MessageDigest::sha256(),
+        }
+    }
+
+    pub(crate) fn rcgen_algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            _ => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A public key in the shapes certificate building needs.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    algorithm: KeyAlgorithm,
+    /// The full SubjectPublicKeyInfo DER.
+    spki: Vec<u8>,
+    /// The subjectPublicKey BIT STRING contents.
+    bits: Vec<u8>,
+}
+
+impl PublicKey {
+    /// From any OpenSSL key (private or public).
+    pub fn from_pkey<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> Result<Self> {
+        let algorithm = KeyAlgorithm::of_key(key)?;
+        let spki = key.public_key_to_der()?;
+        let bits = match key.ec_key() {
+            Ok(ec) => {
+                let mut ctx = openssl::bn::BigNumContext::new()?;
+                ec.public_key().to_bytes(
+                    ec.group(),
+                    openssl::ec::PointConversionForm::UNCOMPRESSED,
+                    &mut ctx,
+                )?
+            }
+            Err(_) => key.rsa()?.public_key_to_der_pkcs1()?,
+        };
+        Ok(PublicKey { algorithm, spki, bits })
+    }
+
+    /// From SubjectPublicKeyInfo DER.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self> {
+        let key: PKey<Public> = PKey::public_key_from_der(der)
+            .map_err(|_| Error::InvalidInput("public key is not a valid SubjectPublicKeyInfo".into()))?;
+        Self::from_pkey(&key)
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    /// SubjectPublicKeyInfo DER.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    /// RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits.
+    pub fn key_identifier(&self) -> Vec<u8> {
+        openssl::sha::sha1(&self.bits).to_vec()
+    }
+}
+
+impl rcgen::PublicKeyData for PublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.algorithm.rcgen_algorithm()
+    }
+}
+
+/// Minimum passphrase length for a new CA key.
+pub const MIN_PASSPHRASE_LEN: usize = 12;
+
+#[derive(Serialize, Deserialize)]
+struct EncryptedKeyFile {
+    format: String,
+    kdf: String,
+    log_n: u8,
+    r: u32,
+    p: u32,
+    salt: String,
+    cipher: String,
+    nonce: String,
+    ciphertext: String,
+    tag: String,
+}
+
+const KEY_FORMAT: &str = "ca-core-encrypted-key-v1";
+const SCRYPT_LOG_N: u8 = 15;
+
+fn derive_key(passphrase: &[u8], salt: &[u8], log_n: u8, r: u32, p: u32) -> Result<Zeroizing<[u8; 32]>> {
+    if !(10..=20).contains(&log_n) || r == 0 || r > 32 || p == 0 || p > 16 {
+        return Err(Error::Key("key file has out-of-range scrypt parameters".into()));
+    }
+    let mut key = Zeroizing::new([0u8; 32]);
+    openssl::pkcs5::scrypt(passphrase, salt, 1u64 << log_n, r.into(), p.into(), 256 << 20, &mut key[..])?;
+    Ok(key)
+}
+
+/// Encrypts a private key for storage at `path` (written with mode 0600).
+pub(crate) fn write_encrypted_key(path: &Path, key: &PKey<Private>, passphrase: &[u8]) -> Result<()> {
+    let pkcs8 = Zeroizing::new(key.private_key_to_pkcs8()?);
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 12];
+    openssl::rand::rand_bytes(&mut salt)?;
+    openssl::rand::rand_bytes(&mut nonce)?;
+    let wrapping = derive_key(passphrase, &salt, SCRYPT_LOG_N, 8, 1)?;
+    let mut tag = [0u8; 16];
+    let ciphertext = openssl::symm::encrypt_aead(
+        openssl::symm::Cipher::aes_256_gcm(),
+        &wrapping[..],
+        Some(&nonce),
+        KEY_FORMAT.as_bytes(),
+        &pkcs8,
+        &mut tag,
+    )?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let file = EncryptedKeyFile {
+        format: KEY_FORMAT.into(),
+        kdf: "scrypt".into(),
+        log_n: SCRYPT_LOG_N,
+        r: 8,
+        p: 1,
+        salt: b64(&salt),
+        cipher: "aes-256-gcm".into(),
+        nonce: b64(&nonce),
+        ciphertext: b64(&ciphertext),
+        tag: b64(&tag),
+    };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Crypto(e.to_string()))?;
+    crate::fsutil::write_private_file(path, text.as_bytes())
+}
+
+/// Decrypts a key written by [`write_encrypted_key`].
+pub(crate) fn read_encrypted_key(path: &Path, passphrase: &[u8]) -> Result<PKey<Private>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io("cannot read key file", path))?;
+    let corrupt = |what: &str| Error::Key(format!("key file {} is damaged: {what}", path.display()));
+    let file: EncryptedKeyFile = serde_json::from_str(&text).map_err(|e| corrupt(&e.to_string()))?;
+    if file.format != KEY_FORMAT || file.kdf != "scrypt" || file.cipher != "aes-256-gcm" {
+        return Err(corrupt("unknown format"));
+    }
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| corrupt("bad base64"));
+    let (salt, nonce, ciphertext, tag) =
+        (b64(&file.salt)?, b64(&file.nonce)?, b64(&file.ciphertext)?, b64(&file.tag)?);
+    let wrapping = derive_key(passphrase, &salt, file.log_n, file.r, file.p)?;
+    let pkcs8 = openssl::symm::decrypt_aead(
+        openssl::symm::Cipher::aes_256_gcm(),
+        &wrapping[..],
+        Some(&nonce),
+        KEY_FORMAT.as_bytes(),
+        &ciphertext,
+        &tag,
+    )
+    .map(Zeroizing::new)
+    .map_err(|_| {
+        Error::Key(format!(
+            "wrong passphrase for {} (set CA_KEY_PASSPHRASE or --passphrase-file to the passphrase given at init)",
+            path.display()
+        ))
+    })?;
+    Ok(PKey::private_key_from_pkcs8(&pkcs8)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_key_round_trips_and_rejects_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.enc");
+        let key = KeyAlgorithm::EcdsaP256.generate().unwrap();
+        write_encrypted_key(&path, &key, b"correct horse battery").unwrap();
+        let back = read_encrypted_key(&path, b"correct horse battery").unwrap();
+        assert!(back.public_eq(&key));
+        let err = read_encrypted_key(&path, b"wrong").unwrap_err();
+        assert!(err.to_string().contains("wrong passphrase"), "{err}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("BEGIN"), "no plaintext key material");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn recognises_key_types() {
+        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+            let key = alg.generate().unwrap();
+            assert_eq!(PublicKey::from_pkey(&key).unwrap().algorithm(), alg);
+        }
+    }
+}

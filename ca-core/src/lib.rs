@@ -1,0 +1,58 @@
+//! # ca-core — the private CA behind a portal's certificate login
+//!
+//! Everything that is CA logic lives here; the HTTP server and the CLI are thin
+//! front ends. This crate never opens a socket or reads argv.
+//!
+//! ```text
+//!   Policy (TOML) ──► Ca::prepare_issue ──► keys::generate ─► x509::build_leaf ─► pkcs12
+//!                            │                                      │ signs through
+//!                            ▼                                      ▼
+//!                      Ca::commit ──► Store (one transaction,   Signer (encrypted key file;
+//!                                      audit event chained)      PKCS#11 later)
+//!   revoke / reissue ──► Store ──► Ca::publish_crl ──► crl::build_crl
+//! ```
+//!
+//! Two seams keep the rest independent of where things live: [`Signer`] ("sign
+//! these bytes with the CA key") and [`Store`] (durable state; SQLite or
+//! PostgreSQL through the same portable SQL).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod audit;
+mod ca;
+mod config;
+mod crl;
+mod duration;
+mod error;
+pub mod fsutil;
+mod ids;
+mod keys;
+mod pkcs12;
+mod policy;
+mod reason;
+mod signer;
+mod store;
+mod x509;
+
+pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
+pub use ca::{now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, Layout, PreparedIssuance};
+pub use config::{Config, KeySource, LogFormat};
+pub use crl::{build_crl, CrlDer, RevokedEntry};
+pub use duration::{Duration, DURATION_FORMAT};
+pub use error::{Error, Result};
+pub use ids::{AdminId, Serial, TenantId, NAME_RULE};
+pub use keys::{KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
+pub use pkcs12::{generate_password, Pkcs12Der};
+pub use policy::{ExtendedKeyUsage, Pkcs12Profile, Policies, Policy, PolicyKind, SHIPPED as SHIPPED_POLICIES};
+pub use reason::RevocationReason;
+pub use signer::{FileSigner, Signer};
+pub use store::{CertificateRecord, CertificateStatus, ListFilter, PublishedCrl, SqlStore, Store, Supersede};
+pub use x509::{pem_encode, CaCertificate, CertificateDer, Endpoints};
+
+/// Formats a time as RFC 3339 UTC (`2026-11-25T20:29:41Z`).
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}

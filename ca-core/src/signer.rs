@@ -1,0 +1,90 @@
+//! The `Signer` seam: "sign these bytes with the CA key".
+//!
+//! Certificate, CRL and (later) OCSP building only see this trait, so where the
+//! key lives — an encrypted file today, a PKCS#11 token later — is configuration.
+
+use std::path::Path;
+
+use openssl::pkey::{PKey, Private};
+
+use crate::error::{Error, Result};
+use crate::keys::{read_encrypted_key, KeyAlgorithm, PublicKey};
+
+/// A private key that can sign, wherever it is kept.
+pub trait Signer: Send + Sync {
+    /// The public half.
+    fn public_key(&self) -> &PublicKey;
+
+    /// Signs `message`, returning the signature as X.509 carries it
+    /// (DER `ECDSA-Sig-Value` for ECDSA, PKCS#1 v1.5 for RSA), hashing with the
+    /// digest of [`KeyAlgorithm`] (SHA-384 for P-384, SHA-256 otherwise).
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A key held in process memory, loaded from an encrypted key file.
+/// OpenSSL clears the key's memory when it is freed.
+pub struct FileSigner {
+    key: PKey<Private>,
+    public: PublicKey,
+}
+
+impl FileSigner {
+    /// Wraps an in-memory key.
+    pub fn new(key: PKey<Private>) -> Result<Self> {
+        let public = PublicKey::from_pkey(&key)?;
+        Ok(FileSigner { key, public })
+    }
+
+    /// Decrypts and loads the key file at `path`.
+    pub fn open(path: &Path, passphrase: &[u8]) -> Result<Self> {
+        Self::new(read_encrypted_key(path, passphrase)?)
+    }
+}
+
+impl Signer for FileSigner {
+    fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let digest = self.public.algorithm().digest();
+        let mut signer = openssl::sign::Signer::new(digest, &self.key)?;
+        if matches!(
+            self.public.algorithm(),
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096
+        ) {
+            signer.set_rsa_padding(openssl::rsa::Padding::PKCS1)?;
+        }
+        signer.update(message)?;
+        Ok(signer.sign_to_vec()?)
+    }
+}
+
+/// Presents a [`Signer`] to rcgen.
+pub(crate) struct RcgenSigner<'a>(pub(crate) &'a dyn Signer);
+
+impl rcgen::PublicKeyData for RcgenSigner<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        rcgen::PublicKeyData::der_bytes(self.0.public_key())
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        rcgen::PublicKeyData::algorithm(self.0.public_key())
+    }
+}
+
+impl rcgen::SigningKey for RcgenSigner<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg).map_err(|_| rcgen::Error::RemoteKeyError)
+    }
+}
+
+/// Checks that `signer` holds the private key of `certificate_spki`; refuses a mismatched pair at load time.
+pub(crate) fn check_matches(signer: &dyn Signer, certificate_spki: &[u8]) -> Result<()> {
+    if signer.public_key().spki_der() != certificate_spki {
+        return Err(Error::Key(
+            "the CA key does not match the CA certificate in the data directory".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,630 @@
+//! The `Store` seam: all durable state behind one trait, every state change one
+//! transaction. [`SqlStore`] implements it for SQLite (embedded default) and
+//! PostgreSQL with the same portable SQL through sqlx's `Any` driver.
+
+use std::str::FromStr;
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+// Dynamic SQL here only ever interpolates fixed column lists and `$n`
+// placeholders; every value is bound.
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+use time::OffsetDateTime;
+
+use crate::audit::{event_hash, AuditDraft, AuditEvent};
+use crate::crl::RevokedEntry;
+use crate::error::{Error, Result};
+use crate::ids::Serial;
+use crate::reason::RevocationReason;
+
+/// Whether a certificate can still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateStatus {
+    /// Issued, unrevoked, unexpired.
+    Active,
+    /// Revoked.
+    Revoked,
+    /// Past its not-after.
+    Expired,
+}
+
+impl CertificateStatus {
+    /// The JSON / CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "active" => Ok(Self::Active),
+            "revoked" => Ok(Self::Revoked),
+            "expired" => Ok(Self::Expired),
+            other => Err(Error::InvalidInput(format!(
+                "unknown status \"{}\": use active, revoked or expired",
+                other.escape_debug()
+            ))),
+        }
+    }
+}
+
+/// A certificate as the store keeps it.
+#[derive(Debug, Clone)]
+pub struct CertificateRecord {
+    /// Serial.
+    pub serial: Serial,
+    /// Tenant.
+    pub tenant: String,
+    /// Admin.
+    pub admin: String,
+    /// Policy name.
+    pub policy: String,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+    /// When revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Why revoked.
+    pub reason: Option<RevocationReason>,
+    /// Compromise time given by the operator.
+    pub invalidity_date: Option<OffsetDateTime>,
+    /// The certificate.
+    pub der: Vec<u8>,
+}
+
+impl CertificateRecord {
+    /// Status at `now`.
+    pub fn status(&self, now: OffsetDateTime) -> CertificateStatus {
+        if self.revoked_at.is_some() {
+            CertificateStatus::Revoked
+        } else if self.not_after <= now {
+            CertificateStatus::Expired
+        } else {
+            CertificateStatus::Active
+        }
+    }
+}
+
+/// What [`Store::insert_certificate`] revokes in the same transaction (reissue).
+#[derive(Debug, Clone, Copy)]
+pub struct Supersede {
+    /// Reason given to every revoked certificate.
+    pub reason: RevocationReason,
+}
+
+/// Filters for [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this admin.
+    pub admin: Option<String>,
+    /// Only this policy.
+    pub policy: Option<String>,
+    /// Only this status.
+    pub status: Option<CertificateStatus>,
+    /// Only active certificates whose not-after is within this many seconds.
+    pub expiring_within_secs: Option<u64>,
+    /// Page size (1..=1000).
+    pub limit: u32,
+    /// Start after this serial.
+    pub cursor: Option<Serial>,
+}
+
+/// The CRL currently published.
+#[derive(Debug, Clone)]
+pub struct PublishedCrl {
+    /// CRL number.
+    pub number: u64,
+    /// thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// nextUpdate.
+    pub next_update: OffsetDateTime,
+    /// Signed DER.
+    pub der: Vec<u8>,
+}
+
+/// Durable state. Implementations make each method one transaction.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates or upgrades the schema.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Inserts a new certificate. With `supersede`, first revokes every active
+    /// certificate of the same (tenant, admin, policy) — all in one transaction —
+    /// and returns their serials. Without it, an active one means `Conflict`.
+    async fn insert_certificate(
+        &self,
+        record: &CertificateRecord,
+        supersede: Option<Supersede>,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Serial>>;
+
+    /// Revokes one certificate.
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        invalidity_date: Option<OffsetDateTime>,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<CertificateRecord>;
+
+    /// One certificate.
+    async fn certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>>;
+
+    /// Certificates matching `filter`, in serial order.
+    async fn list(&self, filter: &ListFilter, now: OffsetDateTime) -> Result<Vec<CertificateRecord>>;
+
+    /// Active certificates of one admin (all policies).
+    async fn active_for(&self, tenant: &str, admin: &str, now: OffsetDateTime) -> Result<Vec<CertificateRecord>>;
+
+    /// Reserves the next CRL number (strictly increasing, never reused) and
+    /// returns it with every revoked, unexpired certificate.
+    async fn begin_crl(&self, now: OffsetDateTime) -> Result<(u64, Vec<RevokedEntry>)>;
+
+    /// Publishes a signed CRL unless a higher number is already published.
+    async fn publish_crl(&self, crl: &PublishedCrl, audit: AuditDraft) -> Result<bool>;
+
+    /// The published CRL.
+    async fn latest_crl(&self) -> Result<Option<PublishedCrl>>;
+
+    /// Appends an audit event on its own.
+    async fn audit(&self, audit: AuditDraft, now: OffsetDateTime) -> Result<()>;
+
+    /// Events after `after_seq`, oldest first.
+    async fn audit_events(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEvent>>;
+
+    /// The chain head `(seq, hash)`; the seq doubles as a cheap change counter.
+    async fn audit_head(&self) -> Result<(u64, String)>;
+
+    /// A named setting.
+    async fn meta(&self, name: &str) -> Result<Option<String>>;
+
+    /// Sets a named setting.
+    async fn set_meta(&self, name: &str, value: &str) -> Result<()>;
+}
+
+/// [`Store`] over SQLite or PostgreSQL.
+pub struct SqlStore {
+    pool: AnyPool,
+}
+
+fn ts(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+fn from_ts(secs: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|e| Error::Store(format!("bad timestamp {secs}: {e}")))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() || db.message().contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}
+
+const CERT_COLUMNS: &str =
+    "serial, tenant, admin, policy, not_before, not_after, revoked_at, reason, invalidity_date, der";
+
+fn record_from_row(row: &AnyRow) -> Result<CertificateRecord> {
+    let serial: String = row.try_get("serial")?;
+    let opt_ts = |name: &str| -> Result<Option<OffsetDateTime>> {
+        row.try_get::<Option<i64>, _>(name)?.map(from_ts).transpose()
+    };
+    Ok(CertificateRecord {
+        serial: Serial::parse(&serial).map_err(|_| Error::Store(format!("bad serial in store: {serial}")))?,
+        tenant: row.try_get("tenant")?,
+        admin: row.try_get("admin")?,
+        policy: row.try_get("policy")?,
+        not_before: from_ts(row.try_get("not_before")?)?,
+        not_after: from_ts(row.try_get("not_after")?)?,
+        revoked_at: opt_ts("revoked_at")?,
+        reason: row.try_get::<Option<i64>, _>("reason")?.and_then(RevocationReason::from_code),
+        invalidity_date: opt_ts("invalidity_date")?,
+        der: row.try_get("der")?,
+    })
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The chain head read under the row lock taken by the first statement.
+struct OpenAudit {
+    seq: u64,
+    prev_hash: String,
+    at: i64,
+    draft: AuditDraft,
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://path`, `postgres://…`). SQLite runs in WAL
+    /// mode with `synchronous=FULL`: a commit is on disk when it returns.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("invalid database_url: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if is_sqlite { 4 } else { 16 })
+            .acquire_timeout(StdDuration::from_secs(15))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA busy_timeout = 15000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Store(format!("cannot open database: {e}")))?;
+        Ok(SqlStore { pool })
+    }
+
+    /// Starts an audited transaction: bumps the chain head first, which takes
+    /// the write lock (SQLite) or the head row lock (PostgreSQL) and so
+    /// serialises all state changes.
+    async fn begin(&self, draft: AuditDraft, now: OffsetDateTime) -> Result<(Tx, OpenAudit)> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1").execute(&mut *tx).await?;
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
+        let seq: i64 = row.try_get("seq")?;
+        Ok((tx, OpenAudit { seq: seq as u64, prev_hash: row.try_get("hash")?, at: ts(now), draft }))
+    }
+
+    /// Appends the event, moves the head, commits.
+    async fn commit(&self, mut tx: Tx, open: OpenAudit) -> Result<()> {
+        let d = &open.draft;
+        let serials = d.serials.join(",");
+        let hash = event_hash(&open.prev_hash, open.seq, open.at, &d.actor, &d.action, &d.subject, &serials, &d.details);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(open.seq as i64)
+        .bind(open.at)
+        .bind(&d.actor)
+        .bind(&d.action)
+        .bind(&d.subject)
+        .bind(&serials)
+        .bind(&d.details)
+        .bind(&open.prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::Store(format!("schema migration failed: {e}")))
+    }
+
+    async fn insert_certificate(
+        &self,
+        record: &CertificateRecord,
+        supersede: Option<Supersede>,
+        mut audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Serial>> {
+        audit.serials = vec![record.serial.to_hex()];
+        let (mut tx, mut open) = self.begin(audit, now).await?;
+        // An issued certificate past its not-after no longer counts as active.
+        sqlx::query(
+            "UPDATE certificates SET state = 2 WHERE tenant = $1 AND admin = $2 AND policy = $3 AND state = 0 AND not_after <= $4",
+        )
+        .bind(&record.tenant)
+        .bind(&record.admin)
+        .bind(&record.policy)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+        let mut revoked = Vec::new();
+        if let Some(supersede) = supersede {
+            let rows = sqlx::query(
+                "UPDATE certificates SET state = 1, revoked_at = $1, reason = $2 \
+                 WHERE tenant = $3 AND admin = $4 AND policy = $5 AND state = 0 RETURNING serial",
+            )
+            .bind(ts(now))
+            .bind(i64::from(supersede.reason.code()))
+            .bind(&record.tenant)
+            .bind(&record.admin)
+            .bind(&record.policy)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let serial: String = row.try_get("serial")?;
+                revoked.push(Serial::parse(&serial)?);
+            }
+            revoked.sort();
+            open.draft.serials.extend(revoked.iter().map(Serial::to_hex));
+            open.draft.details.push_str(&format!(" reason={}", supersede.reason.name()));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
+        )
+        .bind(record.serial.to_hex())
+        .bind(&record.tenant)
+        .bind(&record.admin)
+        .bind(&record.policy)
+        .bind(ts(record.not_before))
+        .bind(ts(record.not_after))
+        .bind(ts(now))
+        .bind(&record.der)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::Conflict(format!(
+                    "{}/{} already has an active certificate under policy {}: use reissue to replace it",
+                    record.tenant, record.admin, record.policy
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.commit(tx, open).await?;
+        Ok(revoked)
+    }
+
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        invalidity_date: Option<OffsetDateTime>,
+        mut audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<CertificateRecord> {
+        audit.serials = vec![serial.to_hex()];
+        audit.details = format!("reason={}", reason.name());
+        let (mut tx, open) = self.begin(audit, now).await?;
+        let changed = sqlx::query(
+            "UPDATE certificates SET state = 1, revoked_at = $1, reason = $2, invalidity_date = $3 \
+             WHERE serial = $4 AND revoked_at IS NULL",
+        )
+        .bind(ts(now))
+        .bind(i64::from(reason.code()))
+        .bind(invalidity_date.map(ts))
+        .bind(serial.to_hex())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1")))
+            .bind(serial.to_hex())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(Error::NotFound(format!("no certificate with serial {serial}")));
+        };
+        let record = record_from_row(&row)?;
+        if changed == 0 {
+            let when = record.revoked_at.map(crate::rfc3339).unwrap_or_default();
+            return Err(Error::Conflict(format!(
+                "certificate {serial} is already revoked (since {when}, reason {})",
+                record.reason.map(|r| r.name()).unwrap_or("unspecified")
+            )));
+        }
+        self.commit(tx, open).await?;
+        Ok(record)
+    }
+
+    async fn certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1")))
+            .bind(serial.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter, now: OffsetDateTime) -> Result<Vec<CertificateRecord>> {
+        enum Arg {
+            Text(String),
+            Int(i64),
+        }
+        let mut conditions = Vec::new();
+        let mut args = Vec::new();
+        let mut push = |condition: &str, arg: Arg| {
+            args.push(arg);
+            conditions.push(condition.replace('?', &format!("${}", args.len())));
+        };
+        if let Some(t) = &filter.tenant {
+            push("tenant = ?", Arg::Text(t.clone()));
+        }
+        if let Some(a) = &filter.admin {
+            push("admin = ?", Arg::Text(a.clone()));
+        }
+        if let Some(p) = &filter.policy {
+            push("policy = ?", Arg::Text(p.clone()));
+        }
+        match filter.status {
+            Some(CertificateStatus::Active) => push("revoked_at IS NULL AND not_after > ?", Arg::Int(ts(now))),
+            Some(CertificateStatus::Expired) => push("revoked_at IS NULL AND not_after <= ?", Arg::Int(ts(now))),
+            Some(CertificateStatus::Revoked) => push("revoked_at IS NOT NULL AND 0 = ?", Arg::Int(0)),
+            None => {}
+        }
+        if let Some(within) = filter.expiring_within_secs {
+            let horizon = ts(now).saturating_add(i64::try_from(within).unwrap_or(i64::MAX / 2));
+            push("revoked_at IS NULL AND not_after > ?", Arg::Int(ts(now)));
+            push("not_after <= ?", Arg::Int(horizon));
+        }
+        if let Some(cursor) = &filter.cursor {
+            push("serial > ?", Arg::Text(cursor.to_hex()));
+        }
+        let mut sql = format!("SELECT {CERT_COLUMNS} FROM certificates");
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY serial LIMIT {}", filter.limit.clamp(1, 1000)));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for arg in args {
+            query = match arg {
+                Arg::Text(t) => query.bind(t),
+                Arg::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn active_for(&self, tenant: &str, admin: &str, now: OffsetDateTime) -> Result<Vec<CertificateRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CERT_COLUMNS} FROM certificates WHERE tenant = $1 AND admin = $2 AND state = 0 AND not_after > $3 ORDER BY serial"
+        )))
+        .bind(tenant)
+        .bind(admin)
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn begin_crl(&self, now: OffsetDateTime) -> Result<(u64, Vec<RevokedEntry>)> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1").execute(&mut *tx).await?;
+        let number: i64 = sqlx::query("SELECT last_number FROM crl_state WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("last_number")?;
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, reason, invalidity_date FROM certificates \
+             WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY revoked_at, serial",
+        )
+        .bind(ts(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let serial: String = row.try_get("serial")?;
+            entries.push(RevokedEntry {
+                serial: Serial::parse(&serial)?,
+                revoked_at: from_ts(row.try_get("revoked_at")?)?,
+                reason: row
+                    .try_get::<Option<i64>, _>("reason")?
+                    .and_then(RevocationReason::from_code)
+                    .unwrap_or(RevocationReason::Unspecified),
+                invalidity_date: row.try_get::<Option<i64>, _>("invalidity_date")?.map(from_ts).transpose()?,
+            });
+        }
+        Ok((number as u64, entries))
+    }
+
+    async fn publish_crl(&self, crl: &PublishedCrl, mut audit: AuditDraft) -> Result<bool> {
+        audit.details = format!(
+            "crl_number={} next_update={} sha256={}",
+            crl.number,
+            crate::rfc3339(crl.next_update),
+            hex::encode(openssl::sha::sha256(&crl.der))
+        );
+        let (mut tx, open) = self.begin(audit, crl.this_update).await?;
+        let changed = sqlx::query(
+            "UPDATE crl_state SET published_number = $1, this_update = $2, next_update = $3, der = $4 \
+             WHERE id = 1 AND published_number < $1",
+        )
+        .bind(crl.number as i64)
+        .bind(ts(crl.this_update))
+        .bind(ts(crl.next_update))
+        .bind(&crl.der)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        self.commit(tx, open).await?;
+        Ok(true)
+    }
+
+    async fn latest_crl(&self) -> Result<Option<PublishedCrl>> {
+        let row = sqlx::query("SELECT published_number, this_update, next_update, der FROM crl_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let number: i64 = row.try_get("published_number")?;
+        if number == 0 {
+            return Ok(None);
+        }
+        Ok(Some(PublishedCrl {
+            number: number as u64,
+            this_update: from_ts(row.try_get("this_update")?)?,
+            next_update: from_ts(row.try_get("next_update")?)?,
+            der: row.try_get("der")?,
+        }))
+    }
+
+    async fn audit(&self, audit: AuditDraft, now: OffsetDateTime) -> Result<()> {
+        let (tx, open) = self.begin(audit, now).await?;
+        self.commit(tx, open).await
+    }
+
+    async fn audit_events(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, subject, serials, details, prev_hash, hash FROM audit_events \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let serials: String = row.try_get("serials")?;
+                Ok(AuditEvent {
+                    seq: row.try_get::<i64, _>("seq")? as u64,
+                    at: from_ts(row.try_get("at")?)?,
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    subject: row.try_get("subject")?,
+                    serials: serials.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                    details: row.try_get("details")?,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_head(&self) -> Result<(u64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+        Ok((row.try_get::<i64, _>("seq")? as u64, row.try_get("hash")?))
+    }
+
+    async fn meta(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM ca_meta WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM ca_meta WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO ca_meta (name, value) VALUES ($1, $2)").bind(name).bind(value).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

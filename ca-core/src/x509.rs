@@ -1,0 +1,356 @@
+//! Certificate building: the self-signed CA certificate and the profiles' leaf
+//! certificates (RFC 5280). Pure functions of their inputs and a signer.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose,
+    SerialNumber,
+};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::ids::{AdminId, Serial, TenantId};
+use crate::keys::PublicKey;
+use crate::policy::{ExtendedKeyUsage, Policy};
+use crate::signer::{RcgenSigner, Signer};
+
+/// A DER certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateDer(pub Vec<u8>);
+
+impl CertificateDer {
+    /// PEM armour.
+    pub fn to_pem(&self) -> String {
+        pem_encode("CERTIFICATE", &self.0)
+    }
+}
+
+/// PEM-armours DER bytes with the given label.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// How long before "now" a new certificate becomes valid, so that a gateway
+/// whose clock runs a little behind still accepts it at once.
+pub(crate) const BACKDATE: time::Duration = time::Duration::minutes(5);
+
+/// Parses `CN=Portal Admin CA,O=Example,C=DE` (also `/`-separated, as `openssl req -subj` takes).
+pub(crate) fn parse_subject(text: &str) -> Result<DistinguishedName> {
+    let bad = |why: &str| {
+        Error::InvalidInput(format!(
+            "invalid subject \"{}\": {why} (expected e.g. \"CN=Portal Admin CA,O=Example Corp,C=DE\"; attributes CN, O, OU, C, ST, L)",
+            text.escape_debug()
+        ))
+    };
+    let separator = if text.starts_with('/') { '/' } else { ',' };
+    let mut dn = DistinguishedName::new();
+    let mut has_cn = false;
+    for part in text.split(separator).map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').ok_or_else(|| bad("each part must be KEY=VALUE"))?;
+        let value = value.trim();
+        if value.is_empty() || value.len() > 64 {
+            return Err(bad("values must be 1 to 64 characters"));
+        }
+        let kind = match key.trim().to_ascii_uppercase().as_str() {
+            "CN" => {
+                has_cn = true;
+                DnType::CommonName
+            }
+            "O" => DnType::OrganizationName,
+            "OU" => DnType::OrganizationalUnitName,
+            "ST" => DnType::StateOrProvinceName,
+            "L" => DnType::LocalityName,
+            "C" => {
+                if value.len() != 2 || !value.chars().all(|c| c.is_ascii_uppercase()) {
+                    return Err(bad("C must be a two-letter upper-case country code"));
+                }
+                dn.push(DnType::CountryName, DnValue::PrintableString(value.try_into().map_err(|_| bad("bad C"))?));
+                continue;
+            }
+            other => return Err(bad(&format!("unknown attribute {other}"))),
+        };
+        dn.push(kind, DnValue::Utf8String(value.to_owned()));
+    }
+    if !has_cn {
+        return Err(bad("a CN is required"));
+    }
+    Ok(dn)
+}
+
+fn rcgen_serial(serial: &Serial) -> SerialNumber {
+    SerialNumber::from_slice(serial.as_bytes())
+}
+
+/// Builds the self-signed CA certificate: critical basicConstraints CA:TRUE
+/// pathLen 0 (it only issues end-entity certificates), keyCertSign + cRLSign.
+pub(crate) fn build_ca_certificate(
+    subject: DistinguishedName,
+    signer: &dyn Signer,
+    not_before: OffsetDateTime,
+    validity: time::Duration,
+) -> Result<CertificateDer> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject;
+    params.serial_number = Some(rcgen_serial(&Serial::random()?));
+    params.not_before = not_before;
+    params.not_after = not_before + validity;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_identifier_method = KeyIdMethod::PreSpecified(signer.public_key().key_identifier());
+    let cert = params.self_signed(&RcgenSigner(signer))?;
+    Ok(CertificateDer(cert.der().to_vec()))
+}
+
+/// The CA certificate with what issuing needs from it.
+#[derive(Debug, Clone)]
+pub struct CaCertificate {
+    der: CertificateDer,
+    public_key: PublicKey,
+    subject_der: Vec<u8>,
+    subject: DistinguishedName,
+    not_after: OffsetDateTime,
+}
+
+/// Rebuilds an rcgen name from a parsed one, keeping each value's string type
+/// so the issuer Name of what we sign matches the CA's subject byte for byte.
+fn distinguished_name(name: &x509_parser::x509::X509Name<'_>) -> Result<DistinguishedName> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let mut dn = DistinguishedName::new();
+    for attribute in name.iter_attributes() {
+        let oid: Vec<u64> = attribute
+            .attr_type()
+            .iter()
+            .ok_or_else(|| Error::Config("CA subject has an unreadable attribute type".into()))?
+            .collect();
+        let text = attribute
+            .as_str()
+            .map_err(|_| Error::Config("CA subject has a non-string attribute".into()))?
+            .to_owned();
+        let value = match attribute.attr_value().tag() {
+            Tag::PrintableString => DnValue::PrintableString(
+                text.as_str().try_into().map_err(|_| Error::Config("bad PrintableString in CA subject".into()))?,
+            ),
+            Tag::Ia5String => DnValue::Ia5String(
+                text.as_str().try_into().map_err(|_| Error::Config("bad IA5String in CA subject".into()))?,
+            ),
+            _ => DnValue::Utf8String(text),
+        };
+        dn.push(DnType::from_oid(&oid), value);
+    }
+    Ok(dn)
+}
+
+impl CaCertificate {
+    /// Parses and checks a CA certificate: it must be a CA with keyCertSign and cRLSign.
+    pub fn from_der(der: Vec<u8>) -> Result<Self> {
+        use x509_parser::prelude::*;
+        let bad = |why: String| Error::Config(format!("the CA certificate is unusable: {why}"));
+        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?;
+        let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+        let usage = cert.key_usage().ok().flatten().map(|ku| ku.value);
+        if !is_ca || !usage.is_some_and(|u| u.key_cert_sign() && u.crl_sign()) {
+            return Err(bad("it must have basicConstraints CA:TRUE and keyUsage keyCertSign, cRLSign".into()));
+        }
+        let public_key = PublicKey::from_spki_der(cert.public_key().raw)?;
+        let subject_der = cert.subject().as_raw().to_vec();
+        let subject = distinguished_name(cert.subject())?;
+        let not_after = cert.validity().not_after.to_datetime();
+        Ok(CaCertificate { public_key, subject_der, subject, not_after, der: CertificateDer(der) })
+    }
+
+    /// DER.
+    pub fn der(&self) -> &CertificateDer {
+        &self.der
+    }
+
+    /// The CA's public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public_key
+    }
+
+    /// The DER of the subject Name (the issuer Name of everything it signs).
+    pub fn subject_der(&self) -> &[u8] {
+        &self.subject_der
+    }
+
+    /// End of the CA's validity.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    pub(crate) fn issuer<'a>(&self, signer: &'a dyn Signer) -> Result<Issuer<'static, RcgenSigner<'a>>> {
+        crate::signer::check_matches(signer, self.public_key.spki_der())?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = self.subject.clone();
+        params.key_identifier_method = KeyIdMethod::PreSpecified(self.public_key.key_identifier());
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Ok(Issuer::new(params, RcgenSigner(signer)))
+    }
+}
+
+/// Where relying parties find the CRL, OCSP and the CA certificate.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// `<base_url>` without a trailing slash.
+    pub base_url: String,
+}
+
+impl Endpoints {
+    /// Checks and normalises a base URL.
+    pub fn new(base_url: &str) -> Result<Self> {
+        let trimmed = base_url.trim().trim_end_matches('/');
+        let ok = (trimmed.starts_with("http://") || trimmed.starts_with("https://"))
+            && trimmed.len() > "https://".len()
+            && trimmed.is_ascii()
+            && !trimmed.contains(char::is_whitespace);
+        if !ok {
+            return Err(Error::InvalidInput(format!(
+                "invalid base URL \"{}\": expected http(s)://host[:port][/path], e.g. http://ca.example.com",
+                base_url.escape_debug()
+            )));
+        }
+        Ok(Endpoints { base_url: trimmed.to_owned() })
+    }
+
+    /// CRL distribution point.
+    pub fn crl(&self) -> String {
+        format!("{}/crl", self.base_url)
+    }
+
+    /// OCSP responder.
+    pub fn ocsp(&self) -> String {
+        format!("{}/ocsp", self.base_url)
+    }
+
+    /// CA certificate (caIssuers).
+    pub fn ca_cert(&self) -> String {
+        format!("{}/ca.crt", self.base_url)
+    }
+}
+
+/// Authority Information Access (RFC 5280 §4.2.2.1): OCSP and caIssuers URIs.
+/// rcgen has no field for it, so it is encoded here.
+fn authority_info_access(endpoints: &Endpoints) -> CustomExtension {
+    const OCSP: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 48, 1];
+    const CA_ISSUERS: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 48, 2];
+    let der = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            for (method, uri) in [(OCSP, endpoints.ocsp()), (CA_ISSUERS, endpoints.ca_cert())] {
+                w.next().write_sequence(|w| {
+                    w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(&method));
+                    // GeneralName uniformResourceIdentifier [6] IMPLICIT IA5String
+                    w.next().write_tagged_implicit(yasna::Tag::context(6), |w| w.write_ia5_string(&uri));
+                });
+            }
+        })
+    });
+    CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], der)
+}
+
+/// id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1): NULL content.
+fn ocsp_nocheck() -> CustomExtension {
+    CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 48, 1, 5], vec![0x05, 0x00])
+}
+
+/// Everything that varies between two leaf certificates of one policy.
+#[derive(Debug, Clone)]
+pub(crate) struct LeafRequest<'a> {
+    /// The profile.
+    pub policy: &'a Policy,
+    /// Tenant.
+    pub tenant: &'a TenantId,
+    /// Admin.
+    pub admin: &'a AdminId,
+    /// The subject's public key.
+    pub public_key: &'a PublicKey,
+    /// Serial.
+    pub serial: Serial,
+    /// Issuance time.
+    pub now: OffsetDateTime,
+}
+
+/// A signed leaf with its validity.
+#[derive(Debug, Clone)]
+pub(crate) struct IssuedCertificate {
+    /// DER.
+    pub der: CertificateDer,
+    /// Serial.
+    pub serial: Serial,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity (capped at the CA's own end).
+    pub not_after: OffsetDateTime,
+}
+
+/// Builds and signs an end-entity certificate for `request` (DESIGN §5).
+pub(crate) fn build_leaf(
+    request: &LeafRequest<'_>,
+    ca: &CaCertificate,
+    signer: &dyn Signer,
+    endpoints: &Endpoints,
+) -> Result<IssuedCertificate> {
+    let policy = request.policy;
+    let mut dn = DistinguishedName::new();
+    if let Some(country) = &policy.subject.country {
+        dn.push(DnType::CountryName, DnValue::PrintableString(country.as_str().try_into().map_err(|_| Error::Policy("bad country".into()))?));
+    }
+    if let Some(o) = &policy.subject.organization {
+        dn.push(DnType::OrganizationName, o.render(request.tenant, request.admin));
+    }
+    if let Some(ou) = &policy.subject.organizational_unit {
+        dn.push(DnType::OrganizationalUnitName, ou.render(request.tenant, request.admin));
+    }
+    dn.push(DnType::CommonName, policy.subject.common_name.render(request.tenant, request.admin));
+
+    let not_before = request.now - BACKDATE;
+    let not_after = (request.now + policy.validity.to_time()).min(ca.not_after());
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn;
+    params.serial_number = Some(rcgen_serial(&request.serial));
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = policy
+        .extended_key_usage
+        .iter()
+        .map(|eku| match eku {
+            ExtendedKeyUsage::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsage::EmailProtection => ExtendedKeyUsagePurpose::EmailProtection,
+            ExtendedKeyUsage::OcspSigning => ExtendedKeyUsagePurpose::OcspSigning,
+        })
+        .collect();
+    params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(request.public_key.key_identifier());
+    if policy.extended_key_usage.contains(&ExtendedKeyUsage::OcspSigning) {
+        // A responder certificate is not itself checked for revocation (RFC 6960 §4.2.2.2.1).
+        params.custom_extensions.push(ocsp_nocheck());
+    } else {
+        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![endpoints.crl()] }];
+        params.custom_extensions.push(authority_info_access(endpoints));
+    }
+    let issuer = ca.issuer(signer)?;
+    let cert = params.signed_by(request.public_key, &issuer)?;
+    Ok(IssuedCertificate {
+        der: CertificateDer(cert.der().to_vec()),
+        serial: request.serial,
+        not_before,
+        not_after,
+    })
+}
+
+/// Turns PEM or DER certificate bytes into DER.
+pub(crate) fn certificate_der_from_pem_or_der(bytes: &[u8]) -> Result<Vec<u8>> {
+    let cert = openssl::x509::X509::from_pem(bytes)
+        .or_else(|_| openssl::x509::X509::from_der(bytes))
+        .map_err(|_| Error::InvalidInput("not a PEM or DER X.509 certificate".into()))?;
+    Ok(cert.to_der()?)
+}
