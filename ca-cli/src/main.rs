@@ -1,1 +1,39 @@
-fn main(){}
+//! `ca-cli`: parse, run one command, turn an error into a message and an exit code.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let json = cli.json;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(error) = runtime.block_on(commands::run(cli)) {
+        if json {
+            let view = ca_core::ErrorView::new(error.code(), error.to_string());
+            eprintln!("{}", serde_json::to_string(&view).expect("serialisable"));
+        } else {
+            eprintln!("error: {error}");
+        }
+        std::process::exit(exit_code(&error));
+    }
+}
+
+/// The one mapping from errors to exit codes (documented in `--help`).
+fn exit_code(error: &ca_core::Error) -> i32 {
+    use ca_core::Error;
+    match error {
+        Error::InvalidInput(_) | Error::Policy(_) | Error::Config(_) => 2,
+        Error::Conflict(_) => 3,
+        Error::NotFound(_) => 4,
+        Error::Key(_) => 5,
+        Error::AuditBroken(_) => 6,
+        Error::Store(_) | Error::Crypto(_) | Error::Io { .. } => 1,
+    }
+}

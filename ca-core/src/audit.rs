@@ -75,7 +75,16 @@ pub(crate) fn event_hash(
     details: &str,
 ) -> String {
     let mut h = openssl::sha::Sha256::new();
-    for field in [prev_hash, &seq.to_string(), &at.to_string(), draft_actor, action, subject, serials, details] {
+    for field in [
+        prev_hash,
+        &seq.to_string(),
+        &at.to_string(),
+        draft_actor,
+        action,
+        subject,
+        serials,
+        details,
+    ] {
         h.update(&(field.len() as u64).to_be_bytes());
         h.update(field.as_bytes());
     }

@@ -24,7 +24,9 @@ use crate::policy::{Policies, Policy, PolicyKind};
 use crate::reason::RevocationReason;
 use crate::signer::{FileSigner, Signer};
 use crate::store::{CertificateRecord, ListFilter, PublishedCrl, SqlStore, Store, Supersede};
-use crate::x509::{build_ca_certificate, build_leaf, parse_subject, CaCertificate, Endpoints, LeafRequest};
+use crate::x509::{
+    build_ca_certificate, build_leaf, parse_subject, CaCertificate, Endpoints, LeafRequest,
+};
 
 /// The current time, whole seconds (certificates and the store keep seconds).
 pub fn now() -> OffsetDateTime {
@@ -41,7 +43,9 @@ pub struct Layout {
 impl Layout {
     /// The layout of `dir`.
     pub fn new(dir: &Path) -> Self {
-        Layout { dir: dir.to_owned() }
+        Layout {
+            dir: dir.to_owned(),
+        }
     }
 
     /// The directory.
@@ -174,9 +178,12 @@ impl Ca {
         let subject = parse_subject(&request.subject)?;
         let endpoints = Endpoints::new(config.base_url.as_deref().unwrap_or(&request.base_url))?;
         if request.validity.as_secs() < 86_400 {
-            return Err(Error::InvalidInput("CA validity must be at least 1d".into()));
+            return Err(Error::InvalidInput(
+                "CA validity must be at least 1d".into(),
+            ));
         }
-        std::fs::create_dir_all(layout.dir()).map_err(Error::io("cannot create data directory", layout.dir()))?;
+        std::fs::create_dir_all(layout.dir())
+            .map_err(Error::io("cannot create data directory", layout.dir()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -186,25 +193,36 @@ impl Ca {
         let key = request.key.generate()?;
         let signer = FileSigner::new(key.clone())?;
         let now = now();
-        let der = build_ca_certificate(subject, &signer, now - crate::x509::BACKDATE, request.validity.to_time())?;
+        let der = build_ca_certificate(
+            subject,
+            &signer,
+            now - crate::x509::BACKDATE,
+            request.validity.to_time(),
+        )?;
         let ca_cert = CaCertificate::from_der(der.0.clone())?;
 
         let store = SqlStore::connect(&config.database_url()).await?;
         store.migrate().await?;
         if store.meta("ca_spki_sha256").await?.is_some() {
-            return Err(Error::Conflict("the database already belongs to a CA (refusing to overwrite it)".into()));
+            return Err(Error::Conflict(
+                "the database already belongs to a CA (refusing to overwrite it)".into(),
+            ));
         }
         write_encrypted_key(&layout.ca_key(), &key, &request.passphrase)?;
         crate::fsutil::write_file(&layout.ca_cert(), der.to_pem().as_bytes())?;
         if config.policies_dir.is_none() && !layout.policies().exists() {
-            std::fs::create_dir_all(layout.policies()).map_err(Error::io("cannot create", layout.policies()))?;
+            std::fs::create_dir_all(layout.policies())
+                .map_err(Error::io("cannot create", layout.policies()))?;
             for (file, text) in crate::policy::SHIPPED {
                 crate::fsutil::write_file(&layout.policies().join(file), text.as_bytes())?;
             }
         }
         store.set_meta("base_url", &endpoints.base_url).await?;
         store
-            .set_meta("ca_spki_sha256", &hex::encode(openssl::sha::sha256(ca_cert.public_key().spki_der())))
+            .set_meta(
+                "ca_spki_sha256",
+                &hex::encode(openssl::sha::sha256(ca_cert.public_key().spki_der())),
+            )
             .await?;
         let mut draft = AuditDraft::new(actor, "init", request.subject.clone());
         draft.details = format!("key={} base_url={}", request.key, endpoints.base_url);
@@ -232,7 +250,8 @@ impl Ca {
                 layout.dir().display()
             )));
         }
-        let pem = std::fs::read(layout.ca_cert()).map_err(Error::io("cannot read", layout.ca_cert()))?;
+        let pem =
+            std::fs::read(layout.ca_cert()).map_err(Error::io("cannot read", layout.ca_cert()))?;
         let ca_cert = CaCertificate::from_der(crate::x509::certificate_der_from_pem_or_der(&pem)?)?;
         let signer: Option<Arc<dyn Signer>> = match passphrase {
             Some(p) => {
@@ -247,7 +266,9 @@ impl Ca {
         let base_url = match &config.base_url {
             Some(url) => url.clone(),
             None => store.meta("base_url").await?.ok_or_else(|| {
-                Error::Config("the store has no base_url: set base_url in the config or CA_BASE_URL".into())
+                Error::Config(
+                    "the store has no base_url: set base_url in the config or CA_BASE_URL".into(),
+                )
             })?,
         };
         Ok(Ca {
@@ -300,13 +321,23 @@ impl Ca {
                 PolicyKind::Csr => "sign-csr",
                 PolicyKind::OcspResponder => "the OCSP responder rotation",
             };
-            return Err(Error::Policy(format!("policy {name} is used with {how}, not here")));
+            return Err(Error::Policy(format!(
+                "policy {name} is used with {how}, not here"
+            )));
         }
         Ok(policy)
     }
 
-    async fn check_no_active(&self, tenant: &TenantId, admin: &AdminId, policy: &str) -> Result<()> {
-        let active = self.store.active_for(tenant.as_str(), admin.as_str(), now()).await?;
+    async fn check_no_active(
+        &self,
+        tenant: &TenantId,
+        admin: &AdminId,
+        policy: &str,
+    ) -> Result<()> {
+        let active = self
+            .store
+            .active_for(tenant.as_str(), admin.as_str(), now())
+            .await?;
         if let Some(existing) = active.iter().find(|r| r.policy == policy) {
             return Err(Error::Conflict(format!(
                 "{tenant}/{admin} already has an active certificate under policy {policy} (serial {}): use reissue to replace it",
@@ -318,21 +349,44 @@ impl Ca {
 
     /// First certificate for (tenant, admin, policy): generates the key and bundle.
     pub async fn prepare_issue(&self, request: &IssueRequest) -> Result<PreparedIssuance> {
-        let (tenant, admin) = (TenantId::parse(&request.tenant)?, AdminId::parse(&request.admin)?);
-        let policy_name = request.policy.clone().unwrap_or_else(|| self.default_policy.clone());
+        let (tenant, admin) = (
+            TenantId::parse(&request.tenant)?,
+            AdminId::parse(&request.admin)?,
+        );
+        let policy_name = request
+            .policy
+            .clone()
+            .unwrap_or_else(|| self.default_policy.clone());
         let policy = self.policy_of_kind(&policy_name, PolicyKind::Pkcs12)?;
         self.check_no_active(&tenant, &admin, &policy.name).await?;
-        self.prepare_bundle(policy, &tenant, &admin, request.password.clone(), None, "issue")
+        self.prepare_bundle(
+            policy,
+            &tenant,
+            &admin,
+            request.password.clone(),
+            None,
+            "issue",
+        )
     }
 
     /// New certificate and bundle; every active one of the same policy is revoked
     /// with `reason` when this is committed.
-    pub async fn prepare_reissue(&self, request: &IssueRequest, reason: RevocationReason) -> Result<PreparedIssuance> {
-        let (tenant, admin) = (TenantId::parse(&request.tenant)?, AdminId::parse(&request.admin)?);
+    pub async fn prepare_reissue(
+        &self,
+        request: &IssueRequest,
+        reason: RevocationReason,
+    ) -> Result<PreparedIssuance> {
+        let (tenant, admin) = (
+            TenantId::parse(&request.tenant)?,
+            AdminId::parse(&request.admin)?,
+        );
         let policy_name = match &request.policy {
             Some(name) => name.clone(),
             None => {
-                let active = self.store.active_for(tenant.as_str(), admin.as_str(), now()).await?;
+                let active = self
+                    .store
+                    .active_for(tenant.as_str(), admin.as_str(), now())
+                    .await?;
                 let mut names: Vec<&str> = active.iter().map(|r| r.policy.as_str()).collect();
                 names.dedup();
                 match names.as_slice() {
@@ -352,7 +406,14 @@ impl Ca {
             }
         };
         let policy = self.policy_of_kind(&policy_name, PolicyKind::Pkcs12)?;
-        self.prepare_bundle(policy, &tenant, &admin, request.password.clone(), Some(Supersede { reason }), "reissue")
+        self.prepare_bundle(
+            policy,
+            &tenant,
+            &admin,
+            request.password.clone(),
+            Some(Supersede { reason }),
+            "reissue",
+        )
     }
 
     fn prepare_bundle(
@@ -364,7 +425,9 @@ impl Ca {
         supersede: Option<Supersede>,
         action: &'static str,
     ) -> Result<PreparedIssuance> {
-        let settings = policy.pkcs12.as_ref().ok_or_else(|| Error::Policy(format!("policy {} has no pkcs12 settings", policy.name)))?;
+        let settings = policy.pkcs12.as_ref().ok_or_else(|| {
+            Error::Policy(format!("policy {} has no pkcs12 settings", policy.name))
+        })?;
         let password = match password {
             Some(p) => {
                 check_password(&p)?;
@@ -377,8 +440,21 @@ impl Ca {
         let public_key = PublicKey::from_pkey(&key)?;
         let record = self.sign_leaf(policy, tenant, admin, &public_key, signer)?;
         let friendly_name = settings.friendly_name.render(tenant, admin);
-        let bundle = build_pkcs12(&key, &record.der, &self.ca_cert.der().0, settings, &friendly_name, &password)?;
-        Ok(PreparedIssuance { record, supersede, action, bundle: Some(bundle), password: Some(password) })
+        let bundle = build_pkcs12(
+            &key,
+            &record.der,
+            &self.ca_cert.der().0,
+            settings,
+            &friendly_name,
+            &password,
+        )?;
+        Ok(PreparedIssuance {
+            record,
+            supersede,
+            action,
+            bundle: Some(bundle),
+            password: Some(password),
+        })
     }
 
     fn sign_leaf(
@@ -389,7 +465,14 @@ impl Ca {
         public_key: &PublicKey,
         signer: &dyn Signer,
     ) -> Result<CertificateRecord> {
-        let request = LeafRequest { policy, tenant, admin, public_key, serial: Serial::random()?, now: now() };
+        let request = LeafRequest {
+            policy,
+            tenant,
+            admin,
+            public_key,
+            serial: Serial::random()?,
+            now: now(),
+        };
         let issued = build_leaf(&request, &self.ca_cert, signer, &self.endpoints)?;
         Ok(CertificateRecord {
             serial: issued.serial,
@@ -407,15 +490,28 @@ impl Ca {
 
     /// Signs a client-held key's CSR (PEM or DER). Its signature must verify;
     /// its subject and extensions are ignored — the policy's apply.
-    pub async fn prepare_sign_csr(&self, tenant: &str, admin: &str, policy: &str, csr: &[u8]) -> Result<PreparedIssuance> {
+    pub async fn prepare_sign_csr(
+        &self,
+        tenant: &str,
+        admin: &str,
+        policy: &str,
+        csr: &[u8],
+    ) -> Result<PreparedIssuance> {
         let (tenant, admin) = (TenantId::parse(tenant)?, AdminId::parse(admin)?);
         let policy = self.policies.get(policy)?;
         if policy.kind == PolicyKind::OcspResponder {
-            return Err(Error::Policy(format!("policy {} cannot be used to sign CSRs", policy.name)));
+            return Err(Error::Policy(format!(
+                "policy {} cannot be used to sign CSRs",
+                policy.name
+            )));
         }
         let request = openssl::x509::X509Req::from_pem(csr)
             .or_else(|_| openssl::x509::X509Req::from_der(csr))
-            .map_err(|_| Error::InvalidInput("the CSR is not a PEM or DER PKCS#10 certificate request".into()))?;
+            .map_err(|_| {
+                Error::InvalidInput(
+                    "the CSR is not a PEM or DER PKCS#10 certificate request".into(),
+                )
+            })?;
         let key = request
             .public_key()
             .map_err(|_| Error::InvalidInput("the CSR's public key cannot be read".into()))?;
@@ -430,21 +526,48 @@ impl Ca {
                 "the CSR's key is {} but policy {} accepts {}",
                 public_key.algorithm(),
                 policy.name,
-                policy.keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                policy
+                    .keys
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         self.check_no_active(&tenant, &admin, &policy.name).await?;
         let record = self.sign_leaf(policy, &tenant, &admin, &public_key, self.signer()?)?;
-        Ok(PreparedIssuance { record, supersede: None, action: "sign-csr", bundle: None, password: None })
+        Ok(PreparedIssuance {
+            record,
+            supersede: None,
+            action: "sign-csr",
+            bundle: None,
+            password: None,
+        })
     }
 
     /// Makes a prepared issuance durable (one transaction, with its audit event).
     pub async fn commit(&self, prepared: PreparedIssuance, actor: &str) -> Result<Issuance> {
         let record = prepared.record;
-        let mut draft = AuditDraft::new(actor, prepared.action, format!("{}/{}", record.tenant, record.admin));
-        draft.details = format!("policy={} not_after={}", record.policy, crate::rfc3339(record.not_after));
-        let revoked = self.store.insert_certificate(&record, prepared.supersede, draft, now()).await?;
-        Ok(Issuance { record, revoked, bundle: prepared.bundle, password: prepared.password })
+        let mut draft = AuditDraft::new(
+            actor,
+            prepared.action,
+            format!("{}/{}", record.tenant, record.admin),
+        );
+        draft.details = format!(
+            "policy={} not_after={}",
+            record.policy,
+            crate::rfc3339(record.not_after)
+        );
+        let revoked = self
+            .store
+            .insert_certificate(&record, prepared.supersede, draft, now())
+            .await?;
+        Ok(Issuance {
+            record,
+            revoked,
+            bundle: prepared.bundle,
+            password: prepared.password,
+        })
     }
 
     /// Revokes one certificate.
@@ -456,7 +579,10 @@ impl Ca {
         actor: &str,
     ) -> Result<CertificateRecord> {
         let draft = AuditDraft::new(actor, "revoke", serial.to_hex());
-        let mut record = self.store.revoke(serial, reason, invalidity_date, draft, now()).await?;
+        let mut record = self
+            .store
+            .revoke(serial, reason, invalidity_date, draft, now())
+            .await?;
         if record.revoked_at.is_none() {
             // The row was read inside the transaction after the update.
             record.revoked_at = Some(now());
@@ -471,8 +597,20 @@ impl Ca {
         let this_update = now();
         let next_update = this_update + self.crl_validity.to_time();
         let (number, entries) = self.store.begin_crl(this_update).await?;
-        let der = build_crl(&self.ca_cert, signer, number, this_update, next_update, &entries)?;
-        let crl = PublishedCrl { number, this_update, next_update, der: der.0 };
+        let der = build_crl(
+            &self.ca_cert,
+            signer,
+            number,
+            this_update,
+            next_update,
+            &entries,
+        )?;
+        let crl = PublishedCrl {
+            number,
+            this_update,
+            next_update,
+            der: der.0,
+        };
         let draft = AuditDraft::new(actor, "crl", format!("crl {number}"));
         self.store.publish_crl(&crl, draft).await?;
         Ok(crl)
@@ -514,6 +652,9 @@ impl Ca {
             events.extend(page);
         }
         let count = verify_chain(&events, (head.0, &head.1))?;
-        Ok(AuditReport { events: count, head: head.1 })
+        Ok(AuditReport {
+            events: count,
+            head: head.1,
+        })
     }
 }

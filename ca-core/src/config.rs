@@ -109,17 +109,23 @@ impl Config {
     pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
         let raw = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Config(format!("cannot read config file {}: {e}", path.display()))
+                })?;
                 toml::from_str::<RawConfig>(&text).map_err(|e| {
-                    let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(1);
+                    let line = e
+                        .span()
+                        .map(|s| text[..s.start].matches('\n').count() + 1)
+                        .unwrap_or(1);
                     Error::Config(format!("{}:{line}: {}", path.display(), e.message().trim()))
                 })?
             }
             None => RawConfig::default(),
         };
         let mut c = Config::default();
-        let pick = |env_name: &str, file_value: Option<String>| env(env_name).filter(|v| !v.is_empty()).or(file_value);
+        let pick = |env_name: &str, file_value: Option<String>| {
+            env(env_name).filter(|v| !v.is_empty()).or(file_value)
+        };
         let key = raw.key.unwrap_or_default();
         if let Some(v) = pick("CA_DATA_DIR", raw.data_dir) {
             c.data_dir = PathBuf::from(v);
@@ -150,17 +156,30 @@ impl Config {
                 Some(v) => v.parse().map_err(|e| Error::Config(format!("{name}: {e}"))),
             }
         };
-        c.crl_validity = duration("crl.validity", pick("CA_CRL_VALIDITY", raw.crl.and_then(|r| r.validity)), c.crl_validity)?;
-        c.ocsp_validity = duration("ocsp.validity", pick("CA_OCSP_VALIDITY", raw.ocsp.and_then(|r| r.validity)), c.ocsp_validity)?;
+        c.crl_validity = duration(
+            "crl.validity",
+            pick("CA_CRL_VALIDITY", raw.crl.and_then(|r| r.validity)),
+            c.crl_validity,
+        )?;
+        c.ocsp_validity = duration(
+            "ocsp.validity",
+            pick("CA_OCSP_VALIDITY", raw.ocsp.and_then(|r| r.validity)),
+            c.ocsp_validity,
+        )?;
         if let Some(v) = pick("CA_LOG_FORMAT", raw.log.and_then(|l| l.format)) {
             c.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                other => return Err(Error::Config(format!("log.format: unknown value \"{other}\": use text or json"))),
+                other => {
+                    return Err(Error::Config(format!(
+                        "log.format: unknown value \"{other}\": use text or json"
+                    )))
+                }
             };
         }
         if let Some(url) = &c.base_url {
-            crate::x509::Endpoints::new(url).map_err(|e| Error::Config(format!("base_url: {e}")))?;
+            crate::x509::Endpoints::new(url)
+                .map_err(|e| Error::Config(format!("base_url: {e}")))?;
         }
         if c.crl_validity.as_secs() < 60 {
             return Err(Error::Config("crl.validity: must be at least 60s".into()));
@@ -172,7 +191,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ca.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ca.db").display()
+            ),
         }
     }
 }
@@ -186,13 +208,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ca.toml");
         std::fs::write(&file, "listen = \"0.0.0.0:9\"\n[crl]\nvalidity = \"12h\"\n").unwrap();
-        let c = Config::load(Some(&file), |k| (k == "CA_LISTEN").then(|| "127.0.0.1:1".to_owned())).unwrap();
+        let c = Config::load(Some(&file), |k| {
+            (k == "CA_LISTEN").then(|| "127.0.0.1:1".to_owned())
+        })
+        .unwrap();
         assert_eq!(c.listen, "127.0.0.1:1");
         assert_eq!(c.crl_validity.as_secs(), 12 * 3600);
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let e = Config::load(Some(&file), |_| None).unwrap_err().to_string();
         assert!(e.contains("lisen") && e.contains(":1:"), "{e}");
-        let e = Config::load(None, |k| (k == "CA_CRL_VALIDITY").then(|| "soon".to_owned())).unwrap_err().to_string();
+        let e = Config::load(None, |k| {
+            (k == "CA_CRL_VALIDITY").then(|| "soon".to_owned())
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("crl.validity"), "{e}");
     }
 }

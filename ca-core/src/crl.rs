@@ -52,7 +52,8 @@ pub fn build_crl(
             .map(|e| RevokedCertParams {
                 serial_number: SerialNumber::from_slice(e.serial.as_bytes()),
                 revocation_time: e.revoked_at,
-                reason_code: (e.reason != RevocationReason::Unspecified).then(|| e.reason.to_rcgen()),
+                reason_code: (e.reason != RevocationReason::Unspecified)
+                    .then(|| e.reason.to_rcgen()),
                 invalidity_date: e.invalidity_date,
             })
             .collect(),

@@ -25,14 +25,20 @@ impl Duration {
 }
 
 /// What a duration must look like, for error messages.
-pub const DURATION_FORMAT: &str = "a number followed by s, m, h, d or y (e.g. 90s, 15m, 24h, 397d, 10y)";
+pub const DURATION_FORMAT: &str =
+    "a number followed by s, m, h, d or y (e.g. 90s, 15m, 24h, 397d, 10y)";
 
 impl FromStr for Duration {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let bad = || format!("invalid duration \"{}\": expected {DURATION_FORMAT}", text.escape_debug());
+        let bad = || {
+            format!(
+                "invalid duration \"{}\": expected {DURATION_FORMAT}",
+                text.escape_debug()
+            )
+        };
         let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (number, unit) = text.split_at(split);
         let number: u64 = number.parse().map_err(|_| bad())?;
@@ -45,9 +51,14 @@ impl FromStr for Duration {
             _ => return Err(bad()),
         };
         // Nothing we handle is longer than a century; beyond that is a typo.
-        let secs = number.checked_mul(unit_secs).filter(|s| *s > 0 && *s <= 100 * 365 * 86_400);
+        let secs = number
+            .checked_mul(unit_secs)
+            .filter(|s| *s > 0 && *s <= 100 * 365 * 86_400);
         secs.map(Duration).ok_or_else(|| {
-            format!("invalid duration \"{}\": must be more than 0 and at most 100y", text.escape_debug())
+            format!(
+                "invalid duration \"{}\": must be more than 0 and at most 100y",
+                text.escape_debug()
+            )
         })
     }
 }

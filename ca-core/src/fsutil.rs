@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -39,15 +42,21 @@ impl StagedFile {
     pub fn write(target: &Path, bytes: &[u8], private: bool) -> Result<Self> {
         let temp = temp_path(target);
         let mut file = open_new(&temp, private).map_err(Error::io("cannot write", &temp))?;
-        let staged = StagedFile { temp: temp.clone(), target: target.to_owned(), done: false };
-        file.write_all(bytes).map_err(Error::io("cannot write", &temp))?;
+        let staged = StagedFile {
+            temp: temp.clone(),
+            target: target.to_owned(),
+            done: false,
+        };
+        file.write_all(bytes)
+            .map_err(Error::io("cannot write", &temp))?;
         file.sync_all().map_err(Error::io("cannot sync", &temp))?;
         Ok(staged)
     }
 
     /// Renames into place and syncs the directory.
     pub fn commit(mut self) -> Result<()> {
-        fs::rename(&self.temp, &self.target).map_err(Error::io("cannot rename into", &self.target))?;
+        fs::rename(&self.temp, &self.target)
+            .map_err(Error::io("cannot rename into", &self.target))?;
         self.done = true;
         sync_parent(&self.target);
         Ok(())

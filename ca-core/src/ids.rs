@@ -10,7 +10,12 @@ pub const NAME_RULE: &str = "1 to 64 characters from A-Z a-z 0-9 . _ @ -";
 fn check_name(kind: &str, value: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
     if value.is_empty() || value.len() > 64 || !value.chars().all(ok_char) {
-        let shown: String = value.chars().take(80).collect::<String>().escape_debug().to_string();
+        let shown: String = value
+            .chars()
+            .take(80)
+            .collect::<String>()
+            .escape_debug()
+            .to_string();
         return Err(Error::InvalidInput(format!(
             "invalid {kind} name \"{shown}\": it must be {NAME_RULE}"
         )));

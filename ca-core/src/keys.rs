@@ -34,8 +34,13 @@ pub enum KeyAlgorithm {
 
 impl KeyAlgorithm {
     /// Every algorithm, in the order shown to users.
-    pub const ALL: [KeyAlgorithm; 5] =
-        [Self::EcdsaP256, Self::EcdsaP384, Self::Rsa2048, Self::Rsa3072, Self::Rsa4096];
+    pub const ALL: [KeyAlgorithm; 5] = [
+        Self::EcdsaP256,
+        Self::EcdsaP384,
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::Rsa4096,
+    ];
 
     /// The configuration name.
     pub fn name(self) -> &'static str {
@@ -50,13 +55,16 @@ impl KeyAlgorithm {
 
     /// Parses a configuration name.
     pub fn parse(text: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == text).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "unknown key type \"{}\": use one of {}",
-                text.escape_debug(),
-                Self::names()
-            ))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == text)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "unknown key type \"{}\": use one of {}",
+                    text.escape_debug(),
+                    Self::names()
+                ))
+            })
     }
 
     /// All names, comma separated, for messages.
@@ -88,7 +96,10 @@ impl KeyAlgorithm {
     /// Recognises the algorithm of an existing key, if it is one we support.
     pub fn of_key<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> Result<Self> {
         let unsupported = |what: String| {
-            Error::InvalidInput(format!("unsupported key {what}: use one of {}", Self::names()))
+            Error::InvalidInput(format!(
+                "unsupported key {what}: use one of {}",
+                Self::names()
+            ))
         };
         if let Ok(ec) = key.ec_key() {
             return match ec.group().curve_name() {
@@ -157,13 +168,18 @@ impl PublicKey {
             }
             Err(_) => key.rsa()?.public_key_to_der_pkcs1()?,
         };
-        Ok(PublicKey { algorithm, spki, bits })
+        Ok(PublicKey {
+            algorithm,
+            spki,
+            bits,
+        })
     }
 
     /// From SubjectPublicKeyInfo DER.
     pub fn from_spki_der(der: &[u8]) -> Result<Self> {
-        let key: PKey<Public> = PKey::public_key_from_der(der)
-            .map_err(|_| Error::InvalidInput("public key is not a valid SubjectPublicKeyInfo".into()))?;
+        let key: PKey<Public> = PKey::public_key_from_der(der).map_err(|_| {
+            Error::InvalidInput("public key is not a valid SubjectPublicKeyInfo".into())
+        })?;
         Self::from_pkey(&key)
     }
 
@@ -213,17 +229,37 @@ struct EncryptedKeyFile {
 const KEY_FORMAT: &str = "ca-core-encrypted-key-v1";
 const SCRYPT_LOG_N: u8 = 15;
 
-fn derive_key(passphrase: &[u8], salt: &[u8], log_n: u8, r: u32, p: u32) -> Result<Zeroizing<[u8; 32]>> {
+fn derive_key(
+    passphrase: &[u8],
+    salt: &[u8],
+    log_n: u8,
+    r: u32,
+    p: u32,
+) -> Result<Zeroizing<[u8; 32]>> {
     if !(10..=20).contains(&log_n) || r == 0 || r > 32 || p == 0 || p > 16 {
-        return Err(Error::Key("key file has out-of-range scrypt parameters".into()));
+        return Err(Error::Key(
+            "key file has out-of-range scrypt parameters".into(),
+        ));
     }
     let mut key = Zeroizing::new([0u8; 32]);
-    openssl::pkcs5::scrypt(passphrase, salt, 1u64 << log_n, r.into(), p.into(), 256 << 20, &mut key[..])?;
+    openssl::pkcs5::scrypt(
+        passphrase,
+        salt,
+        1u64 << log_n,
+        r.into(),
+        p.into(),
+        256 << 20,
+        &mut key[..],
+    )?;
     Ok(key)
 }
 
 /// Encrypts a private key for storage at `path` (written with mode 0600).
-pub(crate) fn write_encrypted_key(path: &Path, key: &PKey<Private>, passphrase: &[u8]) -> Result<()> {
+pub(crate) fn write_encrypted_key(
+    path: &Path,
+    key: &PKey<Private>,
+    passphrase: &[u8],
+) -> Result<()> {
     let pkcs8 = Zeroizing::new(key.private_key_to_pkcs8()?);
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
@@ -259,14 +295,24 @@ pub(crate) fn write_encrypted_key(path: &Path, key: &PKey<Private>, passphrase: 
 /// Decrypts a key written by [`write_encrypted_key`].
 pub(crate) fn read_encrypted_key(path: &Path, passphrase: &[u8]) -> Result<PKey<Private>> {
     let text = std::fs::read_to_string(path).map_err(Error::io("cannot read key file", path))?;
-    let corrupt = |what: &str| Error::Key(format!("key file {} is damaged: {what}", path.display()));
-    let file: EncryptedKeyFile = serde_json::from_str(&text).map_err(|e| corrupt(&e.to_string()))?;
+    let corrupt =
+        |what: &str| Error::Key(format!("key file {} is damaged: {what}", path.display()));
+    let file: EncryptedKeyFile =
+        serde_json::from_str(&text).map_err(|e| corrupt(&e.to_string()))?;
     if file.format != KEY_FORMAT || file.kdf != "scrypt" || file.cipher != "aes-256-gcm" {
         return Err(corrupt("unknown format"));
     }
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| corrupt("bad base64"));
-    let (salt, nonce, ciphertext, tag) =
-        (b64(&file.salt)?, b64(&file.nonce)?, b64(&file.ciphertext)?, b64(&file.tag)?);
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|_| corrupt("bad base64"))
+    };
+    let (salt, nonce, ciphertext, tag) = (
+        b64(&file.salt)?,
+        b64(&file.nonce)?,
+        b64(&file.ciphertext)?,
+        b64(&file.tag)?,
+    );
     let wrapping = derive_key(passphrase, &salt, file.log_n, file.r, file.p)?;
     let pkcs8 = openssl::symm::decrypt_aead(
         openssl::symm::Cipher::aes_256_gcm(),
@@ -312,7 +358,11 @@ mod tests {
 
     #[test]
     fn recognises_key_types() {
-        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+        for alg in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Rsa2048,
+        ] {
             let key = alg.generate().unwrap();
             assert_eq!(PublicKey::from_pkey(&key).unwrap().algorithm(), alg);
         }

@@ -33,6 +33,7 @@ mod policy;
 mod reason;
 mod signer;
 mod store;
+mod view;
 mod x509;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
@@ -44,11 +45,18 @@ pub use error::{Error, Result};
 pub use ids::{AdminId, Serial, TenantId, NAME_RULE};
 pub use keys::{KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
 pub use pkcs12::{generate_password, Pkcs12Der};
-pub use policy::{ExtendedKeyUsage, Pkcs12Profile, Policies, Policy, PolicyKind, SHIPPED as SHIPPED_POLICIES};
+pub use policy::{
+    ExtendedKeyUsage, Pkcs12Profile, Policies, Policy, PolicyKind, SHIPPED as SHIPPED_POLICIES,
+};
 pub use reason::RevocationReason;
 pub use signer::{FileSigner, Signer};
-pub use store::{CertificateRecord, CertificateStatus, ListFilter, PublishedCrl, SqlStore, Store, Supersede};
-pub use x509::{pem_encode, CaCertificate, CertificateDer, Endpoints};
+pub use store::{
+    CertificateRecord, CertificateStatus, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
+};
+pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};
+pub use x509::{
+    crl_revoked_count, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,
+};
 
 /// Formats a time as RFC 3339 UTC (`2026-11-25T20:29:41Z`).
 pub fn rfc3339(t: time::OffsetDateTime) -> String {

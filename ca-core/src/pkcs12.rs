@@ -44,10 +44,14 @@ pub fn generate_password(length: usize) -> Result<Zeroizing<String>> {
 /// Checks a caller-supplied bundle password.
 pub(crate) fn check_password(password: &str) -> Result<()> {
     if password.len() < 8 || password.len() > 256 {
-        return Err(Error::InvalidInput("PKCS#12 password must be 8 to 256 characters".into()));
+        return Err(Error::InvalidInput(
+            "PKCS#12 password must be 8 to 256 characters".into(),
+        ));
     }
     if password.chars().any(|c| c.is_control()) {
-        return Err(Error::InvalidInput("PKCS#12 password must not contain control characters".into()));
+        return Err(Error::InvalidInput(
+            "PKCS#12 password must not contain control characters".into(),
+        ));
     }
     Ok(())
 }

@@ -16,10 +16,22 @@ use crate::keys::KeyAlgorithm;
 /// The profiles shipped in `policies/`, built in so a fresh data directory works
 /// without copying files; `init` writes them out for the operator to edit.
 pub const SHIPPED: [(&str, &str); 4] = [
-    ("portal-admin.toml", include_str!("../../policies/portal-admin.toml")),
-    ("portal-admin-legacy.toml", include_str!("../../policies/portal-admin-legacy.toml")),
-    ("automation-csr.toml", include_str!("../../policies/automation-csr.toml")),
-    ("ocsp-responder.toml", include_str!("../../policies/ocsp-responder.toml")),
+    (
+        "portal-admin.toml",
+        include_str!("../../policies/portal-admin.toml"),
+    ),
+    (
+        "portal-admin-legacy.toml",
+        include_str!("../../policies/portal-admin-legacy.toml"),
+    ),
+    (
+        "automation-csr.toml",
+        include_str!("../../policies/automation-csr.toml"),
+    ),
+    (
+        "ocsp-responder.toml",
+        include_str!("../../policies/ocsp-responder.toml"),
+    ),
 ];
 
 /// What a policy issues.
@@ -85,7 +97,9 @@ impl Template {
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("stray '}}' in \"{text}\"; allowed variables: {TEMPLATE_VARIABLES}"));
+            return Err(format!(
+                "stray '}}' in \"{text}\"; allowed variables: {TEMPLATE_VARIABLES}"
+            ));
         }
         if text.trim().is_empty() {
             return Err("must not be empty".into());
@@ -95,7 +109,9 @@ impl Template {
 
     /// Fills in the placeholders.
     pub fn render(&self, tenant: &TenantId, admin: &AdminId) -> String {
-        self.0.replace("{tenant}", tenant.as_str()).replace("{admin}", admin.as_str())
+        self.0
+            .replace("{tenant}", tenant.as_str())
+            .replace("{admin}", admin.as_str())
     }
 }
 
@@ -194,7 +210,10 @@ struct Source<'a> {
 
 impl Source<'_> {
     fn line(&self, span: Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
     fn error(&self, span: Range<usize>, message: impl std::fmt::Display) -> String {
@@ -216,11 +235,20 @@ impl Policy {
     fn validate(src: &Source<'_>, raw: RawPolicy) -> std::result::Result<Policy, String> {
         let name = raw.name.get_ref();
         if crate::ids::TenantId::parse(name).is_err() {
-            return Err(src.error(raw.name.span(), format!("invalid policy name \"{name}\": use letters, digits, . _ @ -")));
+            return Err(src.error(
+                raw.name.span(),
+                format!("invalid policy name \"{name}\": use letters, digits, . _ @ -"),
+            ));
         }
-        let stem = Path::new(src.file).file_stem().and_then(|s| s.to_str()).unwrap_or(name);
+        let stem = Path::new(src.file)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(name);
         if stem != name && src.file.ends_with(".toml") {
-            return Err(src.error(raw.name.span(), format!("policy name \"{name}\" must match its file name \"{stem}.toml\"")));
+            return Err(src.error(
+                raw.name.span(),
+                format!("policy name \"{name}\" must match its file name \"{stem}.toml\""),
+            ));
         }
         let kind = match raw.kind.as_ref().map(|k| k.get_ref().as_str()) {
             None | Some("pkcs12") => PolicyKind::Pkcs12,
@@ -228,7 +256,10 @@ impl Policy {
             Some("ocsp-responder") => PolicyKind::OcspResponder,
             Some(other) => {
                 let span = raw.kind.as_ref().map(|k| k.span()).unwrap_or_default();
-                return Err(src.error(span, format!("unknown kind \"{other}\": use pkcs12, csr or ocsp-responder")));
+                return Err(src.error(
+                    span,
+                    format!("unknown kind \"{other}\": use pkcs12, csr or ocsp-responder"),
+                ));
             }
         };
         let key_names = match raw.key.get_ref() {
@@ -236,26 +267,48 @@ impl Policy {
             RawKeys::Many(many) => many.clone(),
         };
         if key_names.is_empty() || (kind != PolicyKind::Csr && key_names.len() != 1) {
-            return Err(src.error(raw.key.span(), "key must name exactly one key type (a list is allowed only for kind = \"csr\")"));
+            return Err(src.error(
+                raw.key.span(),
+                "key must name exactly one key type (a list is allowed only for kind = \"csr\")",
+            ));
         }
         let keys = key_names
             .iter()
             .map(|k| KeyAlgorithm::parse(k).map_err(|e| src.error(raw.key.span(), e)))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let validity: Duration = raw.validity.get_ref().parse().map_err(|e| src.error(raw.validity.span(), e))?;
+        let validity: Duration = raw
+            .validity
+            .get_ref()
+            .parse()
+            .map_err(|e| src.error(raw.validity.span(), e))?;
 
         let template = |field: &Spanned<String>, what: &str| {
-            Template::parse(field.get_ref()).map_err(|e| src.error(field.span(), format!("{what}: {e}")))
+            Template::parse(field.get_ref())
+                .map_err(|e| src.error(field.span(), format!("{what}: {e}")))
         };
-        let optional = |field: &Option<Spanned<String>>, what: &str| field.as_ref().map(|f| template(f, what)).transpose();
-        let country = match &raw.subject.country {
-            Some(c) if c.get_ref().len() == 2 && c.get_ref().chars().all(|ch| ch.is_ascii_uppercase()) => Some(c.get_ref().clone()),
-            Some(c) => return Err(src.error(c.span(), "subject.country must be a two-letter upper-case ISO 3166 code, e.g. \"DE\"")),
-            None => None,
+        let optional = |field: &Option<Spanned<String>>, what: &str| {
+            field.as_ref().map(|f| template(f, what)).transpose()
         };
+        let country =
+            match &raw.subject.country {
+                Some(c)
+                    if c.get_ref().len() == 2
+                        && c.get_ref().chars().all(|ch| ch.is_ascii_uppercase()) =>
+                {
+                    Some(c.get_ref().clone())
+                }
+                Some(c) => return Err(src.error(
+                    c.span(),
+                    "subject.country must be a two-letter upper-case ISO 3166 code, e.g. \"DE\"",
+                )),
+                None => None,
+            };
         let subject = SubjectTemplate {
             common_name: template(&raw.subject.common_name, "subject.common_name")?,
-            organizational_unit: optional(&raw.subject.organizational_unit, "subject.organizational_unit")?,
+            organizational_unit: optional(
+                &raw.subject.organizational_unit,
+                "subject.organizational_unit",
+            )?,
             organization: optional(&raw.subject.organization, "subject.organization")?,
             country,
         };
@@ -291,7 +344,10 @@ impl Policy {
             (PolicyKind::Pkcs12, raw_p12) => Some(Self::pkcs12_settings(src, raw_p12)?),
             (_, Some(p)) => {
                 let span = p.profile.as_ref().map(|s| s.span()).unwrap_or_default();
-                return Err(src.error(span, "pkcs12.* settings apply only to kind = \"pkcs12\" policies"));
+                return Err(src.error(
+                    span,
+                    "pkcs12.* settings apply only to kind = \"pkcs12\" policies",
+                ));
             }
             (_, None) => None,
         };
@@ -307,31 +363,60 @@ impl Policy {
         })
     }
 
-    fn pkcs12_settings(src: &Source<'_>, raw: Option<RawPkcs12>) -> std::result::Result<Pkcs12Settings, String> {
-        let raw = raw.unwrap_or(RawPkcs12 { profile: None, password_length: None, friendly_name: None, iterations: None });
+    fn pkcs12_settings(
+        src: &Source<'_>,
+        raw: Option<RawPkcs12>,
+    ) -> std::result::Result<Pkcs12Settings, String> {
+        let raw = raw.unwrap_or(RawPkcs12 {
+            profile: None,
+            password_length: None,
+            friendly_name: None,
+            iterations: None,
+        });
         let profile = match &raw.profile {
             None => Pkcs12Profile::Modern,
             Some(p) => match p.get_ref().as_str() {
                 "modern" => Pkcs12Profile::Modern,
                 "legacy" => Pkcs12Profile::Legacy,
-                other => return Err(src.error(p.span(), format!("unknown pkcs12.profile \"{other}\": use modern or legacy"))),
+                other => {
+                    return Err(src.error(
+                        p.span(),
+                        format!("unknown pkcs12.profile \"{other}\": use modern or legacy"),
+                    ))
+                }
             },
         };
         let password_length = match &raw.password_length {
             None => 20,
             Some(l) if (12..=128).contains(l.get_ref()) => *l.get_ref() as usize,
-            Some(l) => return Err(src.error(l.span(), "pkcs12.password_length must be between 12 and 128")),
+            Some(l) => {
+                return Err(src.error(
+                    l.span(),
+                    "pkcs12.password_length must be between 12 and 128",
+                ))
+            }
         };
         let iterations = match &raw.iterations {
             None => 2048,
             Some(i) if (1000..=1_000_000).contains(i.get_ref()) => *i.get_ref() as u32,
-            Some(i) => return Err(src.error(i.span(), "pkcs12.iterations must be between 1000 and 1000000")),
+            Some(i) => {
+                return Err(src.error(
+                    i.span(),
+                    "pkcs12.iterations must be between 1000 and 1000000",
+                ))
+            }
         };
         let friendly_name = match &raw.friendly_name {
             None => Template("{admin} ({tenant})".into()),
-            Some(f) => Template::parse(f.get_ref()).map_err(|e| src.error(f.span(), format!("pkcs12.friendly_name: {e}")))?,
+            Some(f) => Template::parse(f.get_ref())
+                .map_err(|e| src.error(f.span(), format!("pkcs12.friendly_name: {e}")))?,
         };
-        Ok(Pkcs12Settings { profile, password_length, friendly_name, iterations })
+        Ok(Pkcs12Settings {
+            profile,
+            password_length,
+            friendly_name,
+            iterations,
+        })
     }
 
     /// The key type generated for this policy's certificates.
@@ -356,13 +441,19 @@ impl Policies {
             let policy = Policy::parse(file, text).expect("shipped policies are valid (tested)");
             by_name.insert(policy.name.clone(), policy);
         }
-        Policies { by_name, source: "built-in policies".into() }
+        Policies {
+            by_name,
+            source: "built-in policies".into(),
+        }
     }
 
     /// Loads every `*.toml` in `dir`. All problems are reported together, one per line.
     pub fn load_dir(dir: &Path) -> Result<Policies> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
-            Error::Policy(format!("cannot read policies directory {}: {e}", dir.display()))
+            Error::Policy(format!(
+                "cannot read policies directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -391,9 +482,15 @@ impl Policies {
             return Err(Error::Policy(problems.join("\n")));
         }
         if by_name.is_empty() {
-            return Err(Error::Policy(format!("no policy files (*.toml) in {}", dir.display())));
+            return Err(Error::Policy(format!(
+                "no policy files (*.toml) in {}",
+                dir.display()
+            )));
         }
-        Ok(Policies { by_name, source: dir.display().to_string() })
+        Ok(Policies {
+            by_name,
+            source: dir.display().to_string(),
+        })
     }
 
     /// Looks a policy up by name.
@@ -431,10 +528,21 @@ mod tests {
     #[test]
     fn shipped_policies_are_valid() {
         let p = Policies::shipped();
-        assert_eq!(p.names(), ["automation-csr", "ocsp-responder", "portal-admin", "portal-admin-legacy"]);
+        assert_eq!(
+            p.names(),
+            [
+                "automation-csr",
+                "ocsp-responder",
+                "portal-admin",
+                "portal-admin-legacy"
+            ]
+        );
         let legacy = p.get("portal-admin-legacy").unwrap();
         assert_eq!(legacy.generated_key(), KeyAlgorithm::Rsa2048);
-        assert_eq!(legacy.pkcs12.as_ref().unwrap().profile, Pkcs12Profile::Legacy);
+        assert_eq!(
+            legacy.pkcs12.as_ref().unwrap().profile,
+            Pkcs12Profile::Legacy
+        );
         assert_eq!(p.get("automation-csr").unwrap().keys.len(), 5);
     }
 
@@ -454,9 +562,15 @@ mod tests {
         let e = err(&BASE.replace("ecdsa-p256", "dsa-1024"));
         assert!(e.starts_with("p.toml:2:") && e.contains("rsa-2048"), "{e}");
         let e = err(&BASE.replace("{admin}", "{user}"));
-        assert!(e.starts_with("p.toml:4:") && e.contains("{tenant}, {admin}"), "{e}");
+        assert!(
+            e.starts_with("p.toml:4:") && e.contains("{tenant}, {admin}"),
+            "{e}"
+        );
         let e = err(&format!("{BASE}pkcs12.profile = \"rc2\"\n"));
-        assert!(e.starts_with("p.toml:5:") && e.contains("modern or legacy"), "{e}");
+        assert!(
+            e.starts_with("p.toml:5:") && e.contains("modern or legacy"),
+            "{e}"
+        );
         let e = err(&format!("{BASE}max_active_per_admin = 3\n"));
         assert!(e.contains("must be 1"), "{e}");
         let e = err("name = \"p\"\n");
@@ -466,7 +580,10 @@ mod tests {
     #[test]
     fn templates_render() {
         let t = Template::parse("{admin} ({tenant})").unwrap();
-        let (tenant, admin) = (TenantId::parse("acme").unwrap(), AdminId::parse("alice").unwrap());
+        let (tenant, admin) = (
+            TenantId::parse("acme").unwrap(),
+            AdminId::parse("alice").unwrap(),
+        );
         assert_eq!(t.render(&tenant, &admin), "alice (acme)");
     }
 }

@@ -115,7 +115,10 @@ mod tests {
             assert_eq!(RevocationReason::parse(r.name()).unwrap(), r);
             assert_eq!(RevocationReason::from_code(r.code().into()), Some(r));
         }
-        assert_eq!(RevocationReason::parse("keyCompromise").unwrap(), RevocationReason::KeyCompromise);
+        assert_eq!(
+            RevocationReason::parse("keyCompromise").unwrap(),
+            RevocationReason::KeyCompromise
+        );
         let err = RevocationReason::parse("lost").unwrap_err().to_string();
         assert!(err.contains("key-compromise"), "{err}");
     }

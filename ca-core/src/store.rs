@@ -161,10 +161,19 @@ pub trait Store: Send + Sync {
     async fn certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>>;
 
     /// Certificates matching `filter`, in serial order.
-    async fn list(&self, filter: &ListFilter, now: OffsetDateTime) -> Result<Vec<CertificateRecord>>;
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateRecord>>;
 
     /// Active certificates of one admin (all policies).
-    async fn active_for(&self, tenant: &str, admin: &str, now: OffsetDateTime) -> Result<Vec<CertificateRecord>>;
+    async fn active_for(
+        &self,
+        tenant: &str,
+        admin: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateRecord>>;
 
     /// Reserves the next CRL number (strictly increasing, never reused) and
     /// returns it with every revoked, unexpired certificate.
@@ -202,7 +211,8 @@ fn ts(t: OffsetDateTime) -> i64 {
 }
 
 fn from_ts(secs: i64) -> Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(secs).map_err(|e| Error::Store(format!("bad timestamp {secs}: {e}")))
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|e| Error::Store(format!("bad timestamp {secs}: {e}")))
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -220,17 +230,22 @@ const CERT_COLUMNS: &str =
 fn record_from_row(row: &AnyRow) -> Result<CertificateRecord> {
     let serial: String = row.try_get("serial")?;
     let opt_ts = |name: &str| -> Result<Option<OffsetDateTime>> {
-        row.try_get::<Option<i64>, _>(name)?.map(from_ts).transpose()
+        row.try_get::<Option<i64>, _>(name)?
+            .map(from_ts)
+            .transpose()
     };
     Ok(CertificateRecord {
-        serial: Serial::parse(&serial).map_err(|_| Error::Store(format!("bad serial in store: {serial}")))?,
+        serial: Serial::parse(&serial)
+            .map_err(|_| Error::Store(format!("bad serial in store: {serial}")))?,
         tenant: row.try_get("tenant")?,
         admin: row.try_get("admin")?,
         policy: row.try_get("policy")?,
         not_before: from_ts(row.try_get("not_before")?)?,
         not_after: from_ts(row.try_get("not_after")?)?,
         revoked_at: opt_ts("revoked_at")?,
-        reason: row.try_get::<Option<i64>, _>("reason")?.and_then(RevocationReason::from_code),
+        reason: row
+            .try_get::<Option<i64>, _>("reason")?
+            .and_then(RevocationReason::from_code),
         invalidity_date: opt_ts("invalidity_date")?,
         der: row.try_get("der")?,
     })
@@ -283,17 +298,38 @@ impl SqlStore {
     /// serialises all state changes.
     async fn begin(&self, draft: AuditDraft, now: OffsetDateTime) -> Result<(Tx, OpenAudit)> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1").execute(&mut *tx).await?;
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
+        sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
         let seq: i64 = row.try_get("seq")?;
-        Ok((tx, OpenAudit { seq: seq as u64, prev_hash: row.try_get("hash")?, at: ts(now), draft }))
+        Ok((
+            tx,
+            OpenAudit {
+                seq: seq as u64,
+                prev_hash: row.try_get("hash")?,
+                at: ts(now),
+                draft,
+            },
+        ))
     }
 
     /// Appends the event, moves the head, commits.
     async fn commit(&self, mut tx: Tx, open: OpenAudit) -> Result<()> {
         let d = &open.draft;
         let serials = d.serials.join(",");
-        let hash = event_hash(&open.prev_hash, open.seq, open.at, &d.actor, &d.action, &d.subject, &serials, &d.details);
+        let hash = event_hash(
+            &open.prev_hash,
+            open.seq,
+            open.at,
+            &d.actor,
+            &d.action,
+            &d.subject,
+            &serials,
+            &d.details,
+        );
         sqlx::query(
             "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -309,7 +345,10 @@ impl SqlStore {
         .bind(&hash)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *tx).await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -361,8 +400,12 @@ impl Store for SqlStore {
                 revoked.push(Serial::parse(&serial)?);
             }
             revoked.sort();
-            open.draft.serials.extend(revoked.iter().map(Serial::to_hex));
-            open.draft.details.push_str(&format!(" reason={}", supersede.reason.name()));
+            open.draft
+                .serials
+                .extend(revoked.iter().map(Serial::to_hex));
+            open.draft
+                .details
+                .push_str(&format!(" reason={}", supersede.reason.name()));
         }
         let inserted = sqlx::query(
             "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
@@ -414,12 +457,16 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1")))
-            .bind(serial.to_hex())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1"
+        )))
+        .bind(serial.to_hex())
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
-            return Err(Error::NotFound(format!("no certificate with serial {serial}")));
+            return Err(Error::NotFound(format!(
+                "no certificate with serial {serial}"
+            )));
         };
         let record = record_from_row(&row)?;
         if changed == 0 {
@@ -434,14 +481,20 @@ impl Store for SqlStore {
     }
 
     async fn certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1")))
-            .bind(serial.to_hex())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1"
+        )))
+        .bind(serial.to_hex())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(record_from_row).transpose()
     }
 
-    async fn list(&self, filter: &ListFilter, now: OffsetDateTime) -> Result<Vec<CertificateRecord>> {
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateRecord>> {
         enum Arg {
             Text(String),
             Int(i64),
@@ -462,9 +515,15 @@ impl Store for SqlStore {
             push("policy = ?", Arg::Text(p.clone()));
         }
         match filter.status {
-            Some(CertificateStatus::Active) => push("revoked_at IS NULL AND not_after > ?", Arg::Int(ts(now))),
-            Some(CertificateStatus::Expired) => push("revoked_at IS NULL AND not_after <= ?", Arg::Int(ts(now))),
-            Some(CertificateStatus::Revoked) => push("revoked_at IS NOT NULL AND 0 = ?", Arg::Int(0)),
+            Some(CertificateStatus::Active) => {
+                push("revoked_at IS NULL AND not_after > ?", Arg::Int(ts(now)))
+            }
+            Some(CertificateStatus::Expired) => {
+                push("revoked_at IS NULL AND not_after <= ?", Arg::Int(ts(now)))
+            }
+            Some(CertificateStatus::Revoked) => {
+                push("revoked_at IS NOT NULL AND 0 = ?", Arg::Int(0))
+            }
             None => {}
         }
         if let Some(within) = filter.expiring_within_secs {
@@ -480,7 +539,10 @@ impl Store for SqlStore {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY serial LIMIT {}", filter.limit.clamp(1, 1000)));
+        sql.push_str(&format!(
+            " ORDER BY serial LIMIT {}",
+            filter.limit.clamp(1, 1000)
+        ));
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for arg in args {
             query = match arg {
@@ -492,7 +554,12 @@ impl Store for SqlStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn active_for(&self, tenant: &str, admin: &str, now: OffsetDateTime) -> Result<Vec<CertificateRecord>> {
+    async fn active_for(
+        &self,
+        tenant: &str,
+        admin: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateRecord>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {CERT_COLUMNS} FROM certificates WHERE tenant = $1 AND admin = $2 AND state = 0 AND not_after > $3 ORDER BY serial"
         )))
@@ -506,7 +573,9 @@ impl Store for SqlStore {
 
     async fn begin_crl(&self, now: OffsetDateTime) -> Result<(u64, Vec<RevokedEntry>)> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1").execute(&mut *tx).await?;
+        sqlx::query("UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
         let number: i64 = sqlx::query("SELECT last_number FROM crl_state WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?
@@ -529,7 +598,10 @@ impl Store for SqlStore {
                     .try_get::<Option<i64>, _>("reason")?
                     .and_then(RevocationReason::from_code)
                     .unwrap_or(RevocationReason::Unspecified),
-                invalidity_date: row.try_get::<Option<i64>, _>("invalidity_date")?.map(from_ts).transpose()?,
+                invalidity_date: row
+                    .try_get::<Option<i64>, _>("invalidity_date")?
+                    .map(from_ts)
+                    .transpose()?,
             });
         }
         Ok((number as u64, entries))
@@ -563,9 +635,11 @@ impl Store for SqlStore {
     }
 
     async fn latest_crl(&self) -> Result<Option<PublishedCrl>> {
-        let row = sqlx::query("SELECT published_number, this_update, next_update, der FROM crl_state WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT published_number, this_update, next_update, der FROM crl_state WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         let number: i64 = row.try_get("published_number")?;
         if number == 0 {
             return Ok(None);
@@ -601,7 +675,11 @@ impl Store for SqlStore {
                     actor: row.try_get("actor")?,
                     action: row.try_get("action")?,
                     subject: row.try_get("subject")?,
-                    serials: serials.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                    serials: serials
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
                     details: row.try_get("details")?,
                     prev_hash: row.try_get("prev_hash")?,
                     hash: row.try_get("hash")?,
@@ -611,19 +689,31 @@ impl Store for SqlStore {
     }
 
     async fn audit_head(&self) -> Result<(u64, String)> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
         Ok((row.try_get::<i64, _>("seq")? as u64, row.try_get("hash")?))
     }
 
     async fn meta(&self, name: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM ca_meta WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT value FROM ca_meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 
     async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM ca_meta WHERE name = $1").bind(name).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO ca_meta (name, value) VALUES ($1, $2)").bind(name).bind(value).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM ca_meta WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO ca_meta (name, value) VALUES ($1, $2)")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

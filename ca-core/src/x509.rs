@@ -53,8 +53,14 @@ pub(crate) fn parse_subject(text: &str) -> Result<DistinguishedName> {
     let separator = if text.starts_with('/') { '/' } else { ',' };
     let mut dn = DistinguishedName::new();
     let mut has_cn = false;
-    for part in text.split(separator).map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = part.split_once('=').ok_or_else(|| bad("each part must be KEY=VALUE"))?;
+    for part in text
+        .split(separator)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| bad("each part must be KEY=VALUE"))?;
         let value = value.trim();
         if value.is_empty() || value.len() > 64 {
             return Err(bad("values must be 1 to 64 characters"));
@@ -72,7 +78,10 @@ pub(crate) fn parse_subject(text: &str) -> Result<DistinguishedName> {
                 if value.len() != 2 || !value.chars().all(|c| c.is_ascii_uppercase()) {
                     return Err(bad("C must be a two-letter upper-case country code"));
                 }
-                dn.push(DnType::CountryName, DnValue::PrintableString(value.try_into().map_err(|_| bad("bad C"))?));
+                dn.push(
+                    DnType::CountryName,
+                    DnValue::PrintableString(value.try_into().map_err(|_| bad("bad C"))?),
+                );
                 continue;
             }
             other => return Err(bad(&format!("unknown attribute {other}"))),
@@ -103,7 +112,11 @@ pub(crate) fn build_ca_certificate(
     params.not_before = not_before;
     params.not_after = not_before + validity;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.key_identifier_method = KeyIdMethod::PreSpecified(signer.public_key().key_identifier());
     let cert = params.self_signed(&RcgenSigner(signer))?;
     Ok(CertificateDer(cert.der().to_vec()))
@@ -136,10 +149,14 @@ fn distinguished_name(name: &x509_parser::x509::X509Name<'_>) -> Result<Distingu
             .to_owned();
         let value = match attribute.attr_value().tag() {
             Tag::PrintableString => DnValue::PrintableString(
-                text.as_str().try_into().map_err(|_| Error::Config("bad PrintableString in CA subject".into()))?,
+                text.as_str()
+                    .try_into()
+                    .map_err(|_| Error::Config("bad PrintableString in CA subject".into()))?,
             ),
             Tag::Ia5String => DnValue::Ia5String(
-                text.as_str().try_into().map_err(|_| Error::Config("bad IA5String in CA subject".into()))?,
+                text.as_str()
+                    .try_into()
+                    .map_err(|_| Error::Config("bad IA5String in CA subject".into()))?,
             ),
             _ => DnValue::Utf8String(text),
         };
@@ -154,16 +171,28 @@ impl CaCertificate {
         use x509_parser::prelude::*;
         let bad = |why: String| Error::Config(format!("the CA certificate is unusable: {why}"));
         let (_, cert) = X509Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?;
-        let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+        let is_ca = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
         let usage = cert.key_usage().ok().flatten().map(|ku| ku.value);
         if !is_ca || !usage.is_some_and(|u| u.key_cert_sign() && u.crl_sign()) {
-            return Err(bad("it must have basicConstraints CA:TRUE and keyUsage keyCertSign, cRLSign".into()));
+            return Err(bad(
+                "it must have basicConstraints CA:TRUE and keyUsage keyCertSign, cRLSign".into(),
+            ));
         }
         let public_key = PublicKey::from_spki_der(cert.public_key().raw)?;
         let subject_der = cert.subject().as_raw().to_vec();
         let subject = distinguished_name(cert.subject())?;
         let not_after = cert.validity().not_after.to_datetime();
-        Ok(CaCertificate { public_key, subject_der, subject, not_after, der: CertificateDer(der) })
+        Ok(CaCertificate {
+            public_key,
+            subject_der,
+            subject,
+            not_after,
+            der: CertificateDer(der),
+        })
     }
 
     /// DER.
@@ -186,7 +215,10 @@ impl CaCertificate {
         self.not_after
     }
 
-    pub(crate) fn issuer<'a>(&self, signer: &'a dyn Signer) -> Result<Issuer<'static, RcgenSigner<'a>>> {
+    pub(crate) fn issuer<'a>(
+        &self,
+        signer: &'a dyn Signer,
+    ) -> Result<Issuer<'static, RcgenSigner<'a>>> {
         crate::signer::check_matches(signer, self.public_key.spki_der())?;
         let mut params = CertificateParams::default();
         params.distinguished_name = self.subject.clone();
@@ -217,7 +249,9 @@ impl Endpoints {
                 base_url.escape_debug()
             )));
         }
-        Ok(Endpoints { base_url: trimmed.to_owned() })
+        Ok(Endpoints {
+            base_url: trimmed.to_owned(),
+        })
     }
 
     /// CRL distribution point.
@@ -245,9 +279,12 @@ fn authority_info_access(endpoints: &Endpoints) -> CustomExtension {
         w.write_sequence(|w| {
             for (method, uri) in [(OCSP, endpoints.ocsp()), (CA_ISSUERS, endpoints.ca_cert())] {
                 w.next().write_sequence(|w| {
-                    w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(&method));
+                    w.next()
+                        .write_oid(&yasna::models::ObjectIdentifier::from_slice(&method));
                     // GeneralName uniformResourceIdentifier [6] IMPLICIT IA5String
-                    w.next().write_tagged_implicit(yasna::Tag::context(6), |w| w.write_ia5_string(&uri));
+                    w.next().write_tagged_implicit(yasna::Tag::context(6), |w| {
+                        w.write_ia5_string(&uri)
+                    });
                 });
             }
         })
@@ -300,15 +337,35 @@ pub(crate) fn build_leaf(
     let policy = request.policy;
     let mut dn = DistinguishedName::new();
     if let Some(country) = &policy.subject.country {
-        dn.push(DnType::CountryName, DnValue::PrintableString(country.as_str().try_into().map_err(|_| Error::Policy("bad country".into()))?));
+        dn.push(
+            DnType::CountryName,
+            DnValue::PrintableString(
+                country
+                    .as_str()
+                    .try_into()
+                    .map_err(|_| Error::Policy("bad country".into()))?,
+            ),
+        );
     }
     if let Some(o) = &policy.subject.organization {
-        dn.push(DnType::OrganizationName, o.render(request.tenant, request.admin));
+        dn.push(
+            DnType::OrganizationName,
+            o.render(request.tenant, request.admin),
+        );
     }
     if let Some(ou) = &policy.subject.organizational_unit {
-        dn.push(DnType::OrganizationalUnitName, ou.render(request.tenant, request.admin));
+        dn.push(
+            DnType::OrganizationalUnitName,
+            ou.render(request.tenant, request.admin),
+        );
     }
-    dn.push(DnType::CommonName, policy.subject.common_name.render(request.tenant, request.admin));
+    dn.push(
+        DnType::CommonName,
+        policy
+            .subject
+            .common_name
+            .render(request.tenant, request.admin),
+    );
 
     let not_before = request.now - BACKDATE;
     let not_after = (request.now + policy.validity.to_time()).min(ca.not_after());
@@ -330,12 +387,19 @@ pub(crate) fn build_leaf(
         .collect();
     params.use_authority_key_identifier_extension = true;
     params.key_identifier_method = KeyIdMethod::PreSpecified(request.public_key.key_identifier());
-    if policy.extended_key_usage.contains(&ExtendedKeyUsage::OcspSigning) {
+    if policy
+        .extended_key_usage
+        .contains(&ExtendedKeyUsage::OcspSigning)
+    {
         // A responder certificate is not itself checked for revocation (RFC 6960 §4.2.2.2.1).
         params.custom_extensions.push(ocsp_nocheck());
     } else {
-        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![endpoints.crl()] }];
-        params.custom_extensions.push(authority_info_access(endpoints));
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![endpoints.crl()],
+        }];
+        params
+            .custom_extensions
+            .push(authority_info_access(endpoints));
     }
     let issuer = ca.issuer(signer)?;
     let cert = params.signed_by(request.public_key, &issuer)?;
@@ -353,4 +417,29 @@ pub(crate) fn certificate_der_from_pem_or_der(bytes: &[u8]) -> Result<Vec<u8>> {
         .or_else(|_| openssl::x509::X509::from_der(bytes))
         .map_err(|_| Error::InvalidInput("not a PEM or DER X.509 certificate".into()))?;
     Ok(cert.to_der()?)
+}
+
+/// A one-line subject (`CN=…, O=…`) of a DER certificate, for messages.
+pub fn subject_line(der: &[u8]) -> String {
+    let Ok(cert) = openssl::x509::X509::from_der(der) else {
+        return String::new();
+    };
+    let parts: Vec<String> = cert
+        .subject_name()
+        .entries()
+        .filter_map(|e| {
+            let key = e.object().nid().short_name().ok()?;
+            let value = e.data().to_string().ok()?;
+            Some(format!("{key}={value}"))
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// The number of entries on a DER CRL (0 if it cannot be parsed).
+pub fn crl_revoked_count(der: &[u8]) -> usize {
+    openssl::x509::X509Crl::from_der(der)
+        .ok()
+        .and_then(|c| c.get_revoked().map(|r| r.len()))
+        .unwrap_or(0)
 }

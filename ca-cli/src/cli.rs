@@ -1,0 +1,273 @@
+//! Command-line definitions. Help text here is what operators read first, so it
+//! says what each command does to the CA and shows an example.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Environment:
+  CA_DATA_DIR          data directory (same as --data-dir)
+  CA_KEY_PASSPHRASE    passphrase of the CA key (or --passphrase-file)
+  CA_DATABASE_URL, CA_BASE_URL, CA_POLICIES_DIR, CA_DEFAULT_POLICY, CA_CRL_VALIDITY
+                       override the matching ca.toml keys
+
+Exit codes:
+  0 success · 1 internal or I/O error · 2 invalid input or usage · 3 conflict (e.g. an
+  active certificate exists: use reissue) · 4 not found · 5 CA key unavailable or wrong passphrase
+
+Example day:
+  ca-cli init --subject \"CN=Portal Admin CA,O=Example Corp\" --base-url https://ca.example.com
+  ca-cli issue --tenant acme --admin alice --out alice.p12
+  ca-cli reissue --tenant acme --admin alice --reason key-compromise --out alice-new.p12
+  ca-cli crl --out ca.crl --pem";
+
+/// Offline administration of the client-certificate CA: works directly on the
+/// data directory (store + encrypted key), no server needed.
+#[derive(Debug, Parser)]
+#[command(name = "ca-cli", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// Data directory holding the store, CA certificate, encrypted CA key and policies.
+    #[arg(long, global = true, env = "CA_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// Configuration file (ca.toml); every key can also come from a CA_… variable.
+    #[arg(long, global = true, env = "CA_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Machine-readable JSON on stdout (errors as {"error":{"code","message"}} on stderr).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// Read the CA key passphrase from this file instead of CA_KEY_PASSPHRASE.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) passphrase_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a new CA: data directory, store, encrypted CA key and self-signed CA certificate.
+    ///
+    /// Refuses to touch a data directory that already holds a CA. The key is
+    /// encrypted with the passphrase from CA_KEY_PASSPHRASE or --passphrase-file
+    /// (at least 12 characters); keep that passphrase safe, nothing can recover it.
+    ///
+    /// Example: ca-cli init --subject "CN=Portal Admin CA,O=Example Corp" --base-url https://ca.example.com
+    Init(InitArgs),
+
+    /// Issue the first certificate for an admin, as a PKCS#12 bundle.
+    ///
+    /// Generates the key, signs the certificate under the policy, and writes the
+    /// bundle only after its record is durably stored. The generated password is
+    /// printed once: send it to the admin by a separate channel. Fails with a
+    /// conflict if the admin already has an active certificate under the policy.
+    ///
+    /// Example: ca-cli issue --tenant acme --admin alice --out alice.p12
+    Issue(IssueArgs),
+
+    /// Replace an admin's certificate (device lost or wiped): issue a new one and
+    /// revoke every active one of the same policy in the same transaction.
+    ///
+    /// Without --policy, the policy of the admin's active certificate is used.
+    /// The CRL is republished at once. Use --reason key-compromise for a lost device.
+    ///
+    /// Example: ca-cli reissue --tenant acme --admin alice --reason key-compromise --out alice.p12
+    Reissue(ReissueArgs),
+
+    /// Revoke one certificate and republish the CRL (when the CA key is available).
+    ///
+    /// Example: ca-cli revoke 3f2a…e1 --reason key-compromise
+    Revoke(RevokeArgs),
+
+    /// Issue a certificate for a key the client keeps, from its CSR.
+    ///
+    /// The CSR's signature must verify; its subject is replaced by the policy's.
+    ///
+    /// Example: ca-cli sign-csr --tenant acme --admin robot --policy automation-csr --csr robot.csr --out robot.pem
+    SignCsr(SignCsrArgs),
+
+    /// List certificates, newest filters first; pages with --cursor.
+    ///
+    /// Example: ca-cli list --tenant acme --status active --expiring-within 30d
+    List(ListArgs),
+
+    /// Show one certificate.
+    ///
+    /// Example: ca-cli show 3f2a…e1 --pem
+    Show(ShowArgs),
+
+    /// Build, sign and publish a fresh CRL (and write it with --out).
+    ///
+    /// Example: ca-cli crl --out ca.crl --pem
+    Crl(CrlArgs),
+
+    /// Write the CA certificate (PEM by default), for gateways and trust stores.
+    ///
+    /// Example: ca-cli ca-cert --out ca.pem
+    CaCert(CaCertArgs),
+
+    /// Check policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+
+    /// Read and verify the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Subject of the CA certificate, e.g. "CN=Portal Admin CA,O=Example Corp,C=DE".
+    #[arg(long)]
+    pub(crate) subject: String,
+    /// CA key type: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
+    #[arg(long, default_value = "ecdsa-p256")]
+    pub(crate) key: String,
+    /// CA certificate lifetime (e.g. 10y, 3650d).
+    #[arg(long, default_value = "10y")]
+    pub(crate) validity: String,
+    /// Public URL of this CA; certificates point to <URL>/crl, <URL>/ocsp and <URL>/ca.crt.
+    #[arg(long, value_name = "URL")]
+    pub(crate) base_url: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssueArgs {
+    /// Tenant id (1-64 of A-Z a-z 0-9 . _ @ -).
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// Admin id (1-64 of A-Z a-z 0-9 . _ @ -).
+    #[arg(long)]
+    pub(crate) admin: String,
+    /// Policy (default: default_policy from the config, else portal-admin).
+    #[arg(long)]
+    pub(crate) policy: Option<String>,
+    /// Where to write the PKCS#12 bundle.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: PathBuf,
+    /// Use the password in this file instead of generating one.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReissueArgs {
+    #[command(flatten)]
+    pub(crate) issue: IssueArgs,
+    /// Revocation reason for the replaced certificates.
+    #[arg(long, default_value = "superseded")]
+    pub(crate) reason: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    /// Serial number (hex, as `list` prints it).
+    pub(crate) serial: String,
+    /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+    /// cessation-of-operation, certificate-hold, privilege-withdrawn.
+    #[arg(long, default_value = "unspecified")]
+    pub(crate) reason: String,
+    /// When the key was (suspected) compromised, RFC 3339 (goes into the CRL as invalidity date).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) invalidity_date: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignCsrArgs {
+    /// Tenant id.
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// Admin (or automation client) id.
+    #[arg(long)]
+    pub(crate) admin: String,
+    /// Policy (kind = "csr" policies, e.g. automation-csr).
+    #[arg(long)]
+    pub(crate) policy: String,
+    /// The CSR, PEM or DER.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) csr: PathBuf,
+    /// Where to write the certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only this tenant.
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+    /// Only this admin.
+    #[arg(long)]
+    pub(crate) admin: Option<String>,
+    /// Only this policy.
+    #[arg(long)]
+    pub(crate) policy: Option<String>,
+    /// active, revoked or expired.
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    /// Only active certificates expiring within this time (e.g. 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) expiring_within: Option<String>,
+    /// Page size (1-1000).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: u32,
+    /// Continue after this serial (next_cursor of the previous page).
+    #[arg(long)]
+    pub(crate) cursor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// Serial number (hex).
+    pub(crate) serial: String,
+    /// Print the certificate PEM too.
+    #[arg(long)]
+    pub(crate) pem: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CrlArgs {
+    /// Also write the CRL to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Write PEM instead of DER.
+    #[arg(long)]
+    pub(crate) pem: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaCertArgs {
+    /// Write DER instead of PEM.
+    #[arg(long)]
+    pub(crate) der: bool,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Validate every *.toml in DIR (default: the policies in effect) and report all problems with file and line.
+    Check {
+        /// Directory of policy files.
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Print audit events, oldest first.
+    List {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Verify the hash chain; names the first edited, deleted or reordered event.
+    Verify,
+}
