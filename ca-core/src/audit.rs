@@ -64,27 +64,11 @@ pub struct AuditEvent {
 
 /// The hash of an event: SHA-256 over its fields, length-prefixed so no two
 /// different events can serialise alike.
-pub(crate) fn event_hash(
-    prev_hash: &str,
-    seq: u64,
-    at: i64,
-    draft_actor: &str,
-    action: &str,
-    subject: &str,
-    serials: &str,
-    details: &str,
-) -> String {
+/// `fields` are actor, action, subject, comma-joined serials and details.
+pub(crate) fn event_hash(prev_hash: &str, seq: u64, at: i64, fields: [&str; 5]) -> String {
     let mut h = openssl::sha::Sha256::new();
-    for field in [
-        prev_hash,
-        &seq.to_string(),
-        &at.to_string(),
-        draft_actor,
-        action,
-        subject,
-        serials,
-        details,
-    ] {
+    let (seq, at) = (seq.to_string(), at.to_string());
+    for field in [prev_hash, &seq, &at].into_iter().chain(fields) {
         h.update(&(field.len() as u64).to_be_bytes());
         h.update(field.as_bytes());
     }
@@ -93,15 +77,12 @@ pub(crate) fn event_hash(
 
 impl AuditEvent {
     fn recompute(&self) -> String {
+        let serials = self.serials.join(",");
         event_hash(
             &self.prev_hash,
             self.seq,
             self.at.unix_timestamp(),
-            &self.actor,
-            &self.action,
-            &self.subject,
-            &self.serials.join(","),
-            &self.details,
+            [&self.actor, &self.action, &self.subject, &serials, &self.details],
         )
     }
 }

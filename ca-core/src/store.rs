@@ -324,11 +324,7 @@ impl SqlStore {
             &open.prev_hash,
             open.seq,
             open.at,
-            &d.actor,
-            &d.action,
-            &d.subject,
-            &serials,
-            &d.details,
+            [&d.actor, &d.action, &d.subject, &serials, &d.details],
         );
         sqlx::query(
             "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) \

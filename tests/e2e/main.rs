@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `ca-cli` binary, its output checked with tools no
+//! one here wrote — OpenSSL, NSS `pk12util`, Python `cryptography`, pkilint.
+
+mod util;
+
+mod cli_audit;
+mod cli_errors;
+mod cli_issue;
+mod cli_revocation;

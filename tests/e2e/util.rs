@@ -1,0 +1,187 @@
+//! Shared helpers: a CA in a temp directory driven through the real `ca-cli`
+//! binary, and the independent tools that check its output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// Directory holding the workspace binaries (target/debug or target/release).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/e2e-<hash>
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test --workspace` (it builds the binaries first)",
+        path.display()
+    );
+    path
+}
+
+/// Runs an external checker; a missing tool fails the test with the install hint.
+pub fn tool(program: &str, args: &[&str]) -> Output {
+    tool_in(program, args, None)
+}
+
+pub fn tool_in(program: &str, args: &[&str], dir: Option<&Path>) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {program}: {e} (install it: see .ci/run — openssl, libnss3-tools, pip pkilint cryptography)")
+    })
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A CA in its own temp directory.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn init() -> TestCa {
+        Self::init_with(&[])
+    }
+
+    pub fn init_with(extra: &[&str]) -> TestCa {
+        let ca = TestCa { dir: tempfile::tempdir().unwrap() };
+        let mut args = vec!["init", "--subject", "CN=Portal Admin CA,O=Example", "--base-url", "http://127.0.0.1:8080"];
+        args.extend_from_slice(extra);
+        ca.ok(&args);
+        ca
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("ca-data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn path_str(&self, name: &str) -> String {
+        self.path(name).to_str().unwrap().to_owned()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("ca-cli"));
+        cmd.arg("--data-dir").arg(self.data_dir()).args(args).current_dir(self.dir.path());
+        cmd.env("CA_KEY_PASSPHRASE", PASSPHRASE).env_remove("CA_CONFIG").env_remove("CA_DATA_DIR");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "ca-cli {args:?} failed: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// Runs a command that must fail; returns (exit code, stderr).
+    pub fn fail(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        assert!(!out.status.success(), "ca-cli {args:?} unexpectedly succeeded: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "ca-cli {args:?} panicked: {err}");
+        (out.status.code().unwrap_or(-1), err)
+    }
+
+    /// Everything observable about the store: all certificates and the audit log.
+    pub fn state(&self) -> String {
+        let list = self.json(&["list", "--limit", "1000"]);
+        let audit = self.json(&["audit", "list"]);
+        format!("{list}\n{audit}")
+    }
+
+    /// Issues a bundle; returns the JSON answer (serial, password, ...).
+    pub fn issue(&self, tenant: &str, admin: &str, policy: &str, out: &str) -> Value {
+        let out = self.path_str(out);
+        self.json(&["issue", "--tenant", tenant, "--admin", admin, "--policy", policy, "--out", &out])
+    }
+
+    /// Writes the PEM of a certificate to a file and returns its path.
+    pub fn cert_pem(&self, serial: &str) -> String {
+        let v = self.json(&["show", serial, "--pem"]);
+        let path = self.path_str(&format!("{serial}.pem"));
+        std::fs::write(&path, v["pem"].as_str().unwrap()).unwrap();
+        path
+    }
+
+    pub fn ca_pem(&self) -> String {
+        let path = self.path_str("ca.pem");
+        self.ok(&["ca-cert", "--out", &path]);
+        path
+    }
+
+    pub fn crl_pem(&self) -> String {
+        let path = self.path_str("crl.pem");
+        self.ok(&["crl", "--out", &path, "--pem"]);
+        path
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data_dir().join("ca.db")
+    }
+}
+
+/// Counts pkilint ERROR and FATAL findings (its exit code counts INFO too and wraps).
+pub fn pkilint_errors(program: &str, extra: &[&str], file: &str) -> Vec<String> {
+    let mut args = vec!["lint", "-f", "JSON"];
+    args.extend_from_slice(extra);
+    args.push(file);
+    let out = tool(program, &args);
+    let text = stdout(&out);
+    let value: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{program} did not print JSON ({e}): {text} {}", stderr(&out)));
+    let mut bad = Vec::new();
+    collect_findings(&value, &mut bad);
+    bad
+}
+
+fn collect_findings(value: &Value, bad: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(sev) = map.get("severity").and_then(Value::as_str) {
+                if sev == "ERROR" || sev == "FATAL" {
+                    bad.push(value.to_string());
+                }
+            }
+            map.values().for_each(|v| collect_findings(v, bad));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_findings(v, bad)),
+        _ => {}
+    }
+}
+
+/// Runs SQL against the SQLite store with Python's sqlite3 (tampering tests).
+pub fn sqlite(db: &Path, sql: &str) {
+    let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()\n";
+    let out = tool("python3", &["-c", script, db.to_str().unwrap(), sql]);
+    assert!(out.status.success(), "sqlite: {}", stderr(&out));
+}
