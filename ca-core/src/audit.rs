@@ -82,7 +82,13 @@ impl AuditEvent {
             &self.prev_hash,
             self.seq,
             self.at.unix_timestamp(),
-            [&self.actor, &self.action, &self.subject, &serials, &self.details],
+            [
+                &self.actor,
+                &self.action,
+                &self.subject,
+                &serials,
+                &self.details,
+            ],
         )
     }
 }

@@ -60,8 +60,16 @@ impl TestCa {
     }
 
     pub fn init_with(extra: &[&str]) -> TestCa {
-        let ca = TestCa { dir: tempfile::tempdir().unwrap() };
-        let mut args = vec!["init", "--subject", "CN=Portal Admin CA,O=Example", "--base-url", "http://127.0.0.1:8080"];
+        let ca = TestCa {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let mut args = vec![
+            "init",
+            "--subject",
+            "CN=Portal Admin CA,O=Example",
+            "--base-url",
+            "http://127.0.0.1:8080",
+        ];
         args.extend_from_slice(extra);
         ca.ok(&args);
         ca
@@ -81,8 +89,13 @@ impl TestCa {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("ca-cli"));
-        cmd.arg("--data-dir").arg(self.data_dir()).args(args).current_dir(self.dir.path());
-        cmd.env("CA_KEY_PASSPHRASE", PASSPHRASE).env_remove("CA_CONFIG").env_remove("CA_DATA_DIR");
+        cmd.arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .current_dir(self.dir.path());
+        cmd.env("CA_KEY_PASSPHRASE", PASSPHRASE)
+            .env_remove("CA_CONFIG")
+            .env_remove("CA_DATA_DIR");
         cmd
     }
 
@@ -92,7 +105,11 @@ impl TestCa {
 
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "ca-cli {args:?} failed: {}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "ca-cli {args:?} failed: {}",
+            stderr(&out)
+        );
         stdout(&out)
     }
 
@@ -106,7 +123,11 @@ impl TestCa {
     /// Runs a command that must fail; returns (exit code, stderr).
     pub fn fail(&self, args: &[&str]) -> (i32, String) {
         let out = self.run(args);
-        assert!(!out.status.success(), "ca-cli {args:?} unexpectedly succeeded: {}", stdout(&out));
+        assert!(
+            !out.status.success(),
+            "ca-cli {args:?} unexpectedly succeeded: {}",
+            stdout(&out)
+        );
         let err = stderr(&out);
         assert!(!err.contains("panicked"), "ca-cli {args:?} panicked: {err}");
         (out.status.code().unwrap_or(-1), err)
@@ -122,7 +143,9 @@ impl TestCa {
     /// Issues a bundle; returns the JSON answer (serial, password, ...).
     pub fn issue(&self, tenant: &str, admin: &str, policy: &str, out: &str) -> Value {
         let out = self.path_str(out);
-        self.json(&["issue", "--tenant", tenant, "--admin", admin, "--policy", policy, "--out", &out])
+        self.json(&[
+            "issue", "--tenant", tenant, "--admin", admin, "--policy", policy, "--out", &out,
+        ])
     }
 
     /// Writes the PEM of a certificate to a file and returns its path.
@@ -157,8 +180,12 @@ pub fn pkilint_errors(program: &str, extra: &[&str], file: &str) -> Vec<String> 
     args.push(file);
     let out = tool(program, &args);
     let text = stdout(&out);
-    let value: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{program} did not print JSON ({e}): {text} {}", stderr(&out)));
+    let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{program} did not print JSON ({e}): {text} {}",
+            stderr(&out)
+        )
+    });
     let mut bad = Vec::new();
     collect_findings(&value, &mut bad);
     bad
