@@ -20,7 +20,8 @@ Example day:
   ca-cli init --subject \"CN=Portal Admin CA,O=Example Corp\" --base-url https://ca.example.com
   ca-cli issue --tenant acme --admin alice --out alice.p12
   ca-cli reissue --tenant acme --admin alice --reason key-compromise --out alice-new.p12
-  ca-cli crl --out ca.crl --pem";
+  ca-cli crl --out ca.crl --pem
+  ca-cli token create --role operator --tenant acme --name support-desk";
 
 /// Offline administration of the client-certificate CA: works directly on the
 /// data directory (store + encrypted key), no server needed.
@@ -108,6 +109,12 @@ pub(crate) enum Command {
     ///
     /// Example: ca-cli ca-cert --out ca.pem
     CaCert(CaCertArgs),
+
+    /// Manage API tokens for ca-server (shown once, stored hashed).
+    ///
+    /// Example: ca-cli token create --role renewer --name nightly-renewal
+    #[command(subcommand)]
+    Token(TokenCommand),
 
     /// Check policy files.
     #[command(subcommand)]
@@ -270,4 +277,27 @@ pub(crate) enum AuditCommand {
     },
     /// Verify the hash chain; names the first edited, deleted or reordered event.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token and print it once (keep it in a secret store; only its hash is kept here).
+    Create {
+        /// admin (everything), operator (issue/reissue/csr/revoke/read), renewer (reissue + read), auditor (read + audit).
+        #[arg(long)]
+        role: String,
+        /// Limit an operator or renewer token to one tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A name to recognise it by.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id; it stops working at once.
+    Revoke {
+        /// Token id (from `token list`).
+        id: String,
+    },
 }

@@ -9,7 +9,7 @@ use ca_core::{
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::cli::{AuditCommand, Cli, Command, IssueArgs, PolicyCommand};
+use crate::cli::{AuditCommand, Cli, Command, IssueArgs, PolicyCommand, TokenCommand};
 
 struct Context {
     config: Config,
@@ -91,6 +91,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Show(args) => show(&ctx, args).await,
         Command::Crl(args) => crl(&ctx, args).await,
         Command::CaCert(args) => ca_cert(&ctx, args).await,
+        Command::Token(command) => token(&ctx, command).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&ctx, dir.as_deref()),
         Command::Audit(AuditCommand::List { since, limit }) => audit_list(&ctx, since, limit).await,
         Command::Audit(AuditCommand::Verify) => audit_verify(&ctx).await,
@@ -548,5 +549,58 @@ async fn audit_verify(ctx: &Context) -> Result<()> {
             )
         },
     );
+    Ok(())
+}
+
+async fn token(ctx: &Context, command: TokenCommand) -> Result<()> {
+    let ca = ctx.open(false).await?;
+    match command {
+        TokenCommand::Create { role, tenant, name } => {
+            let role = ca_core::Role::parse(&role)?;
+            let created = ca
+                .create_token(role, tenant.as_deref(), &name, &ctx.actor)
+                .await?;
+            let r = &created.record;
+            ctx.print(
+                json!({ "id": r.id, "role": r.role.name(), "tenant": r.tenant, "name": r.name, "token": created.token.as_str() }),
+                || {
+                    format!(
+                        "created {} token {}{}\n  token: {}\n  (shown only this once: store it in your secret manager)",
+                        r.role,
+                        r.id,
+                        r.tenant.as_deref().map(|t| format!(" for tenant {t}")).unwrap_or_default(),
+                        created.token.as_str()
+                    )
+                },
+            );
+        }
+        TokenCommand::List => {
+            let tokens = ca.tokens().await?;
+            ctx.print(json!({ "items": tokens }), || {
+                let mut text = format!(
+                    "{:<16}  {:<8}  {:<12}  {:<20}  {:<20}  NAME",
+                    "ID", "ROLE", "TENANT", "CREATED", "REVOKED"
+                );
+                for t in &tokens {
+                    text.push_str(&format!(
+                        "\n{:<16}  {:<8}  {:<12}  {:<20}  {:<20}  {}",
+                        t.id,
+                        t.role.name(),
+                        t.tenant.as_deref().unwrap_or("*"),
+                        t.created_at,
+                        t.revoked_at.as_deref().unwrap_or("-"),
+                        t.name
+                    ));
+                }
+                text
+            });
+        }
+        TokenCommand::Revoke { id } => {
+            ca.revoke_token(&id, &ctx.actor).await?;
+            ctx.print(json!({ "id": id, "revoked": true }), || {
+                format!("revoked token {id}")
+            });
+        }
+    }
     Ok(())
 }

@@ -23,7 +23,10 @@ use crate::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
 use crate::policy::{Policies, Policy, PolicyKind};
 use crate::reason::RevocationReason;
 use crate::signer::{FileSigner, Signer};
-use crate::store::{CertificateRecord, ListFilter, PublishedCrl, SqlStore, Store, Supersede};
+use crate::store::{
+    CertificateRecord, IdempotencyKey, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
+};
+use crate::tokens::{NewToken, Principal, Role, TokenRecord};
 use crate::x509::{
     build_ca_certificate, build_leaf, parse_subject, CaCertificate, Endpoints, LeafRequest,
 };
@@ -282,6 +285,12 @@ impl Ca {
         })
     }
 
+    fn shared_signer(&self) -> Result<Arc<dyn Signer>> {
+        self.signer
+            .clone()
+            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", passphrase_hint())))
+    }
+
     fn signer(&self) -> Result<&dyn Signer> {
         self.signer
             .as_deref()
@@ -367,6 +376,7 @@ impl Ca {
             None,
             "issue",
         )
+        .await
     }
 
     /// New certificate and bundle; every active one of the same policy is revoked
@@ -414,9 +424,10 @@ impl Ca {
             Some(Supersede { reason }),
             "reissue",
         )
+        .await
     }
 
-    fn prepare_bundle(
+    async fn prepare_bundle(
         &self,
         policy: &Policy,
         tenant: &TenantId,
@@ -425,7 +436,7 @@ impl Ca {
         supersede: Option<Supersede>,
         action: &'static str,
     ) -> Result<PreparedIssuance> {
-        let settings = policy.pkcs12.as_ref().ok_or_else(|| {
+        let settings = policy.pkcs12.clone().ok_or_else(|| {
             Error::Policy(format!("policy {} has no pkcs12 settings", policy.name))
         })?;
         let password = match password {
@@ -435,56 +446,41 @@ impl Ca {
             }
             None => generate_password(settings.password_length)?,
         };
-        let signer = self.signer()?;
-        let key: PKey<Private> = policy.generated_key().generate()?;
-        let public_key = PublicKey::from_pkey(&key)?;
-        let record = self.sign_leaf(policy, tenant, admin, &public_key, signer)?;
-        let friendly_name = settings.friendly_name.render(tenant, admin);
-        let bundle = build_pkcs12(
-            &key,
-            &record.der,
-            &self.ca_cert.der().0,
-            settings,
-            &friendly_name,
-            &password,
-        )?;
+        let signer = self.shared_signer()?;
+        let (ca_cert, endpoints) = (self.ca_cert.clone(), self.endpoints.clone());
+        let (policy, tenant, admin) = (policy.clone(), tenant.clone(), admin.clone());
+        // Key generation, signing and PBKDF2 are CPU work: keep them off the async workers.
+        let (record, bundle, password) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let key: PKey<Private> = policy.generated_key().generate()?;
+            let public_key = PublicKey::from_pkey(&key)?;
+            let record = sign_leaf(
+                &policy,
+                &tenant,
+                &admin,
+                &public_key,
+                signer.as_ref(),
+                &ca_cert,
+                &endpoints,
+            )?;
+            let friendly_name = settings.friendly_name.render(&tenant, &admin);
+            let bundle = build_pkcs12(
+                &key,
+                &record.der,
+                &ca_cert.der().0,
+                &settings,
+                &friendly_name,
+                &password,
+            )?;
+            Ok((record, bundle, password))
+        })
+        .await
+        .map_err(|e| Error::Crypto(format!("issuance worker failed: {e}")))??;
         Ok(PreparedIssuance {
             record,
             supersede,
             action,
             bundle: Some(bundle),
             password: Some(password),
-        })
-    }
-
-    fn sign_leaf(
-        &self,
-        policy: &Policy,
-        tenant: &TenantId,
-        admin: &AdminId,
-        public_key: &PublicKey,
-        signer: &dyn Signer,
-    ) -> Result<CertificateRecord> {
-        let request = LeafRequest {
-            policy,
-            tenant,
-            admin,
-            public_key,
-            serial: Serial::random()?,
-            now: now(),
-        };
-        let issued = build_leaf(&request, &self.ca_cert, signer, &self.endpoints)?;
-        Ok(CertificateRecord {
-            serial: issued.serial,
-            tenant: tenant.to_string(),
-            admin: admin.to_string(),
-            policy: policy.name.clone(),
-            not_before: issued.not_before,
-            not_after: issued.not_after,
-            revoked_at: None,
-            reason: None,
-            invalidity_date: None,
-            der: issued.der.0,
         })
     }
 
@@ -535,7 +531,15 @@ impl Ca {
             )));
         }
         self.check_no_active(&tenant, &admin, &policy.name).await?;
-        let record = self.sign_leaf(policy, &tenant, &admin, &public_key, self.signer()?)?;
+        let record = sign_leaf(
+            policy,
+            &tenant,
+            &admin,
+            &public_key,
+            self.signer()?,
+            &self.ca_cert,
+            &self.endpoints,
+        )?;
         Ok(PreparedIssuance {
             record,
             supersede: None,
@@ -547,6 +551,16 @@ impl Ca {
 
     /// Makes a prepared issuance durable (one transaction, with its audit event).
     pub async fn commit(&self, prepared: PreparedIssuance, actor: &str) -> Result<Issuance> {
+        self.commit_idempotent(prepared, None, actor).await
+    }
+
+    /// Like [`Ca::commit`], recording `idempotency` in the same transaction.
+    pub async fn commit_idempotent(
+        &self,
+        prepared: PreparedIssuance,
+        idempotency: Option<&IdempotencyKey>,
+        actor: &str,
+    ) -> Result<Issuance> {
         let record = prepared.record;
         let mut draft = AuditDraft::new(
             actor,
@@ -558,15 +572,47 @@ impl Ca {
             record.policy,
             crate::rfc3339(record.not_after)
         );
-        let revoked = self
+        let inserted = self
             .store
-            .insert_certificate(&record, prepared.supersede, draft, now())
-            .await?;
+            .insert_certificate(&record, prepared.supersede, idempotency, draft, now())
+            .await;
+        let revoked = match (inserted, idempotency) {
+            (Ok(revoked), _) => revoked,
+            // A concurrent request with the same key won the race: answer as a retry.
+            (Err(Error::Conflict(message)), Some(idem)) => {
+                self.check_idempotency(idem).await?;
+                return Err(Error::Conflict(message));
+            }
+            (Err(e), _) => return Err(e),
+        };
         Ok(Issuance {
             record,
             revoked,
             bundle: prepared.bundle,
             password: prepared.password,
+        })
+    }
+
+    /// Refuses a request whose `Idempotency-Key` was already used in the last 24 h:
+    /// the same request gets `AlreadyDone` with the serial issued then (the bundle
+    /// is not kept, so it cannot be returned again); a different one is invalid.
+    pub async fn check_idempotency(&self, idem: &IdempotencyKey) -> Result<()> {
+        let since = now() - time::Duration::seconds(crate::store::IDEMPOTENCY_WINDOW_SECS);
+        let Some(earlier) = self.store.idempotency(&idem.key, since).await? else {
+            return Ok(());
+        };
+        if earlier.request_hash != idem.request_hash {
+            return Err(Error::InvalidInput(
+                "this Idempotency-Key was already used for a different request: use a new key for a new request".into(),
+            ));
+        }
+        Err(Error::AlreadyDone {
+            message: format!(
+                "this request was already carried out at {} with the same Idempotency-Key: certificate {} was issued and its bundle delivered then; the server keeps no copy of bundles or passwords, so if that bundle was lost, reissue again with a new key",
+                crate::rfc3339(earlier.created_at),
+                earlier.serial
+            ),
+            serial: earlier.serial.to_hex(),
         })
     }
 
@@ -596,7 +642,7 @@ impl Ca {
         let signer = self.signer()?;
         let this_update = now();
         let next_update = this_update + self.crl_validity.to_time();
-        let (number, entries) = self.store.begin_crl(this_update).await?;
+        let (number, revision, entries) = self.store.begin_crl(this_update).await?;
         let der = build_crl(
             &self.ca_cert,
             signer,
@@ -610,10 +656,91 @@ impl Ca {
             this_update,
             next_update,
             der: der.0,
+            revision,
         };
         let draft = AuditDraft::new(actor, "crl", format!("crl {number}"));
         self.store.publish_crl(&crl, draft).await?;
         Ok(crl)
+    }
+
+    /// True when the published CRL misses a revocation, or has passed half its
+    /// validity (DESIGN §5: regenerated on revocation and ahead of nextUpdate).
+    pub async fn crl_needs_refresh(&self) -> Result<bool> {
+        let status = self.store.crl_status().await?;
+        let (Some(this_update), Some(next_update)) = (status.this_update, status.next_update)
+        else {
+            return Ok(true);
+        };
+        let half_life = this_update + (next_update - this_update) / 2;
+        Ok(status.revision > status.published_revision || now() >= half_life)
+    }
+
+    /// Cheap state of CRL publication (polled by servers).
+    pub async fn crl_status(&self) -> Result<crate::store::CrlStatus> {
+        self.store.crl_status().await
+    }
+
+    /// Creates an API token; the returned secret is shown once.
+    pub async fn create_token(
+        &self,
+        role: Role,
+        tenant: Option<&str>,
+        name: &str,
+        actor: &str,
+    ) -> Result<NewToken> {
+        let tenant = crate::tokens::check_scope(tenant)?;
+        if tenant.is_some() && !matches!(role, Role::Operator | Role::Renewer) {
+            return Err(Error::InvalidInput(format!(
+                "--tenant applies to operator and renewer tokens, not {role}"
+            )));
+        }
+        if name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(Error::InvalidInput(
+                "token name must be at most 200 printable characters".into(),
+            ));
+        }
+        let (id, token, hash) = crate::tokens::generate()?;
+        let record = TokenRecord {
+            id: id.clone(),
+            role,
+            tenant,
+            name: name.to_owned(),
+            created_at: crate::rfc3339(now()),
+            revoked_at: None,
+        };
+        let draft = AuditDraft::new(actor, "token-create", id);
+        self.store
+            .insert_token(&record, &hash, draft, now())
+            .await?;
+        Ok(NewToken { record, token })
+    }
+
+    /// All tokens.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.store.tokens().await
+    }
+
+    /// Revokes a token.
+    pub async fn revoke_token(&self, id: &str, actor: &str) -> Result<()> {
+        let draft = AuditDraft::new(actor, "token-revoke", id);
+        self.store.revoke_token(id, draft, now()).await
+    }
+
+    /// Checks a presented bearer token.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal> {
+        let unauthenticated = || Error::Unauthenticated("invalid or revoked API token".into());
+        let (id, secret) = crate::tokens::split(presented).ok_or_else(unauthenticated)?;
+        let (record, stored_hash) = self.store.token(id).await?.ok_or_else(unauthenticated)?;
+        let matches =
+            crate::tokens::digests_equal(&crate::tokens::hash_secret(secret), &stored_hash);
+        if !matches || record.revoked_at.is_some() {
+            return Err(unauthenticated());
+        }
+        Ok(Principal {
+            token_id: record.id,
+            role: record.role,
+            tenant: record.tenant,
+        })
     }
 
     /// The published CRL.
@@ -657,4 +784,36 @@ impl Ca {
             head: head.1,
         })
     }
+}
+
+fn sign_leaf(
+    policy: &Policy,
+    tenant: &TenantId,
+    admin: &AdminId,
+    public_key: &PublicKey,
+    signer: &dyn Signer,
+    ca_cert: &CaCertificate,
+    endpoints: &Endpoints,
+) -> Result<CertificateRecord> {
+    let request = LeafRequest {
+        policy,
+        tenant,
+        admin,
+        public_key,
+        serial: Serial::random()?,
+        now: now(),
+    };
+    let issued = build_leaf(&request, ca_cert, signer, endpoints)?;
+    Ok(CertificateRecord {
+        serial: issued.serial,
+        tenant: tenant.to_string(),
+        admin: admin.to_string(),
+        policy: policy.name.clone(),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+        revoked_at: None,
+        reason: None,
+        invalidity_date: None,
+        der: issued.der.0,
+    })
 }

@@ -20,6 +20,20 @@ pub enum Error {
     /// a certificate is already revoked, a CA already exists, ...).
     #[error("{0}")]
     Conflict(String),
+    /// No valid credentials were presented.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's role or tenant scope does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// An idempotent request was already carried out; its result cannot be delivered again.
+    #[error("{message}")]
+    AlreadyDone {
+        /// What happened and what to do.
+        message: String,
+        /// The serial issued the first time.
+        serial: String,
+    },
     /// The CA key could not be unlocked, or the command needs it and none was given.
     #[error("{0}")]
     Key(String),
@@ -55,6 +69,9 @@ impl Error {
             Error::Policy(_) => "invalid_policy",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::AlreadyDone { .. } => "already_delivered",
             Error::Key(_) => "key_unavailable",
             Error::Config(_) => "invalid_config",
             Error::Store(_) => "store_error",

@@ -33,6 +33,7 @@ mod policy;
 mod reason;
 mod signer;
 mod store;
+mod tokens;
 mod view;
 mod x509;
 
@@ -51,8 +52,10 @@ pub use policy::{
 pub use reason::RevocationReason;
 pub use signer::{FileSigner, Signer};
 pub use store::{
-    CertificateRecord, CertificateStatus, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
+    CertificateRecord, CertificateStatus, CrlStatus, IdempotencyKey, IdempotencyRecord, ListFilter,
+    PublishedCrl, SqlStore, Store, Supersede,
 };
+pub use tokens::{Action, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};
 pub use x509::{
     crl_revoked_count, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,

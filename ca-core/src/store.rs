@@ -17,6 +17,7 @@ use crate::crl::RevokedEntry;
 use crate::error::{Error, Result};
 use crate::ids::Serial;
 use crate::reason::RevocationReason;
+use crate::tokens::{Role, TokenRecord};
 
 /// Whether a certificate can still be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,41 @@ pub struct Supersede {
     pub reason: RevocationReason,
 }
 
+/// An `Idempotency-Key` recorded with the issuance it produced.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// The caller's key.
+    pub key: String,
+    /// Hash of what was asked (route, tenant, admin, body).
+    pub request_hash: String,
+}
+
+/// What an earlier request with the same `Idempotency-Key` did.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    /// Hash of that request.
+    pub request_hash: String,
+    /// The serial it issued.
+    pub serial: Serial,
+    /// When.
+    pub created_at: OffsetDateTime,
+}
+
+/// Where CRL publication stands, read cheaply by publishers in any process.
+#[derive(Debug, Clone, Copy)]
+pub struct CrlStatus {
+    /// Bumped by every revoking transaction.
+    pub revision: u64,
+    /// The revision the published CRL was built from.
+    pub published_revision: u64,
+    /// Published CRL number (0: none yet).
+    pub published_number: u64,
+    /// thisUpdate of the published CRL.
+    pub this_update: Option<OffsetDateTime>,
+    /// nextUpdate of the published CRL.
+    pub next_update: Option<OffsetDateTime>,
+}
+
 /// Filters for [`Store::list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -128,6 +164,8 @@ pub struct PublishedCrl {
     pub next_update: OffsetDateTime,
     /// Signed DER.
     pub der: Vec<u8>,
+    /// The revocation revision it reflects.
+    pub revision: u64,
 }
 
 /// Durable state. Implementations make each method one transaction.
@@ -139,13 +177,23 @@ pub trait Store: Send + Sync {
     /// Inserts a new certificate. With `supersede`, first revokes every active
     /// certificate of the same (tenant, admin, policy) — all in one transaction —
     /// and returns their serials. Without it, an active one means `Conflict`.
+    /// With `idempotency`, the key is recorded in the same transaction; a key
+    /// already recorded means `AlreadyDone`.
     async fn insert_certificate(
         &self,
         record: &CertificateRecord,
         supersede: Option<Supersede>,
+        idempotency: Option<&IdempotencyKey>,
         audit: AuditDraft,
         now: OffsetDateTime,
     ) -> Result<Vec<Serial>>;
+
+    /// The record of an `Idempotency-Key` used since `since`.
+    async fn idempotency(
+        &self,
+        key: &str,
+        since: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>>;
 
     /// Revokes one certificate.
     async fn revoke(
@@ -176,8 +224,11 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<CertificateRecord>>;
 
     /// Reserves the next CRL number (strictly increasing, never reused) and
-    /// returns it with every revoked, unexpired certificate.
-    async fn begin_crl(&self, now: OffsetDateTime) -> Result<(u64, Vec<RevokedEntry>)>;
+    /// returns it with the revocation revision and every revoked, unexpired certificate.
+    async fn begin_crl(&self, now: OffsetDateTime) -> Result<(u64, u64, Vec<RevokedEntry>)>;
+
+    /// Where CRL publication stands.
+    async fn crl_status(&self) -> Result<CrlStatus>;
 
     /// Publishes a signed CRL unless a higher number is already published.
     async fn publish_crl(&self, crl: &PublishedCrl, audit: AuditDraft) -> Result<bool>;
@@ -199,6 +250,24 @@ pub trait Store: Send + Sync {
 
     /// Sets a named setting.
     async fn set_meta(&self, name: &str, value: &str) -> Result<()>;
+
+    /// Stores a new API token (only the secret's hash).
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        secret_hash: &str,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// A token and its secret hash.
+    async fn token(&self, id: &str) -> Result<Option<(TokenRecord, String)>>;
+
+    /// All tokens.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Revokes a token.
+    async fn revoke_token(&self, id: &str, audit: AuditDraft, now: OffsetDateTime) -> Result<()>;
 }
 
 /// [`Store`] over SQLite or PostgreSQL.
@@ -213,6 +282,32 @@ fn ts(t: OffsetDateTime) -> i64 {
 fn from_ts(secs: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(secs)
         .map_err(|e| Error::Store(format!("bad timestamp {secs}: {e}")))
+}
+
+/// How long an `Idempotency-Key` is remembered.
+pub(crate) const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
+
+async fn bump_revision(tx: &mut Tx) -> Result<()> {
+    sqlx::query("UPDATE crl_state SET revision = revision + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord> {
+    let role: String = row.try_get("role")?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        role: Role::parse(&role).map_err(|_| Error::Store(format!("bad role in store: {role}")))?,
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        created_at: crate::rfc3339(from_ts(row.try_get("created_at")?)?),
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(from_ts)
+            .transpose()?
+            .map(crate::rfc3339),
+    })
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -363,11 +458,42 @@ impl Store for SqlStore {
         &self,
         record: &CertificateRecord,
         supersede: Option<Supersede>,
+        idempotency: Option<&IdempotencyKey>,
         mut audit: AuditDraft,
         now: OffsetDateTime,
     ) -> Result<Vec<Serial>> {
         audit.serials = vec![record.serial.to_hex()];
         let (mut tx, mut open) = self.begin(audit, now).await?;
+        if let Some(idem) = idempotency {
+            // Keys expire after 24 h; an expired one may be used afresh.
+            sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND created_at <= $2")
+                .bind(&idem.key)
+                .bind(ts(now) - IDEMPOTENCY_WINDOW_SECS)
+                .execute(&mut *tx)
+                .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (idem_key, request_hash, serial, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&idem.key)
+            .bind(&idem.request_hash)
+            .bind(record.serial.to_hex())
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(Error::Conflict(
+                        "this Idempotency-Key is being used by a concurrent request".into(),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            open.draft.details.push_str(&format!(
+                " idempotency_key_sha256={}",
+                hex::encode(openssl::sha::sha256(idem.key.as_bytes()))
+            ));
+        }
         // An issued certificate past its not-after no longer counts as active.
         sqlx::query(
             "UPDATE certificates SET state = 2 WHERE tenant = $1 AND admin = $2 AND policy = $3 AND state = 0 AND not_after <= $4",
@@ -472,6 +598,7 @@ impl Store for SqlStore {
                 record.reason.map(|r| r.name()).unwrap_or("unspecified")
             )));
         }
+        bump_revision(&mut tx).await?;
         self.commit(tx, open).await?;
         Ok(record)
     }
@@ -567,15 +694,16 @@ impl Store for SqlStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn begin_crl(&self, now: OffsetDateTime) -> Result<(u64, Vec<RevokedEntry>)> {
+    async fn begin_crl(&self, now: OffsetDateTime) -> Result<(u64, u64, Vec<RevokedEntry>)> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
-        let number: i64 = sqlx::query("SELECT last_number FROM crl_state WHERE id = 1")
+        let state = sqlx::query("SELECT last_number, revision FROM crl_state WHERE id = 1")
             .fetch_one(&mut *tx)
-            .await?
-            .try_get("last_number")?;
+            .await?;
+        let number: i64 = state.try_get("last_number")?;
+        let revision: i64 = state.try_get("revision")?;
         let rows = sqlx::query(
             "SELECT serial, revoked_at, reason, invalidity_date FROM certificates \
              WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY revoked_at, serial",
@@ -600,7 +728,49 @@ impl Store for SqlStore {
                     .transpose()?,
             });
         }
-        Ok((number as u64, entries))
+        Ok((number as u64, revision as u64, entries))
+    }
+
+    async fn crl_status(&self) -> Result<CrlStatus> {
+        let row = sqlx::query(
+            "SELECT revision, published_revision, published_number, this_update, next_update FROM crl_state WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(CrlStatus {
+            revision: row.try_get::<i64, _>("revision")? as u64,
+            published_revision: row.try_get::<i64, _>("published_revision")? as u64,
+            published_number: row.try_get::<i64, _>("published_number")? as u64,
+            this_update: row
+                .try_get::<Option<i64>, _>("this_update")?
+                .map(from_ts)
+                .transpose()?,
+            next_update: row
+                .try_get::<Option<i64>, _>("next_update")?
+                .map(from_ts)
+                .transpose()?,
+        })
+    }
+
+    async fn idempotency(
+        &self,
+        key: &str,
+        since: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let row = sqlx::query("SELECT request_hash, serial, created_at FROM idempotency_keys WHERE idem_key = $1 AND created_at > $2")
+            .bind(key)
+            .bind(ts(since))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let serial: String = row.try_get("serial")?;
+            Ok(IdempotencyRecord {
+                request_hash: row.try_get("request_hash")?,
+                serial: Serial::parse(&serial)?,
+                created_at: from_ts(row.try_get("created_at")?)?,
+            })
+        })
+        .transpose()
     }
 
     async fn publish_crl(&self, crl: &PublishedCrl, mut audit: AuditDraft) -> Result<bool> {
@@ -612,13 +782,14 @@ impl Store for SqlStore {
         );
         let (mut tx, open) = self.begin(audit, crl.this_update).await?;
         let changed = sqlx::query(
-            "UPDATE crl_state SET published_number = $1, this_update = $2, next_update = $3, der = $4 \
+            "UPDATE crl_state SET published_number = $1, this_update = $2, next_update = $3, der = $4, published_revision = $5 \
              WHERE id = 1 AND published_number < $1",
         )
         .bind(crl.number as i64)
         .bind(ts(crl.this_update))
         .bind(ts(crl.next_update))
         .bind(&crl.der)
+        .bind(crl.revision as i64)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -632,7 +803,7 @@ impl Store for SqlStore {
 
     async fn latest_crl(&self) -> Result<Option<PublishedCrl>> {
         let row = sqlx::query(
-            "SELECT published_number, this_update, next_update, der FROM crl_state WHERE id = 1",
+            "SELECT published_number, published_revision, this_update, next_update, der FROM crl_state WHERE id = 1",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -645,6 +816,7 @@ impl Store for SqlStore {
             this_update: from_ts(row.try_get("this_update")?)?,
             next_update: from_ts(row.try_get("next_update")?)?,
             der: row.try_get("der")?,
+            revision: row.try_get::<i64, _>("published_revision")? as u64,
         }))
     }
 
@@ -712,5 +884,68 @@ impl Store for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        secret_hash: &str,
+        mut audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        audit.details = format!(
+            "role={} tenant={}",
+            token.role,
+            token.tenant.as_deref().unwrap_or("*")
+        );
+        let (mut tx, open) = self.begin(audit, now).await?;
+        sqlx::query("INSERT INTO tokens (id, name, role, tenant, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&token.id)
+            .bind(&token.name)
+            .bind(token.role.name())
+            .bind(token.tenant.as_deref())
+            .bind(secret_hash)
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx, open).await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<(TokenRecord, String)>> {
+        let row = sqlx::query("SELECT id, name, role, tenant, secret_hash, created_at, revoked_at FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((token_from_row(&row)?, row.try_get("secret_hash")?)))
+            .transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT id, name, role, tenant, created_at, revoked_at FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, audit: AuditDraft, now: OffsetDateTime) -> Result<()> {
+        let (mut tx, open) = self.begin(audit, now).await?;
+        let changed =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(ts(now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            let exists = sqlx::query("SELECT id FROM tokens WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match exists {
+                Some(_) => Error::Conflict(format!("token {id} is already revoked")),
+                None => Error::NotFound(format!("no token with id {id} (see `ca-cli token list`)")),
+            });
+        }
+        self.commit(tx, open).await
     }
 }

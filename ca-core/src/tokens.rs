@@ -1,0 +1,234 @@
+//! API tokens and what each role may do (DESIGN §7).
+//!
+//! A token reads `cat_<id>_<secret>`: the id (not secret) finds the record, and
+//! only SHA-256 of the secret is stored, compared in constant time.
+
+use std::fmt;
+
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::ids::TenantId;
+
+/// A role a token carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything, including tokens.
+    Admin,
+    /// Issue, reissue, sign CSRs, revoke, read; optionally scoped to one tenant.
+    Operator,
+    /// Reissue and read (automated renewal jobs).
+    Renewer,
+    /// Read and audit.
+    Auditor,
+}
+
+/// What a caller wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// First issuance.
+    Issue,
+    /// Reissue.
+    Reissue,
+    /// CSR signing.
+    SignCsr,
+    /// Revocation.
+    Revoke,
+    /// Reading certificates.
+    Read,
+    /// Reading the audit log.
+    Audit,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Renewer, Role::Auditor];
+
+    /// The name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Renewer => "renewer",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(text: &str) -> Result<Role> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == text)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "unknown role \"{}\": use admin, operator, renewer or auditor",
+                    text.escape_debug()
+                ))
+            })
+    }
+
+    /// Whether this role may perform `action`.
+    pub fn allows(self, action: Action) -> bool {
+        use Action::*;
+        match self {
+            Role::Admin => true,
+            Role::Operator => matches!(action, Issue | Reissue | SignCsr | Revoke | Read),
+            Role::Renewer => matches!(action, Reissue | Read),
+            Role::Auditor => matches!(action, Read | Audit),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A stored token (without its secret).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenRecord {
+    /// Public id.
+    pub id: String,
+    /// Role.
+    #[serde(serialize_with = "role_name")]
+    pub role: Role,
+    /// Tenant scope.
+    pub tenant: Option<String>,
+    /// Free-text name.
+    pub name: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Revocation time (RFC 3339).
+    pub revoked_at: Option<String>,
+}
+
+fn role_name<S: serde::Serializer>(role: &Role, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(role.name())
+}
+
+/// Who is calling, once their token checked out.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Token id (safe to log).
+    pub token_id: String,
+    /// Role.
+    pub role: Role,
+    /// Tenant scope.
+    pub tenant: Option<String>,
+}
+
+impl Principal {
+    /// The audit actor string.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.token_id)
+    }
+
+    /// Checks the role allows `action`, and the tenant scope covers `tenant` (when given).
+    pub fn authorize(&self, action: Action, tenant: Option<&str>) -> Result<()> {
+        if !self.role.allows(action) {
+            return Err(Error::Forbidden(format!(
+                "role {} may not {}",
+                self.role,
+                action_text(action)
+            )));
+        }
+        if let (Some(scope), Some(tenant)) = (&self.tenant, tenant) {
+            if scope != tenant {
+                return Err(Error::Forbidden(format!(
+                    "this token is limited to tenant {scope}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn action_text(action: Action) -> &'static str {
+    match action {
+        Action::Issue => "issue certificates",
+        Action::Reissue => "reissue certificates",
+        Action::SignCsr => "sign CSRs",
+        Action::Revoke => "revoke certificates",
+        Action::Read => "read certificates",
+        Action::Audit => "read the audit log",
+    }
+}
+
+/// A freshly created token: the secret is shown once.
+pub struct NewToken {
+    /// Stored record.
+    pub record: TokenRecord,
+    /// The full bearer token.
+    pub token: Zeroizing<String>,
+}
+
+pub(crate) fn generate() -> Result<(String, Zeroizing<String>, String)> {
+    let mut id = [0u8; 8];
+    let mut secret = Zeroizing::new([0u8; 32]);
+    openssl::rand::rand_bytes(&mut id)?;
+    openssl::rand::rand_bytes(&mut secret[..])?;
+    let id = hex::encode(id);
+    let secret_text =
+        Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret[..]));
+    let token = Zeroizing::new(format!("cat_{id}_{}", secret_text.as_str()));
+    Ok((id, token, hash_secret(&secret_text)))
+}
+
+pub(crate) fn hash_secret(secret: &str) -> String {
+    hex::encode(openssl::sha::sha256(secret.as_bytes()))
+}
+
+/// Splits a presented token into (id, secret); `None` if it is not of our shape.
+pub(crate) fn split(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix("cat_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 16
+        && id.bytes().all(|b| b.is_ascii_hexdigit())
+        && !secret.is_empty()
+        && secret.len() <= 128)
+        .then_some((id, secret))
+}
+
+/// Constant-time comparison of two hex digests.
+pub(crate) fn digests_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+}
+
+/// Validates an optional tenant scope.
+pub(crate) fn check_scope(tenant: Option<&str>) -> Result<Option<String>> {
+    tenant
+        .map(|t| TenantId::parse(t).map(|t| t.to_string()))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_allow_what_the_design_says() {
+        assert!(Role::Admin.allows(Action::Audit));
+        assert!(Role::Operator.allows(Action::Revoke) && !Role::Operator.allows(Action::Audit));
+        assert!(Role::Renewer.allows(Action::Reissue));
+        for a in [
+            Action::Issue,
+            Action::SignCsr,
+            Action::Revoke,
+            Action::Audit,
+        ] {
+            assert!(!Role::Renewer.allows(a));
+        }
+        assert!(Role::Auditor.allows(Action::Audit) && !Role::Auditor.allows(Action::Reissue));
+    }
+
+    #[test]
+    fn tokens_split_and_hash() {
+        let (id, token, hash) = generate().unwrap();
+        let (got_id, secret) = split(&token).unwrap();
+        assert_eq!(got_id, id);
+        assert!(digests_equal(&hash_secret(secret), &hash));
+        assert!(split("Bearer x").is_none() && split("cat_zz_x").is_none());
+    }
+}
