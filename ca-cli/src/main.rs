@@ -16,7 +16,7 @@ fn main() {
         .expect("tokio runtime");
     if let Err(error) = runtime.block_on(commands::run(cli)) {
         if json {
-            let view = ca_core::ErrorView::new(error.code(), error.to_string());
+            let view = ca_core::ErrorView::from_error(&error);
             eprintln!("{}", serde_json::to_string(&view).expect("serialisable"));
         } else {
             eprintln!("error: {error}");

@@ -55,11 +55,14 @@ pub use store::{
     CertificateRecord, CertificateStatus, CrlStatus, IdempotencyKey, IdempotencyRecord, ListFilter,
     PublishedCrl, SqlStore, Store, Supersede,
 };
-pub use tokens::{Action, NewToken, Principal, Role, TokenRecord};
+pub use tokens::{token_id, Action, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};
 pub use x509::{
     crl_revoked_count, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,
 };
+
+pub use time::format_description::well_known::Rfc3339;
+pub use time::OffsetDateTime;
 
 /// Formats a time as RFC 3339 UTC (`2026-11-25T20:29:41Z`).
 pub fn rfc3339(t: time::OffsetDateTime) -> String {

@@ -104,8 +104,29 @@ pub struct Supersede {
 pub struct IdempotencyKey {
     /// The caller's key.
     pub key: String,
-    /// Hash of what was asked (route, tenant, admin, body).
+    /// Hash of what was asked (operation, tenant, admin, parameters).
     pub request_hash: String,
+}
+
+impl IdempotencyKey {
+    /// Checks the caller's key (1-255 visible ASCII characters) and fingerprints
+    /// the request it came with; `parts` are the request's parameters in a fixed order.
+    pub fn new(key: &str, operation: &str, parts: &[&str]) -> Result<Self> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::InvalidInput(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is a good choice)".into(),
+            ));
+        }
+        let mut h = openssl::sha::Sha256::new();
+        for part in std::iter::once(operation).chain(parts.iter().copied()) {
+            h.update(&(part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        Ok(IdempotencyKey {
+            key: key.to_owned(),
+            request_hash: hex::encode(h.finish()),
+        })
+    }
 }
 
 /// What an earlier request with the same `Idempotency-Key` did.
@@ -522,6 +543,9 @@ impl Store for SqlStore {
                 revoked.push(Serial::parse(&serial)?);
             }
             revoked.sort();
+            if !revoked.is_empty() {
+                bump_revision(&mut tx).await?;
+            }
             open.draft
                 .serials
                 .extend(revoked.iter().map(Serial::to_hex));

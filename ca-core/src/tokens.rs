@@ -180,6 +180,11 @@ pub(crate) fn hash_secret(secret: &str) -> String {
     hex::encode(openssl::sha::sha256(secret.as_bytes()))
 }
 
+/// The public id part of a presented token, if it has our shape (safe to log).
+pub fn token_id(presented: &str) -> Option<&str> {
+    split(presented).map(|(id, _)| id)
+}
+
 /// Splits a presented token into (id, secret); `None` if it is not of our shape.
 pub(crate) fn split(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix("cat_")?;

@@ -7,6 +7,7 @@ use crate::store::CertificateRecord;
 
 /// A certificate as scripts and API clients see it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateView {
     /// Lower-case hex serial.
     pub serial: String,
@@ -49,6 +50,7 @@ impl CertificateView {
 
 /// A page of certificates.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListView {
     /// The page.
     pub items: Vec<CertificateView>,
@@ -74,6 +76,7 @@ impl ListView {
 
 /// An error body: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorView {
     /// The error.
     pub error: ErrorDetail,
@@ -81,20 +84,34 @@ pub struct ErrorView {
 
 /// Inside [`ErrorView`].
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable machine code.
     pub code: String,
     /// What went wrong and how to fix it.
     pub message: String,
+    /// The serial concerned, where one is (e.g. `already_delivered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 impl ErrorView {
+    /// The view of a CA error, with the serial of an already-done request.
+    pub fn from_error(error: &crate::Error) -> Self {
+        let mut view = ErrorView::new(error.code(), error.to_string());
+        if let crate::Error::AlreadyDone { serial, .. } = error {
+            view.error.serial = Some(serial.clone());
+        }
+        view
+    }
+
     /// From a code and message.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         ErrorView {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message: message.into(),
+                serial: None,
             },
         }
     }

@@ -1,1 +1,116 @@
-fn main() {}
+//! `ca-server`: load configuration, open the CA, serve until SIGTERM.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use zeroize::Zeroizing;
+
+/// HTTP API of the client-certificate CA. Configuration from --config and CA_… variables;
+/// the CA key passphrase from CA_KEY_PASSPHRASE or key.passphrase_file.
+#[derive(Parser)]
+#[command(name = "ca-server", version)]
+struct Args {
+    /// Configuration file (ca.toml).
+    #[arg(long, env = "CA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let config = match ca_core::Config::load(args.config.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => fail(&e.to_string()),
+    };
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(serve(config)) {
+        tracing::error!(error = %e, "ca-server stopped");
+        fail(&e.to_string());
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
+}
+
+fn init_logging(format: ca_core::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CA_LOG")
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        ca_core::LogFormat::Json => builder.json().init(),
+        ca_core::LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: ca_core::Config) -> Result<(), ca_core::Error> {
+    let passphrase = match &config.passphrase_file {
+        Some(file) => Zeroizing::new(
+            std::fs::read_to_string(file)
+                .map_err(|e| {
+                    ca_core::Error::Config(format!("key.passphrase_file {}: {e}", file.display()))
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .as_bytes()
+                .to_vec(),
+        ),
+        None => Zeroizing::new(
+            std::env::var("CA_KEY_PASSPHRASE")
+                .map_err(|_| {
+                    ca_core::Error::Key(
+                        "set CA_KEY_PASSPHRASE or key.passphrase_file to unlock the CA key".into(),
+                    )
+                })?
+                .into_bytes(),
+        ),
+    };
+    let ca = ca_core::Ca::open(&config, Some(&passphrase)).await?;
+    drop(passphrase);
+    let state = ca_server::AppState::new(ca);
+    state.warm_up().await?;
+    state.spawn_background();
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| {
+            ca_core::Error::Config(format!("listen: cannot bind {}: {e}", config.listen))
+        })?;
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(listen = %address, data_dir = %config.data_dir.display(), "ca-server ready");
+    axum::serve(listener, ca_server::app(state))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| ca_core::Error::Config(format!("server: {e}")))?;
+    tracing::info!("ca-server stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C; in-flight requests then finish before exit.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

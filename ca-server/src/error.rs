@@ -1,0 +1,106 @@
+//! The one error type of the API and its one mapping to HTTP. Internal details
+//! are logged, never returned.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ca_core::{Error, ErrorView};
+
+/// Everything a handler can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A CA error.
+    Core(Error),
+    /// The body is not JSON.
+    MalformedJson(String),
+    /// The body is JSON of the wrong shape or with bad values.
+    InvalidBody(String),
+    /// The body exceeds the limit.
+    TooLarge,
+    /// Not ready yet (no CRL loaded).
+    Unavailable(String),
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::Core(e)
+    }
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Core(e) => match e {
+                Error::InvalidInput(_) | Error::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                Error::NotFound(_) => StatusCode::NOT_FOUND,
+                Error::Conflict(_) | Error::AlreadyDone { .. } => StatusCode::CONFLICT,
+                Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                Error::Forbidden(_) => StatusCode::FORBIDDEN,
+                Error::Key(_)
+                | Error::Config(_)
+                | Error::Store(_)
+                | Error::Crypto(_)
+                | Error::Io { .. }
+                | Error::AuditBroken(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn view(&self) -> ErrorView {
+        match self {
+            ApiError::Core(e) if self.status() == StatusCode::INTERNAL_SERVER_ERROR => {
+                ErrorView::new(
+                    "internal_error",
+                    "internal error; the server log has the details",
+                )
+                .with_code_hint(e.code())
+            }
+            ApiError::Core(e) => ErrorView::from_error(e),
+            ApiError::MalformedJson(m) => ErrorView::new(
+                "malformed_json",
+                format!("request body is not valid JSON: {m}"),
+            ),
+            ApiError::InvalidBody(m) => {
+                ErrorView::new("invalid_input", format!("invalid request body: {m}"))
+            }
+            ApiError::TooLarge => {
+                ErrorView::new("payload_too_large", "request body exceeds the 1 MiB limit")
+            }
+            ApiError::Unavailable(m) => ErrorView::new("unavailable", m.clone()),
+        }
+    }
+}
+
+trait Hint {
+    fn with_code_hint(self, code: &str) -> Self;
+}
+
+impl Hint for ErrorView {
+    /// Keeps the generic message but lets operators grep logs by the internal code.
+    fn with_code_hint(mut self, code: &str) -> Self {
+        self.error.message.push_str(&format!(" (kind: {code})"));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut response = (status, Json(self.view())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,126 @@
+//! Prometheus metrics, rendered in the text exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Latency buckets (seconds).
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Counters and histograms of the server.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    issued: Mutex<BTreeMap<(String, String), u64>>,
+    revocations: AtomicU64,
+    crls_published: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one finished request.
+    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        *self
+            .requests
+            .lock()
+            .unwrap()
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default() += 1;
+        let mut latency = self.latency.lock().unwrap();
+        let h = latency.entry(route.to_owned()).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    /// Records an issuance (`issue`, `reissue`, `sign-csr`).
+    pub fn issued(&self, operation: &str, policy: &str) {
+        *self
+            .issued
+            .lock()
+            .unwrap()
+            .entry((operation.to_owned(), policy.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// Records revocations.
+    pub fn revoked(&self, count: usize) {
+        self.revocations.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Records a CRL this server published.
+    pub fn crl_published(&self) {
+        self.crls_published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exposition text; `crl` is (number, this_update, next_update) as unix seconds.
+    pub fn render(&self, crl: Option<(u64, i64, i64)>, now: i64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP ca_http_requests_total HTTP requests by method, route and status.\n# TYPE ca_http_requests_total counter\n");
+        for ((method, route, status), n) in self.requests.lock().unwrap().iter() {
+            let _ = writeln!(out, "ca_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP ca_http_request_duration_seconds Request latency by route.\n# TYPE ca_http_request_duration_seconds histogram\n");
+        for (route, h) in self.latency.lock().unwrap().iter() {
+            for (bound, count) in BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(out, "ca_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(
+                out,
+                "ca_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "ca_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "ca_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
+        }
+        out.push_str("# HELP ca_certificates_issued_total Certificates issued by this server.\n# TYPE ca_certificates_issued_total counter\n");
+        for ((operation, policy), n) in self.issued.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "ca_certificates_issued_total{{operation=\"{operation}\",policy=\"{policy}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ca_revocations_total Certificates revoked through this server.\n# TYPE ca_revocations_total counter\nca_revocations_total {}",
+            self.revocations.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ca_crls_published_total CRLs published by this server.\n# TYPE ca_crls_published_total counter\nca_crls_published_total {}",
+            self.crls_published.load(Ordering::Relaxed)
+        );
+        if let Some((number, this_update, next_update)) = crl {
+            let _ = writeln!(out, "# HELP ca_crl_number CRL number being served.\n# TYPE ca_crl_number gauge\nca_crl_number {number}");
+            let _ = writeln!(out, "# HELP ca_crl_age_seconds Age of the CRL being served.\n# TYPE ca_crl_age_seconds gauge\nca_crl_age_seconds {}", now - this_update);
+            let _ = writeln!(
+                out,
+                "# HELP ca_crl_next_update_seconds Seconds until the served CRL's nextUpdate.\n# TYPE ca_crl_next_update_seconds gauge\nca_crl_next_update_seconds {}",
+                next_update - now
+            );
+        }
+        out
+    }
+}

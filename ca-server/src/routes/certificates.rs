@@ -1,0 +1,353 @@
+//! Issuance, reissue, CSR signing, revocation and lookup — thin mappings onto `ca_core::Ca`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use ca_core::{
+    now, Action, CertificateView, Error, IdempotencyKey, Issuance, IssueRequest, ListFilter,
+    ListView, RevocationReason, Serial,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+use crate::extract::{Auth, JsonBody};
+use crate::AppState;
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/admins/{admin}/certificates",
+            post(issue),
+        )
+        .route("/v1/tenants/{tenant}/admins/{admin}/reissue", post(reissue))
+        .route("/v1/tenants/{tenant}/admins/{admin}/csr", post(sign_csr))
+        .route("/v1/certificates/{serial}/revoke", post(revoke))
+        .route("/v1/certificates", get(list))
+        .route("/v1/certificates/{serial}", get(show))
+}
+
+/// Body of an issue request.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    /// Policy; the server's default policy when absent.
+    pub policy: Option<String>,
+    /// Bundle password; generated when absent.
+    pub password: Option<String>,
+}
+
+/// Body of a reissue request.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReissueBody {
+    /// Policy; that of the admin's active certificate when absent.
+    pub policy: Option<String>,
+    /// Reason for the replaced certificates (default `superseded`; `key-compromise` for a lost device).
+    pub reason: Option<String>,
+    /// Bundle password; generated when absent.
+    pub password: Option<String>,
+}
+
+/// Body of a CSR signing request.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsrBody {
+    /// Policy (e.g. `automation-csr`).
+    pub policy: Option<String>,
+    /// PKCS#10 request, PEM.
+    pub csr: Option<String>,
+}
+
+/// Body of a revocation.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// Reason name (default `unspecified`).
+    pub reason: Option<String>,
+    /// When the key was (suspected) compromised, RFC 3339.
+    pub invalidity_date: Option<String>,
+}
+
+/// A new certificate with its bundle. The password is returned only here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssueResponse {
+    /// The certificate.
+    #[serde(flatten)]
+    pub certificate: CertificateView,
+    /// PKCS#12 bundle, base64.
+    pub pkcs12: String,
+    /// Bundle password (deliver by a separate channel).
+    pub password: String,
+    /// Serials revoked in the same transaction (reissue only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Vec<String>>,
+}
+
+/// A certificate signed from a CSR.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CsrResponse {
+    /// The certificate.
+    #[serde(flatten)]
+    pub certificate: CertificateView,
+    /// PEM.
+    pub certificate_pem: String,
+}
+
+/// One certificate with its PEM.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShowResponse {
+    /// The certificate.
+    #[serde(flatten)]
+    pub certificate: CertificateView,
+    /// PEM.
+    pub pem: String,
+}
+
+/// Query of the list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this admin.
+    pub admin: Option<String>,
+    /// Only this policy.
+    pub policy: Option<String>,
+    /// active, revoked or expired.
+    pub status: Option<String>,
+    /// Only active certificates expiring within this many days (renewal jobs).
+    pub expiring_within_days: Option<u32>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn issue_response(issuance: Issuance, reissue: bool) -> IssueResponse {
+    let bundle = issuance
+        .bundle
+        .as_ref()
+        .map(|b| base64::engine::general_purpose::STANDARD.encode(&b.0[..]));
+    IssueResponse {
+        certificate: CertificateView::new(&issuance.record, now()),
+        pkcs12: bundle.unwrap_or_default(),
+        password: issuance
+            .password
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        revoked: reissue.then(|| issuance.revoked.iter().map(Serial::to_hex).collect()),
+    }
+}
+
+fn password(p: Option<String>) -> Option<Zeroizing<String>> {
+    p.map(Zeroizing::new)
+}
+
+/// Issue the first certificate for an admin.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/admins/{admin}/certificates", tag = "certificates",
+    params(("tenant" = String, Path), ("admin" = String, Path)), request_body = IssueBody,
+    security(("bearer" = [])),
+    responses((status = 201, body = IssueResponse), (status = 401), (status = 403), (status = 409, description = "An active certificate exists: use reissue"), (status = 422)))]
+pub async fn issue(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((tenant, admin)): Path<(String, String)>,
+    JsonBody(body): JsonBody<IssueBody>,
+) -> Result<(StatusCode, Json<IssueResponse>), ApiError> {
+    who.authorize(Action::Issue, Some(&tenant))?;
+    let request = IssueRequest {
+        tenant,
+        admin,
+        policy: body.policy,
+        password: password(body.password),
+    };
+    let prepared = state.ca.prepare_issue(&request).await?;
+    let issuance = state.ca.commit(prepared, &who.actor()).await?;
+    state.metrics.issued("issue", &issuance.record.policy);
+    Ok((StatusCode::CREATED, Json(issue_response(issuance, false))))
+}
+
+/// Replace an admin's certificate: new one issued, every active one of the policy revoked, in one transaction.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/admins/{admin}/reissue", tag = "certificates",
+    params(("tenant" = String, Path), ("admin" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h never issues twice; the retry gets 409 already_delivered with the serial")),
+    request_body = ReissueBody, security(("bearer" = [])),
+    responses((status = 201, body = IssueResponse), (status = 401), (status = 403), (status = 404, description = "Nothing active to replace and no policy named"), (status = 409), (status = 422)))]
+pub async fn reissue(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((tenant, admin)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ReissueBody>,
+) -> Result<(StatusCode, Json<IssueResponse>), ApiError> {
+    who.authorize(Action::Reissue, Some(&tenant))?;
+    let reason = RevocationReason::parse(body.reason.as_deref().unwrap_or("superseded"))?;
+    let idempotency = match headers.get("idempotency-key") {
+        Some(value) => {
+            let key = value
+                .to_str()
+                .map_err(|_| Error::InvalidInput("Idempotency-Key must be visible ASCII".into()))?;
+            let parts = [
+                tenant.as_str(),
+                admin.as_str(),
+                body.policy.as_deref().unwrap_or(""),
+                reason.name(),
+            ];
+            let idem = IdempotencyKey::new(key, "reissue", &parts)?;
+            state.ca.check_idempotency(&idem).await?;
+            Some(idem)
+        }
+        None => None,
+    };
+    let request = IssueRequest {
+        tenant,
+        admin,
+        policy: body.policy,
+        password: password(body.password),
+    };
+    let prepared = state.ca.prepare_reissue(&request, reason).await?;
+    let issuance = state
+        .ca
+        .commit_idempotent(prepared, idempotency.as_ref(), &who.actor())
+        .await?;
+    state.metrics.issued("reissue", &issuance.record.policy);
+    state.metrics.revoked(issuance.revoked.len());
+    if !issuance.revoked.is_empty() {
+        state.crl.revoked();
+    }
+    Ok((StatusCode::CREATED, Json(issue_response(issuance, true))))
+}
+
+/// Sign a CSR for a client that keeps its own key.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/admins/{admin}/csr", tag = "certificates",
+    params(("tenant" = String, Path), ("admin" = String, Path)), request_body = CsrBody, security(("bearer" = [])),
+    responses((status = 201, body = CsrResponse), (status = 401), (status = 403), (status = 409), (status = 422)))]
+pub async fn sign_csr(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((tenant, admin)): Path<(String, String)>,
+    JsonBody(body): JsonBody<CsrBody>,
+) -> Result<(StatusCode, Json<CsrResponse>), ApiError> {
+    who.authorize(Action::SignCsr, Some(&tenant))?;
+    let policy = body
+        .policy
+        .ok_or_else(|| ApiError::InvalidBody("missing field `policy`".into()))?;
+    let csr = body
+        .csr
+        .ok_or_else(|| ApiError::InvalidBody("missing field `csr` (PEM)".into()))?;
+    let prepared = state
+        .ca
+        .prepare_sign_csr(&tenant, &admin, &policy, csr.as_bytes())
+        .await?;
+    let issuance = state.ca.commit(prepared, &who.actor()).await?;
+    state.metrics.issued("sign-csr", &issuance.record.policy);
+    let certificate_pem = ca_core::pem_encode("CERTIFICATE", &issuance.record.der);
+    Ok((
+        StatusCode::CREATED,
+        Json(CsrResponse {
+            certificate: CertificateView::new(&issuance.record, now()),
+            certificate_pem,
+        }),
+    ))
+}
+
+/// Revoke one certificate.
+#[utoipa::path(post, path = "/v1/certificates/{serial}/revoke", tag = "certificates",
+    params(("serial" = String, Path)), request_body = RevokeBody, security(("bearer" = [])),
+    responses((status = 200, body = CertificateView), (status = 401), (status = 403), (status = 404), (status = 409, description = "Already revoked"), (status = 422)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(serial): Path<String>,
+    JsonBody(body): JsonBody<RevokeBody>,
+) -> Result<Json<CertificateView>, ApiError> {
+    who.authorize(Action::Revoke, None)?;
+    let serial = Serial::parse(&serial)?;
+    let reason = RevocationReason::parse(body.reason.as_deref().unwrap_or("unspecified"))?;
+    let invalidity_date = body
+        .invalidity_date
+        .as_deref()
+        .map(|t| {
+            time_parse(t).ok_or_else(|| {
+                Error::InvalidInput(format!("invalid invalidity_date \"{t}\": use RFC 3339"))
+            })
+        })
+        .transpose()?;
+    let record = state.ca.certificate(&serial).await?;
+    who.authorize(Action::Revoke, Some(&record.tenant))?;
+    let record = state
+        .ca
+        .revoke(&serial, reason, invalidity_date, &who.actor())
+        .await?;
+    state.metrics.revoked(1);
+    state.crl.revoked();
+    Ok(Json(CertificateView::new(&record, now())))
+}
+
+fn time_parse(text: &str) -> Option<ca_core::OffsetDateTime> {
+    ca_core::OffsetDateTime::parse(text, &ca_core::Rfc3339).ok()
+}
+
+/// List certificates (cursor pagination; `expiring_within_days` for renewal jobs).
+#[utoipa::path(get, path = "/v1/certificates", tag = "certificates", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = ListView), (status = 401), (status = 403), (status = 422)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ListView>, ApiError> {
+    let tenant = query.tenant.or_else(|| who.tenant.clone());
+    who.authorize(Action::Read, tenant.as_deref())?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::InvalidInput("limit must be between 1 and 1000".into()).into());
+    }
+    let filter = ListFilter {
+        tenant: tenant
+            .as_deref()
+            .map(ca_core::TenantId::parse)
+            .transpose()?
+            .map(|t| t.to_string()),
+        admin: query
+            .admin
+            .as_deref()
+            .map(ca_core::AdminId::parse)
+            .transpose()?
+            .map(|a| a.to_string()),
+        policy: query.policy,
+        status: query
+            .status
+            .as_deref()
+            .map(ca_core::CertificateStatus::parse)
+            .transpose()?,
+        expiring_within_secs: query.expiring_within_days.map(|d| u64::from(d) * 86_400),
+        limit,
+        cursor: query.cursor.as_deref().map(Serial::parse).transpose()?,
+    };
+    let records = state.ca.list(&filter).await?;
+    Ok(Json(ListView::new(&records, limit, now())))
+}
+
+/// One certificate with its PEM.
+#[utoipa::path(get, path = "/v1/certificates/{serial}", tag = "certificates", params(("serial" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = ShowResponse), (status = 401), (status = 403), (status = 404)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(serial): Path<String>,
+) -> Result<Json<ShowResponse>, ApiError> {
+    who.authorize(Action::Read, None)?;
+    let record = state.ca.certificate(&Serial::parse(&serial)?).await?;
+    who.authorize(Action::Read, Some(&record.tenant))?;
+    let pem = ca_core::pem_encode("CERTIFICATE", &record.der);
+    Ok(Json(ShowResponse {
+        certificate: CertificateView::new(&record, now()),
+        pem,
+    }))
+}

@@ -1,0 +1,5 @@
+//! Route modules, each returning its own router; merged in `crate::app`.
+
+pub mod audit;
+pub mod certificates;
+pub mod public;

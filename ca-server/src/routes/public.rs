@@ -1,0 +1,173 @@
+//! Unauthenticated endpoints for gateways, browsers and monitoring.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::crl::CachedCrl;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ca.crt", get(ca_crt))
+        .route("/ca.pem", get(ca_pem))
+        .route("/crl", get(crl_der))
+        .route("/crl.pem", get(crl_pem))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
+
+/// The CA certificate, DER.
+#[utoipa::path(get, path = "/ca.crt", tag = "public", responses((status = 200, description = "CA certificate (DER)", content_type = "application/pkix-cert")))]
+pub async fn ca_crt(State(state): State<AppState>) -> Response {
+    let der = state.ca.ca_certificate().der().0.clone();
+    ([(header::CONTENT_TYPE, "application/pkix-cert")], der).into_response()
+}
+
+/// The CA certificate, PEM.
+#[utoipa::path(get, path = "/ca.pem", tag = "public", responses((status = 200, description = "CA certificate (PEM)", content_type = "application/x-pem-file")))]
+pub async fn ca_pem(State(state): State<AppState>) -> Response {
+    let pem = state.ca.ca_certificate().der().to_pem();
+    ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
+}
+
+/// Answers a CRL request, honouring `If-None-Match` and `If-Modified-Since`.
+fn serve_crl(state: &AppState, headers: &HeaderMap, pem: bool) -> Result<Response, ApiError> {
+    let crl = state
+        .crl
+        .current()
+        .ok_or_else(|| ApiError::Unavailable("no CRL published yet; retry shortly".into()))?;
+    let now = ca_core::now().unix_timestamp();
+    let cache_headers = cache_headers(&crl, now);
+    if not_modified(&crl, headers) {
+        return Ok((StatusCode::NOT_MODIFIED, cache_headers).into_response());
+    }
+    let (content_type, body) = if pem {
+        ("application/x-pem-file", crl.pem.clone())
+    } else {
+        ("application/pkix-crl", crl.der.clone())
+    };
+    Ok((cache_headers, [(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// ETag, Last-Modified and a max-age that never reaches past nextUpdate. The
+/// age is also capped at 60 s so that a revocation reaches caching gateways quickly.
+fn cache_headers(crl: &CachedCrl, now: i64) -> [(header::HeaderName, HeaderValue); 3] {
+    let max_age = (crl.next_update - now).clamp(0, 60);
+    let last_modified = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(crl.this_update.max(0) as u64),
+    );
+    [
+        (
+            header::ETAG,
+            HeaderValue::from_str(&crl.etag).expect("ascii"),
+        ),
+        (
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&last_modified).expect("ascii"),
+        ),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_str(&format!("public, max-age={max_age}")).expect("ascii"),
+        ),
+    ]
+}
+
+fn not_modified(crl: &CachedCrl, headers: &HeaderMap) -> bool {
+    if let Some(tags) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        // RFC 9110 §13.1.2: If-None-Match takes precedence over If-Modified-Since.
+        return tags
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == crl.etag || t.strip_prefix("W/") == Some(&crl.etag));
+    }
+    if let Some(since) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        let since = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        return crl.this_update <= since;
+    }
+    false
+}
+
+/// The current CRL, DER.
+#[utoipa::path(get, path = "/crl", tag = "public", responses(
+    (status = 200, description = "CRL (DER)", content_type = "application/pkix-crl"),
+    (status = 304, description = "Not modified (If-None-Match / If-Modified-Since)")))]
+pub async fn crl_der(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve_crl(&state, &headers, false)
+}
+
+/// The current CRL, PEM.
+#[utoipa::path(get, path = "/crl.pem", tag = "public", responses(
+    (status = 200, description = "CRL (PEM)", content_type = "application/x-pem-file"),
+    (status = 304, description = "Not modified")))]
+pub async fn crl_pem(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve_crl(&state, &headers, true)
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, description = "The process is up")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the store answers, the CA key is loaded, a CRL is being served.
+#[utoipa::path(get, path = "/readyz", tag = "public", responses(
+    (status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reason")))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let store = state.ca.crl_status().await;
+    let checks = serde_json::json!({
+        "store": store.is_ok(),
+        "ca_key": state.ca.can_sign(),
+        "crl": state.crl.current().is_some(),
+    });
+    let ready = store.is_ok() && state.ca.can_sign() && state.crl.current().is_some();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "ready": ready, "checks": checks })),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "public", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let crl = state
+        .crl
+        .current()
+        .map(|c| (c.number, c.this_update, c.next_update));
+    let text = state.metrics.render(crl, ca_core::now().unix_timestamp());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "public", responses((status = 200, description = "OpenAPI 3 document")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
+}

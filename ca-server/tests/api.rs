@@ -1,0 +1,625 @@
+//! In-process API tests (`app(state).oneshot`): routing, auth matrix, error
+//! shapes, body limits and CRL caching headers.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use ca_core::{Ca, Config, InitRequest, ListFilter, Role};
+use ca_server::{app, AppState};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state: AppState,
+    admin: String,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("ca-data"),
+        ..Config::default()
+    };
+    let request = InitRequest {
+        subject: "CN=Test CA,O=Example".into(),
+        key: ca_core::KeyAlgorithm::EcdsaP256,
+        validity: "1y".parse().unwrap(),
+        base_url: "http://127.0.0.1:1".into(),
+        passphrase: zeroize::Zeroizing::new(b"test passphrase long".to_vec()),
+    };
+    let ca = Ca::init(&config, request, "test").await.unwrap();
+    let admin = ca
+        .create_token(Role::Admin, None, "t", "test")
+        .await
+        .unwrap()
+        .token
+        .to_string();
+    let state = AppState::new(ca);
+    state.warm_up().await.unwrap();
+    Fixture {
+        _dir: dir,
+        state,
+        admin,
+    }
+}
+
+impl Fixture {
+    async fn token(&self, role: Role, tenant: Option<&str>) -> String {
+        self.state
+            .ca
+            .create_token(role, tenant, "t", "test")
+            .await
+            .unwrap()
+            .token
+            .to_string()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, _, bytes) = self
+            .raw(
+                method,
+                uri,
+                token,
+                body.map(|b| b.to_string().into_bytes()),
+                &[],
+            )
+            .await;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .unwrap();
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+            .await
+            .unwrap()
+            .to_vec();
+        (status, headers, bytes)
+    }
+
+    /// Everything a caller could change: certificates, audit chain head, CRL state.
+    async fn snapshot(&self) -> String {
+        let filter = ListFilter {
+            limit: 1000,
+            ..Default::default()
+        };
+        let certs: Vec<String> = self
+            .state
+            .ca
+            .list(&filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {:?} {:?}", r.serial, r.revoked_at, r.reason))
+            .collect();
+        let head = self.state.ca.store().audit_head().await.unwrap();
+        let crl = self.state.ca.crl_status().await.unwrap();
+        format!(
+            "{certs:?} {head:?} {} {}",
+            crl.revision, crl.published_number
+        )
+    }
+
+    async fn issue(&self, tenant: &str, admin: &str) -> String {
+        let (status, v) = self
+            .call(
+                "POST",
+                &format!("/v1/tenants/{tenant}/admins/{admin}/certificates"),
+                Some(&self.admin),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["serial"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn issue_returns_bundle_password_and_the_json_contract() {
+    let f = fixture().await;
+    let (status, v) = f
+        .call(
+            "POST",
+            "/v1/tenants/acme/admins/alice/certificates",
+            Some(&f.admin),
+            Some(json!({"policy": "portal-admin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    for field in [
+        "serial",
+        "not_after",
+        "pkcs12",
+        "password",
+        "tenant",
+        "admin",
+        "policy",
+        "status",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field}: {v}");
+    }
+    assert_eq!(v["password"].as_str().unwrap().len(), 20);
+    let (status, v) = f
+        .call(
+            "POST",
+            "/v1/tenants/acme/admins/alice/certificates",
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(v["error"]["code"], "conflict");
+    assert!(v["error"]["message"].as_str().unwrap().contains("reissue"));
+}
+
+#[tokio::test]
+async fn authorization_matrix_refuses_and_changes_nothing() {
+    let f = fixture().await;
+    let serial = f.issue("acme", "alice").await;
+    let revoked_token = f.token(Role::Operator, None).await;
+    let id = ca_core::token_id(&revoked_token).unwrap().to_owned();
+    f.state.ca.revoke_token(&id, "test").await.unwrap();
+    let renewer = f.token(Role::Renewer, None).await;
+    let auditor = f.token(Role::Auditor, None).await;
+    let other_tenant = f.token(Role::Operator, Some("other")).await;
+    let other_renewer = f.token(Role::Renewer, Some("other")).await;
+
+    let routes: Vec<(&str, String, Value)> = vec![
+        (
+            "POST",
+            "/v1/tenants/acme/admins/bob/certificates".into(),
+            json!({}),
+        ),
+        (
+            "POST",
+            "/v1/tenants/acme/admins/alice/reissue".into(),
+            json!({}),
+        ),
+        (
+            "POST",
+            "/v1/tenants/acme/admins/bob/csr".into(),
+            json!({"policy": "automation-csr", "csr": "x"}),
+        ),
+        (
+            "POST",
+            format!("/v1/certificates/{serial}/revoke"),
+            json!({}),
+        ),
+    ];
+    let before = f.snapshot().await;
+    for (method, uri, body) in &routes {
+        for (token, expected) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("garbage"), StatusCode::UNAUTHORIZED),
+            (
+                Some("cat_0123456789abcdef_forged"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (Some(revoked_token.as_str()), StatusCode::UNAUTHORIZED),
+            (Some(auditor.as_str()), StatusCode::FORBIDDEN),
+            (Some(other_tenant.as_str()), StatusCode::FORBIDDEN),
+        ] {
+            let (status, v) = f.call(method, uri, token, Some(body.clone())).await;
+            assert_eq!(status, expected, "{method} {uri} with {token:?}: {v}");
+            assert!(v["error"]["code"].is_string(), "{v}");
+        }
+        let renewer_expected = if uri.ends_with("/reissue") {
+            None
+        } else {
+            Some(StatusCode::FORBIDDEN)
+        };
+        if let Some(expected) = renewer_expected {
+            let (status, _) = f
+                .call(method, uri, Some(&renewer), Some(body.clone()))
+                .await;
+            assert_eq!(status, expected, "renewer {method} {uri}");
+        }
+        if uri.ends_with("/reissue") {
+            let (status, _) = f
+                .call(method, uri, Some(&other_renewer), Some(body.clone()))
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "renewer of another tenant");
+        }
+    }
+    assert_eq!(
+        f.snapshot().await,
+        before,
+        "a refused request changed the store or CRL"
+    );
+
+    // Reads: scoped tokens see only their tenant; audit is for admin and auditor.
+    let (status, _) = f
+        .call(
+            "GET",
+            &format!("/v1/certificates/{serial}"),
+            Some(&other_tenant),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = f
+        .call("GET", "/v1/certificates", Some(&other_tenant), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["items"].as_array().unwrap().len(), 0);
+    let (status, _) = f
+        .call(
+            "GET",
+            "/v1/certificates?tenant=acme",
+            Some(&other_tenant),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = f.call("GET", "/v1/audit", Some(&renewer), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = f.call("GET", "/v1/audit", Some(&auditor), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!v["items"].as_array().unwrap().is_empty());
+    // The renewer may reissue; the scoped operator may act on its own tenant.
+    let (status, v) = f
+        .call(
+            "POST",
+            "/v1/tenants/acme/admins/alice/reissue",
+            Some(&renewer),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = f
+        .call(
+            "POST",
+            "/v1/tenants/other/admins/x/certificates",
+            Some(&other_tenant),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_error_shape_and_change_nothing() {
+    let f = fixture().await;
+    let serial = f.issue("acme", "alice").await;
+    let before = f.snapshot().await;
+    let issue = "/v1/tenants/acme/admins/bob/certificates";
+    let cases: Vec<(&str, String, Option<Vec<u8>>, StatusCode, &str)> = vec![
+        (
+            "POST",
+            issue.into(),
+            Some(b"{not json".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            issue.into(),
+            Some(br#"{"policy": 5}"#.to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            issue.into(),
+            Some(br#"{"colour": "red"}"#.to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            issue.into(),
+            Some(br#"{"policy": "nope"}"#.to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+        ),
+        (
+            "POST",
+            issue.into(),
+            Some(vec![b' '; (1 << 20) + 10]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/v1/tenants/ac%20me/admins/bob/certificates".into(),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            format!("/v1/tenants/acme/admins/{}/certificates", "x".repeat(65)),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            "/v1/tenants/acme/admins/bob/csr".into(),
+            Some(br#"{"policy":"automation-csr","csr":"garbage"}"#.to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            "/v1/certificates/zz/revoke".into(),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            "/v1/certificates/00112233445566778899aabbccddeeff/revoke".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "POST",
+            format!("/v1/certificates/{serial}/revoke"),
+            Some(br#"{"reason":"lost"}"#.to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            "/v1/tenants/acme/admins/alice/reissue".into(),
+            Some(br#"{"reason":"lost"}"#.to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "GET",
+            "/v1/certificates?status=gone".into(),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "GET",
+            "/v1/certificates?limit=0".into(),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "GET",
+            "/v1/nothing".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let (got, _, bytes) = f.raw(method, &uri, Some(&f.admin), body, &[]).await;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert_eq!(got, status, "{method} {uri}: {v}");
+        assert_eq!(v["error"]["code"], code, "{method} {uri}: {v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(f.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn crl_carries_validators_and_answers_conditional_gets() {
+    let f = fixture().await;
+    let (status, headers, der) = f.raw("GET", "/crl", None, None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/pkix-crl");
+    assert!(der.starts_with(&[0x30]));
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let modified = headers[header::LAST_MODIFIED].to_str().unwrap().to_owned();
+    let cache = headers[header::CACHE_CONTROL].to_str().unwrap();
+    let max_age: i64 = cache.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(max_age > 0 && max_age <= 60, "{cache}");
+    let (status, _, body) = f
+        .raw("GET", "/crl", None, None, &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+    let (status, _, _) = f
+        .raw(
+            "GET",
+            "/crl.pem",
+            None,
+            None,
+            &[("if-modified-since", &modified)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let (status, headers, pem) = f
+        .raw(
+            "GET",
+            "/crl.pem",
+            None,
+            None,
+            &[("if-none-match", "\"crl-0\"")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8(pem)
+        .unwrap()
+        .starts_with("-----BEGIN X509 CRL-----"));
+    assert_eq!(headers[header::ETAG].to_str().unwrap(), etag);
+
+    // After a revocation and a refresh, the validators change.
+    let serial = f.issue("acme", "alice").await;
+    let (status, _) = f
+        .call(
+            "POST",
+            &format!("/v1/certificates/{serial}/revoke"),
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    f.state.warm_up().await.unwrap();
+    let (status, headers, _) = f
+        .raw("GET", "/crl", None, None, &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(headers[header::ETAG].to_str().unwrap(), etag);
+}
+
+#[tokio::test]
+async fn public_endpoints_and_openapi_cover_every_route() {
+    let f = fixture().await;
+    let (status, headers, der) = f.raw("GET", "/ca.crt", None, None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/pkix-cert");
+    assert_eq!(der, f.state.ca.ca_certificate().der().0);
+    let (_, _, pem) = f.raw("GET", "/ca.pem", None, None, &[]).await;
+    assert!(String::from_utf8(pem)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    let (status, v) = f.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    f.issue("acme", "alice").await;
+    let (_, _, text) = f.raw("GET", "/metrics", None, None, &[]).await;
+    let text = String::from_utf8(text).unwrap();
+    for metric in [
+        "ca_http_requests_total{",
+        "ca_http_request_duration_seconds_bucket{",
+        "ca_certificates_issued_total{operation=\"issue\",policy=\"portal-admin\"} 1",
+        "ca_crl_number ",
+        "ca_crl_age_seconds ",
+    ] {
+        assert!(text.contains(metric), "missing {metric}:\n{text}");
+    }
+    let (status, doc) = f.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/ca.crt",
+        "/ca.pem",
+        "/crl",
+        "/crl.pem",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/v1/tenants/{tenant}/admins/{admin}/certificates",
+        "/v1/tenants/{tenant}/admins/{admin}/reissue",
+        "/v1/tenants/{tenant}/admins/{admin}/csr",
+        "/v1/certificates/{serial}/revoke",
+        "/v1/certificates",
+        "/v1/certificates/{serial}",
+        "/v1/audit",
+    ] {
+        assert!(paths.contains_key(path), "OpenAPI lacks {path}");
+    }
+}
+
+#[tokio::test]
+async fn idempotent_reissue_never_issues_twice() {
+    let f = fixture().await;
+    let first = f.issue("acme", "alice").await;
+    let body = json!({"reason": "superseded"});
+    let key = [("idempotency-key", "renew-alice-2026-11")];
+    let (status, _, bytes) = f
+        .raw(
+            "POST",
+            "/v1/tenants/acme/admins/alice/reissue",
+            Some(&f.admin),
+            Some(body.to_string().into_bytes()),
+            &key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["revoked"], json!([first]));
+    let new_serial = v["serial"].as_str().unwrap().to_owned();
+    let before = f.snapshot().await;
+    let (status, _, bytes) = f
+        .raw(
+            "POST",
+            "/v1/tenants/acme/admins/alice/reissue",
+            Some(&f.admin),
+            Some(body.to_string().into_bytes()),
+            &key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["error"]["code"], "already_delivered");
+    assert_eq!(v["error"]["serial"], new_serial.as_str());
+    // Same key, different request.
+    let other = json!({"reason": "key-compromise"}).to_string().into_bytes();
+    let (status, _, _) = f
+        .raw(
+            "POST",
+            "/v1/tenants/acme/admins/alice/reissue",
+            Some(&f.admin),
+            Some(other),
+            &key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(f.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn concurrent_reissues_leave_exactly_one_active_certificate() {
+    let f = fixture().await;
+    f.issue("acme", "alice").await;
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let state = f.state.clone();
+        let token = f.admin.clone();
+        handles.push(tokio::spawn(async move {
+            let request = Request::builder()
+                .method("POST")
+                .uri("/v1/tenants/acme/admins/alice/reissue")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::from("{}"))
+                .unwrap();
+            app(state).oneshot(request).await.unwrap().status()
+        }));
+    }
+    let mut created = 0;
+    for h in handles {
+        let status = h.await.unwrap();
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::CONFLICT,
+            "{status}"
+        );
+        created += usize::from(status == StatusCode::CREATED);
+    }
+    assert!(created >= 1);
+    let filter = ListFilter {
+        tenant: Some("acme".into()),
+        admin: Some("alice".into()),
+        status: Some(ca_core::CertificateStatus::Active),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(f.state.ca.list(&filter).await.unwrap().len(), 1);
+}
