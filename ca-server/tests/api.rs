@@ -302,13 +302,22 @@ async fn authorization_matrix_refuses_and_changes_nothing() {
     assert_eq!(status, StatusCode::CREATED, "{v}");
 }
 
+/// (method, uri, body, expected status, expected error code)
+type Case = (
+    &'static str,
+    String,
+    Option<Vec<u8>>,
+    StatusCode,
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_requests_get_the_error_shape_and_change_nothing() {
     let f = fixture().await;
     let serial = f.issue("acme", "alice").await;
     let before = f.snapshot().await;
     let issue = "/v1/tenants/acme/admins/bob/certificates";
-    let cases: Vec<(&str, String, Option<Vec<u8>>, StatusCode, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             issue.into(),
