@@ -7,3 +7,4 @@ mod cli_audit;
 mod cli_errors;
 mod cli_issue;
 mod cli_revocation;
+mod server;

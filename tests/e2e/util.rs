@@ -212,3 +212,136 @@ pub fn sqlite(db: &Path, sql: &str) {
     let out = tool("python3", &["-c", script, db.to_str().unwrap(), sql]);
     assert!(out.status.success(), "sqlite: {}", stderr(&out));
 }
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `ca-server` on a free loopback port, stopped (SIGTERM) on drop.
+pub struct Server {
+    child: Option<std::process::Child>,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(ca: &TestCa) -> Server {
+        Self::start_with(ca, &[])
+    }
+
+    pub fn start_with(ca: &TestCa, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let log = ca.path(&format!("server-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(bin("ca-server"));
+        cmd.env("CA_DATA_DIR", ca.data_dir())
+            .env("CA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CA_KEY_PASSPHRASE", PASSPHRASE)
+            .env_remove("CA_CONFIG")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let server = Server {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let out = server.curl(&[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &server.url("/readyz"),
+            ]);
+            if stdout(&out) == "200" {
+                return server;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ca-server did not become ready: {}",
+                server.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn curl(&self, args: &[&str]) -> Output {
+        tool("curl", args)
+    }
+
+    /// A JSON API call: returns (status, body).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+        headers: &[&str],
+    ) -> (u16, Value) {
+        let auth = format!("Authorization: Bearer {token}");
+        let url = self.url(path);
+        let mut args = vec![
+            "-s",
+            "-X",
+            method,
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-w",
+            "\n%{http_code}",
+        ];
+        for h in headers {
+            args.push("-H");
+            args.push(h);
+        }
+        if !body.is_empty() {
+            args.push("--data-binary");
+            args.push(body);
+        }
+        args.push(&url);
+        let out = self.curl(&args);
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code and the log.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().unwrap();
+        tool("kill", &["-TERM", &child.id().to_string()]);
+        let status = child.wait().unwrap();
+        (status.code(), self.log_text())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The real `ca-server` binary on a loopback port, driven with curl and checked
+//! with OpenSSL.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::util::*;
+
+fn token(ca: &TestCa, role: &str) -> String {
+    ca.json(&["token", "create", "--role", role, "--name", "e2e"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls /crl until `serial` is listed; returns how long it took.
+fn wait_for_crl_listing(ca: &TestCa, server: &Server, serial: &str, since: Instant) -> Duration {
+    let file = ca.path_str("fetched.crl");
+    loop {
+        let out = server.curl(&["-s", "-o", &file, &server.url("/crl")]);
+        assert!(out.status.success());
+        let text = stdout(&tool(
+            "openssl",
+            &["crl", "-inform", "DER", "-in", &file, "-noout", "-text"],
+        ));
+        if text.contains(&serial.to_uppercase()) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "{serial} not on the CRL after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn issue_reissue_and_crl_over_http_with_real_clients() {
+    let ca = TestCa::init();
+    let operator = token(&ca, "operator");
+    let server = Server::start(&ca);
+
+    let (status, issued) = server.api(
+        "POST",
+        "/v1/tenants/acme/admins/alice/certificates",
+        &operator,
+        r#"{"policy":"portal-admin"}"#,
+        &[],
+    );
+    assert_eq!(status, 201, "{issued}");
+    let old_serial = issued["serial"].as_str().unwrap().to_owned();
+    let password = issued["password"].as_str().unwrap().to_owned();
+    let p12 = ca.path_str("alice.p12");
+    std::fs::write(
+        &p12,
+        base64::engine::general_purpose::STANDARD
+            .decode(issued["pkcs12"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let old_pem = ca.path_str("old.pem");
+    let out = tool(
+        "openssl",
+        &[
+            "pkcs12",
+            "-in",
+            &p12,
+            "-passin",
+            &format!("pass:{password}"),
+            "-clcerts",
+            "-nokeys",
+            "-out",
+            &old_pem,
+        ],
+    );
+    assert!(out.status.success(), "openssl pkcs12: {}", stderr(&out));
+
+    // Reissue (device lost) and time until the old serial is on the served CRL.
+    let started = Instant::now();
+    let (status, reissued) = server.api(
+        "POST",
+        "/v1/tenants/acme/admins/alice/reissue",
+        &operator,
+        r#"{"reason":"key-compromise"}"#,
+        &["Idempotency-Key: lost-phone-1"],
+    );
+    assert_eq!(status, 201, "{reissued}");
+    assert_eq!(reissued["revoked"], serde_json::json!([old_serial]));
+    let visible = wait_for_crl_listing(&ca, &server, &old_serial, started);
+    println!("reissue -> old serial on /crl: {visible:?}");
+    assert!(visible <= Duration::from_secs(2), "took {visible:?}");
+
+    let crl_pem = ca.path_str("served.pem");
+    let out = server.curl(&["-s", "-o", &crl_pem, &server.url("/crl.pem")]);
+    assert!(out.status.success());
+    let ca_pem = ca.path_str("served-ca.pem");
+    server.curl(&["-s", "-o", &ca_pem, &server.url("/ca.pem")]);
+    let out = tool(
+        "openssl",
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            &ca_pem,
+            "-CRLfile",
+            &crl_pem,
+            &old_pem,
+        ],
+    );
+    assert!(
+        !out.status.success() && stdout(&out).contains("certificate revoked")
+            || stderr(&out).contains("certificate revoked"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let new_p12 = ca.path_str("new.p12");
+    std::fs::write(
+        &new_p12,
+        base64::engine::general_purpose::STANDARD
+            .decode(reissued["pkcs12"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let new_pem = ca.path_str("new.pem");
+    let pass = format!("pass:{}", reissued["password"].as_str().unwrap());
+    tool(
+        "openssl",
+        &[
+            "pkcs12", "-in", &new_p12, "-passin", &pass, "-clcerts", "-nokeys", "-out", &new_pem,
+        ],
+    );
+    let out = tool(
+        "openssl",
+        &[
+            "verify",
+            "-crl_check",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            &ca_pem,
+            "-CRLfile",
+            &crl_pem,
+            &new_pem,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Conditional GET: 304 with the ETag.
+    let headers = stdout(&server.curl(&["-s", "-D", "-", "-o", "/dev/null", &server.url("/crl")]));
+    let etag = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let code = stdout(&server.curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("If-None-Match: {etag}"),
+        &server.url("/crl"),
+    ]));
+    assert_eq!(code, "304");
+
+    // Graceful stop; nothing secret in the log.
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+    assert!(
+        log.contains("/v1/tenants/{tenant}/admins/{admin}/reissue"),
+        "one line per request: {log}"
+    );
+    for secret in [
+        operator.as_str(),
+        &password,
+        reissued["password"].as_str().unwrap(),
+        PASSPHRASE,
+    ] {
+        assert!(!log.contains(secret), "secret in the server log");
+    }
+    let (_, secret_part) = operator.rsplit_once('_').unwrap();
+    assert!(!log.contains(secret_part));
+}
+
+#[test]
+fn a_revocation_made_with_the_cli_reaches_the_servers_crl() {
+    let ca = TestCa::init();
+    let v = ca.issue("acme", "bob", "portal-admin", "bob.p12");
+    let serial = v["serial"].as_str().unwrap().to_owned();
+    let server = Server::start(&ca);
+    let started = Instant::now();
+    // Without the key the CLI cannot publish: the running server must notice.
+    let out = ca
+        .command(&["revoke", &serial, "--reason", "key-compromise"])
+        .env_remove("CA_KEY_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let visible = wait_for_crl_listing(&ca, &server, &serial, started);
+    println!("ca-cli revoke -> on server /crl: {visible:?}");
+    assert!(visible <= Duration::from_secs(2), "took {visible:?}");
+}
+
+#[test]
+fn renewal_job_retried_never_issues_twice() {
+    let ca = TestCa::init();
+    for admin in ["a1", "a2", "a3"] {
+        ca.issue("acme", admin, "portal-admin", &format!("{admin}.p12"));
+    }
+    let renewer = token(&ca, "renewer");
+    let server = Server::start(&ca);
+    let (status, due) = server.api(
+        "GET",
+        "/v1/certificates?expiring_within_days=400&status=active",
+        &renewer,
+        "",
+        &[],
+    );
+    assert_eq!(status, 200, "{due}");
+    let due: Vec<(String, String)> = due["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["admin"].as_str().unwrap().to_owned(),
+                c["serial"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(due.len(), 3);
+    let run_job = |expect_first_time: bool| {
+        for (admin, serial) in &due {
+            let key = format!("Idempotency-Key: renew-{serial}");
+            let (status, body) = server.api(
+                "POST",
+                &format!("/v1/tenants/acme/admins/{admin}/reissue"),
+                &renewer,
+                "{}",
+                &[&key],
+            );
+            if expect_first_time {
+                assert_eq!(status, 201, "{body}");
+                assert_eq!(body["revoked"], serde_json::json!([serial]));
+            } else {
+                assert_eq!(status, 409, "{body}");
+                assert_eq!(body["error"]["code"], "already_delivered");
+            }
+        }
+    };
+    run_job(true);
+    run_job(false);
+    let all = ca.json(&["list"]);
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        6,
+        "3 originals + 3 renewals, nothing twice"
+    );
+    let active = ca.json(&["list", "--status", "active"]);
+    assert_eq!(active["items"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn start_up_fails_fast_naming_the_problem() {
+    let ca = TestCa::init();
+    let config = ca.path("ca.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nlisen = \"typo\"\n").unwrap();
+    let out = std::process::Command::new(bin("ca-server"))
+        .arg("--config")
+        .arg(&config)
+        .env("CA_DATA_DIR", ca.data_dir())
+        .env("CA_KEY_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("lisen"), "{}", stderr(&out));
+    let out = std::process::Command::new(bin("ca-server"))
+        .env("CA_DATA_DIR", ca.data_dir())
+        .env("CA_LISTEN", "127.0.0.1:0")
+        .env("CA_KEY_PASSPHRASE", "wrong passphrase here")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
+}
