@@ -100,9 +100,11 @@ pub(crate) enum Command {
     /// Example: ca-cli show 3f2a…e1 --pem
     Show(ShowArgs),
 
-    /// Build, sign and publish a fresh CRL (and write it with --out).
+    /// Build, sign and publish a fresh CRL (and write it with --out); or, on a
+    /// gateway, `crl pull` it from the CA.
     ///
     /// Example: ca-cli crl --out ca.crl --pem
+    /// Example: ca-cli crl pull --url https://ca.example.com/crl --ca ca.pem --out /etc/nginx/portal/crl.pem --on-change "nginx -s reload"
     Crl(CrlArgs),
 
     /// Write the CA certificate (PEM by default), for gateways and trust stores.
@@ -236,7 +238,10 @@ pub(crate) struct ShowArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct CrlArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<CrlAction>,
     /// Also write the CRL to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
@@ -300,4 +305,46 @@ pub(crate) enum TokenCommand {
         /// Token id (from `token list`).
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CrlAction {
+    /// Gateway side: fetch the CRL, verify it against the CA certificate, and
+    /// install it atomically; run --on-change only when it changed.
+    ///
+    /// Needs no data directory and no CA key. A CRL that does not verify, is
+    /// expired, or is older (lower CRL number) than the installed one is refused
+    /// and the installed file is left alone.
+    ///
+    /// Exit codes: 0 installed or unchanged · 1 fetch, write or --on-change failed ·
+    /// 2 CRL refused or bad arguments. With --interval it keeps running (errors are
+    /// logged and retried) until SIGTERM or Ctrl-C, then exits 0.
+    ///
+    /// Example: ca-cli crl pull --url http://ca.internal:8080/crl --ca /etc/nginx/portal/ca.pem --out /etc/nginx/portal/crl.pem --on-change "nginx -s reload" --interval 60s
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// Where the CA serves its CRL (`<base_url>/crl`).
+    #[arg(long)]
+    pub(crate) url: String,
+    /// The CA certificate (PEM or DER) the CRL must be signed by (`ca-cli ca-cert`, `GET /ca.pem`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: std::path::PathBuf,
+    /// The CRL file the gateway reads (replaced atomically).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: std::path::PathBuf,
+    /// Shell command run after a changed CRL was installed, e.g. "nginx -s reload".
+    #[arg(long, value_name = "CMD")]
+    pub(crate) on_change: Option<String>,
+    /// Keep pulling at this interval (e.g. 60s) until SIGTERM.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) interval: Option<String>,
+    /// Write DER instead of PEM.
+    #[arg(long)]
+    pub(crate) der: bool,
+    /// Give up on one fetch after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub(crate) timeout: String,
 }

@@ -397,6 +397,9 @@ async fn show(ctx: &Context, args: crate::cli::ShowArgs) -> Result<()> {
 }
 
 async fn crl(ctx: &Context, args: crate::cli::CrlArgs) -> Result<()> {
+    if let Some(crate::cli::CrlAction::Pull(pull)) = args.action {
+        return crate::pull::run(ctx.json, pull).await;
+    }
     let ca = ctx.open(true).await?;
     let crl = ca.publish_crl(&ctx.actor).await?;
     let der = ca_core::CrlDer(crl.der.clone());

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod pull;
 
 use clap::Parser;
 

@@ -204,6 +204,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ca.toml");
+        let c = Config::load(Some(&example), |_| None).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.crl_validity.as_secs(), 86_400);
+    }
+
+    #[test]
     fn env_overrides_file_and_bad_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ca.toml");

@@ -462,6 +462,14 @@ async fn crl_carries_validators_and_answers_conditional_gets() {
             &[("if-modified-since", &modified)],
         )
         .await;
+    // A same-second Last-Modified cannot prove "unchanged": full answer.
+    assert_eq!(status, StatusCode::OK);
+    let later = httpdate::fmt_http_date(
+        httpdate::parse_http_date(&modified).unwrap() + std::time::Duration::from_secs(1),
+    );
+    let (status, _, _) = f
+        .raw("GET", "/crl.pem", None, None, &[("if-modified-since", &later)])
+        .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     let (status, headers, pem) = f
         .raw(

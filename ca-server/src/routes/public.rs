@@ -99,7 +99,10 @@ fn not_modified(crl: &CachedCrl, headers: &HeaderMap) -> bool {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        return crl.this_update <= since;
+        // HTTP dates have one-second resolution and two CRLs can be published within
+        // one second, so "equal" is no proof of "unchanged": only a copy strictly
+        // newer than our thisUpdate is. The ETag is the exact validator.
+        return crl.this_update < since;
     }
     false
 }

@@ -1,0 +1,186 @@
+//! `ca-cli crl pull`: the gateway-side CRL fetcher. Fetching and files here;
+//! the verification is `ca_core::verify_crl`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ca_core::{compare_crl, fsutil, verify_crl, CrlUpdate, Error, Result, VerifiedCrl};
+use serde_json::json;
+
+use crate::cli::PullArgs;
+
+/// What one pull did.
+struct Outcome {
+    changed: bool,
+    crl: Option<VerifiedCrl>,
+    ran_on_change: bool,
+}
+
+pub(crate) async fn run(json_output: bool, args: PullArgs) -> Result<()> {
+    let parse = |flag: &str, value: &str| -> Result<Duration> {
+        value
+            .parse::<ca_core::Duration>()
+            .map(|d| Duration::from_secs(d.as_secs()))
+            .map_err(|e| Error::InvalidInput(format!("--{flag}: {e}")))
+    };
+    let timeout = parse("timeout", &args.timeout)?;
+    let interval = args.interval.as_deref().map(|v| parse("interval", v)).transpose()?;
+    if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
+        return Err(Error::InvalidInput(format!("--url {}: expected an http:// or https:// URL", args.url)));
+    }
+    let ca = std::fs::read(&args.ca)
+        .map_err(|e| Error::InvalidInput(format!("cannot read --ca {}: {e}", args.ca.display())))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut etag: Option<String> = None;
+    let Some(interval) = interval else {
+        let outcome = pull_once(&agent, &args, &ca, &mut etag).await?;
+        report(json_output, &args, &outcome);
+        return Ok(());
+    };
+    let mut stop = Box::pin(terminated());
+    loop {
+        match pull_once(&agent, &args, &ca, &mut etag).await {
+            Ok(outcome) => report(json_output, &args, &outcome),
+            Err(e) => eprintln!("error: {e} (retrying in {}s)", interval.as_secs()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return Ok(()),
+        }
+    }
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn read_installed(out: &Path, ca: &[u8]) -> Option<VerifiedCrl> {
+    let bytes = std::fs::read(out).ok()?;
+    // The installed CRL may be past its nextUpdate; only its signature and number matter here.
+    verify_crl(&bytes, ca, ca_core::OffsetDateTime::UNIX_EPOCH).ok()
+}
+
+async fn pull_once(agent: &ureq::Agent, args: &PullArgs, ca: &[u8], etag: &mut Option<String>) -> Result<Outcome> {
+    let installed = read_installed(&args.out, ca);
+    let fetched = fetch(agent.clone(), args.url.clone(), etag.clone(), installed.as_ref().map(|c| c.this_update)).await?;
+    let Some((body, new_etag)) = fetched else {
+        return Ok(Outcome { changed: false, crl: installed, ran_on_change: false });
+    };
+    let crl = verify_crl(&body, ca, ca_core::now())?;
+    if compare_crl(&crl, installed.as_ref())? == CrlUpdate::Unchanged {
+        *etag = new_etag;
+        return Ok(Outcome { changed: false, crl: Some(crl), ran_on_change: false });
+    }
+    let bytes = if args.der { crl.der.clone() } else { crl.to_pem().into_bytes() };
+    fsutil::write_file(&args.out, &bytes)?;
+    *etag = new_etag;
+    let ran_on_change = match &args.on_change {
+        Some(command) => {
+            run_on_change(command).await?;
+            true
+        }
+        None => false,
+    };
+    Ok(Outcome { changed: true, crl: Some(crl), ran_on_change })
+}
+
+/// GETs the CRL; `None` when the server says 304 Not Modified.
+async fn fetch(
+    agent: ureq::Agent,
+    url: String,
+    etag: Option<String>,
+    installed_this_update: Option<ca_core::OffsetDateTime>,
+) -> Result<Option<(Vec<u8>, Option<String>)>> {
+    let fetch_error = |what: String| Error::Io {
+        context: "cannot fetch the CRL from",
+        path: url.clone().into(),
+        source: std::io::Error::other(what),
+    };
+    let task_url = url.clone();
+    let result = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
+        let mut request = agent.get(&task_url);
+        if let Some(tag) = &etag {
+            request = request.header("If-None-Match", tag);
+        }
+        if let Some(t) = installed_this_update {
+            let since = std::time::UNIX_EPOCH + Duration::from_secs(t.unix_timestamp().max(0) as u64);
+            request = request.header("If-Modified-Since", &httpdate::fmt_http_date(since));
+        }
+        let mut response = request.call().map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        if status == 304 {
+            return Ok(None);
+        }
+        if status != 200 {
+            return Err(format!("HTTP status {status}"));
+        }
+        let new_etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(512 << 20)
+            .read_to_vec()
+            .map_err(|e| e.to_string())?;
+        Ok(Some((body, new_etag)))
+    })
+    .await
+    .map_err(|e| fetch_error(e.to_string()))?;
+    result.map_err(fetch_error)
+}
+
+async fn run_on_change(command: &str) -> Result<()> {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .await
+        .map_err(|e| Error::Io { context: "cannot run --on-change", path: command.into(), source: e })?;
+    if !status.success() {
+        return Err(Error::Io {
+            context: "the new CRL is installed, but --on-change failed:",
+            path: command.into(),
+            source: std::io::Error::other(format!("exit status {status}")),
+        });
+    }
+    Ok(())
+}
+
+fn report(json_output: bool, args: &PullArgs, outcome: &Outcome) {
+    let crl = outcome.crl.as_ref();
+    if json_output {
+        let value = json!({
+            "changed": outcome.changed,
+            "crl_number": crl.map(|c| c.number),
+            "revoked": crl.map(|c| c.revoked),
+            "next_update": crl.map(|c| ca_core::rfc3339(c.next_update)),
+            "out": args.out,
+            "on_change_ran": outcome.ran_on_change,
+        });
+        println!("{value}");
+        return;
+    }
+    match (outcome.changed, crl) {
+        (true, Some(c)) => println!(
+            "installed CRL {} ({} revoked, next update {}) at {}{}",
+            c.number,
+            c.revoked,
+            ca_core::rfc3339(c.next_update),
+            args.out.display(),
+            if outcome.ran_on_change { "; ran --on-change" } else { "" }
+        ),
+        (false, Some(c)) => println!("CRL unchanged (number {}) at {}", c.number, args.out.display()),
+        _ => println!("CRL unchanged at {}", args.out.display()),
+    }
+}
