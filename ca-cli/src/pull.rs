@@ -9,6 +9,14 @@ use serde_json::json;
 
 use crate::cli::PullArgs;
 
+/// What the CA's server said about the copy we have (sent back as
+/// If-None-Match / If-Modified-Since; kept between pulls in --interval mode).
+#[derive(Default, Clone)]
+struct Validators {
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
 /// What one pull did.
 struct Outcome {
     changed: bool,
@@ -24,9 +32,16 @@ pub(crate) async fn run(json_output: bool, args: PullArgs) -> Result<()> {
             .map_err(|e| Error::InvalidInput(format!("--{flag}: {e}")))
     };
     let timeout = parse("timeout", &args.timeout)?;
-    let interval = args.interval.as_deref().map(|v| parse("interval", v)).transpose()?;
+    let interval = args
+        .interval
+        .as_deref()
+        .map(|v| parse("interval", v))
+        .transpose()?;
     if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
-        return Err(Error::InvalidInput(format!("--url {}: expected an http:// or https:// URL", args.url)));
+        return Err(Error::InvalidInput(format!(
+            "--url {}: expected an http:// or https:// URL",
+            args.url
+        )));
     }
     let ca = std::fs::read(&args.ca)
         .map_err(|e| Error::InvalidInput(format!("cannot read --ca {}: {e}", args.ca.display())))?;
@@ -35,15 +50,15 @@ pub(crate) async fn run(json_output: bool, args: PullArgs) -> Result<()> {
         .timeout_global(Some(timeout))
         .build()
         .into();
-    let mut etag: Option<String> = None;
+    let mut validators = Validators::default();
     let Some(interval) = interval else {
-        let outcome = pull_once(&agent, &args, &ca, &mut etag).await?;
+        let outcome = pull_once(&agent, &args, &ca, &mut validators).await?;
         report(json_output, &args, &outcome);
         return Ok(());
     };
     let mut stop = Box::pin(terminated());
     loop {
-        match pull_once(&agent, &args, &ca, &mut etag).await {
+        match pull_once(&agent, &args, &ca, &mut validators).await {
             Ok(outcome) => report(json_output, &args, &outcome),
             Err(e) => eprintln!("error: {e} (retrying in {}s)", interval.as_secs()),
         }
@@ -72,20 +87,43 @@ fn read_installed(out: &Path, ca: &[u8]) -> Option<VerifiedCrl> {
     verify_crl(&bytes, ca, ca_core::OffsetDateTime::UNIX_EPOCH).ok()
 }
 
-async fn pull_once(agent: &ureq::Agent, args: &PullArgs, ca: &[u8], etag: &mut Option<String>) -> Result<Outcome> {
+async fn pull_once(
+    agent: &ureq::Agent,
+    args: &PullArgs,
+    ca: &[u8],
+    validators: &mut Validators,
+) -> Result<Outcome> {
     let installed = read_installed(&args.out, ca);
-    let fetched = fetch(agent.clone(), args.url.clone(), etag.clone(), installed.as_ref().map(|c| c.this_update)).await?;
-    let Some((body, new_etag)) = fetched else {
-        return Ok(Outcome { changed: false, crl: installed, ran_on_change: false });
+    // Validators only make sense for the copy they were given with.
+    let sent = if installed.is_some() {
+        validators.clone()
+    } else {
+        Validators::default()
+    };
+    let fetched = fetch(agent.clone(), args.url.clone(), sent).await?;
+    let Some((body, new_validators)) = fetched else {
+        return Ok(Outcome {
+            changed: false,
+            crl: installed,
+            ran_on_change: false,
+        });
     };
     let crl = verify_crl(&body, ca, ca_core::now())?;
     if compare_crl(&crl, installed.as_ref())? == CrlUpdate::Unchanged {
-        *etag = new_etag;
-        return Ok(Outcome { changed: false, crl: Some(crl), ran_on_change: false });
+        *validators = new_validators;
+        return Ok(Outcome {
+            changed: false,
+            crl: Some(crl),
+            ran_on_change: false,
+        });
     }
-    let bytes = if args.der { crl.der.clone() } else { crl.to_pem().into_bytes() };
+    let bytes = if args.der {
+        crl.der.clone()
+    } else {
+        crl.to_pem().into_bytes()
+    };
     fsutil::write_file(&args.out, &bytes)?;
-    *etag = new_etag;
+    *validators = new_validators;
     let ran_on_change = match &args.on_change {
         Some(command) => {
             run_on_change(command).await?;
@@ -93,16 +131,19 @@ async fn pull_once(agent: &ureq::Agent, args: &PullArgs, ca: &[u8], etag: &mut O
         }
         None => false,
     };
-    Ok(Outcome { changed: true, crl: Some(crl), ran_on_change })
+    Ok(Outcome {
+        changed: true,
+        crl: Some(crl),
+        ran_on_change,
+    })
 }
 
 /// GETs the CRL; `None` when the server says 304 Not Modified.
 async fn fetch(
     agent: ureq::Agent,
     url: String,
-    etag: Option<String>,
-    installed_this_update: Option<ca_core::OffsetDateTime>,
-) -> Result<Option<(Vec<u8>, Option<String>)>> {
+    validators: Validators,
+) -> Result<Option<(Vec<u8>, Validators)>> {
     let fetch_error = |what: String| Error::Io {
         context: "cannot fetch the CRL from",
         path: url.clone().into(),
@@ -111,12 +152,11 @@ async fn fetch(
     let task_url = url.clone();
     let result = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
         let mut request = agent.get(&task_url);
-        if let Some(tag) = &etag {
+        if let Some(tag) = &validators.etag {
             request = request.header("If-None-Match", tag);
         }
-        if let Some(t) = installed_this_update {
-            let since = std::time::UNIX_EPOCH + Duration::from_secs(t.unix_timestamp().max(0) as u64);
-            request = request.header("If-Modified-Since", &httpdate::fmt_http_date(since));
+        if let Some(date) = &validators.last_modified {
+            request = request.header("If-Modified-Since", date);
         }
         let mut response = request.call().map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
@@ -126,14 +166,24 @@ async fn fetch(
         if status != 200 {
             return Err(format!("HTTP status {status}"));
         }
-        let new_etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let new_validators = Validators {
+            etag: header("etag"),
+            last_modified: header("last-modified"),
+        };
         let body = response
             .body_mut()
             .with_config()
             .limit(512 << 20)
             .read_to_vec()
             .map_err(|e| e.to_string())?;
-        Ok(Some((body, new_etag)))
+        Ok(Some((body, new_validators)))
     })
     .await
     .map_err(|e| fetch_error(e.to_string()))?;
@@ -146,7 +196,11 @@ async fn run_on_change(command: &str) -> Result<()> {
         .arg(command)
         .status()
         .await
-        .map_err(|e| Error::Io { context: "cannot run --on-change", path: command.into(), source: e })?;
+        .map_err(|e| Error::Io {
+            context: "cannot run --on-change",
+            path: command.into(),
+            source: e,
+        })?;
     if !status.success() {
         return Err(Error::Io {
             context: "the new CRL is installed, but --on-change failed:",
@@ -178,9 +232,17 @@ fn report(json_output: bool, args: &PullArgs, outcome: &Outcome) {
             c.revoked,
             ca_core::rfc3339(c.next_update),
             args.out.display(),
-            if outcome.ran_on_change { "; ran --on-change" } else { "" }
+            if outcome.ran_on_change {
+                "; ran --on-change"
+            } else {
+                ""
+            }
         ),
-        (false, Some(c)) => println!("CRL unchanged (number {}) at {}", c.number, args.out.display()),
+        (false, Some(c)) => println!(
+            "CRL unchanged (number {}) at {}",
+            c.number,
+            args.out.display()
+        ),
         _ => println!("CRL unchanged at {}", args.out.display()),
     }
 }

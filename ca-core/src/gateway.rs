@@ -56,12 +56,16 @@ pub fn verify_crl(bytes: &[u8], ca_certificate: &[u8], now: OffsetDateTime) -> R
     let (_, ca_parsed) = x509_parser::certificate::X509Certificate::from_der(&ca_der)
         .map_err(|e| Error::InvalidInput(format!("CA certificate does not parse: {e}")))?;
     if parsed.issuer().as_raw() != ca_parsed.subject().as_raw() {
-        return Err(Error::InvalidInput("CRL issuer is not the CA certificate's subject".into()));
+        return Err(Error::InvalidInput(
+            "CRL issuer is not the CA certificate's subject".into(),
+        ));
     }
     let number = parsed
         .crl_number()
         .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| Error::InvalidInput("CRL has no CRL number (RFC 5280 §5.2.3 requires one)".into()))?;
+        .ok_or_else(|| {
+            Error::InvalidInput("CRL has no CRL number (RFC 5280 §5.2.3 requires one)".into())
+        })?;
     let this_update = parsed.last_update().to_datetime();
     let next_update = parsed
         .next_update()
@@ -74,7 +78,13 @@ pub fn verify_crl(bytes: &[u8], ca_certificate: &[u8], now: OffsetDateTime) -> R
         )));
     }
     let revoked = parsed.iter_revoked_certificates().count();
-    Ok(VerifiedCrl { der, number, this_update, next_update, revoked })
+    Ok(VerifiedCrl {
+        der,
+        number,
+        this_update,
+        next_update,
+        revoked,
+    })
 }
 
 /// How a fetched CRL relates to the one already installed.

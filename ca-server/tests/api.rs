@@ -468,7 +468,13 @@ async fn crl_carries_validators_and_answers_conditional_gets() {
         httpdate::parse_http_date(&modified).unwrap() + std::time::Duration::from_secs(1),
     );
     let (status, _, _) = f
-        .raw("GET", "/crl.pem", None, None, &[("if-modified-since", &later)])
+        .raw(
+            "GET",
+            "/crl.pem",
+            None,
+            None,
+            &[("if-modified-since", &later)],
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     let (status, headers, pem) = f

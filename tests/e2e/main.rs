@@ -7,4 +7,5 @@ mod cli_audit;
 mod cli_errors;
 mod cli_issue;
 mod cli_revocation;
+mod gateway;
 mod server;
