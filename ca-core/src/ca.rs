@@ -19,6 +19,7 @@ use crate::duration::Duration;
 use crate::error::{Error, Result};
 use crate::ids::{AdminId, Serial, TenantId};
 use crate::keys::{write_encrypted_key, KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
+use crate::ocsp::{CertState, IssuerHashes, OcspFailure, OcspQuery, OcspResponder};
 use crate::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
 use crate::policy::{Policies, Policy, PolicyKind};
 use crate::reason::RevocationReason;
@@ -30,6 +31,12 @@ use crate::tokens::{NewToken, Principal, Role, TokenRecord};
 use crate::x509::{
     build_ca_certificate, build_leaf, parse_subject, CaCertificate, Endpoints, LeafRequest,
 };
+
+const OCSP_CERT_META: &str = "ocsp_responder_cert";
+const OCSP_KEY_META: &str = "ocsp_responder_key";
+/// The responder certificate is recorded under this tenant/admin.
+const OCSP_TENANT: &str = "_ca";
+const OCSP_ADMIN: &str = "ocsp-responder";
 
 /// The current time, whole seconds (certificates and the store keep seconds).
 pub fn now() -> OffsetDateTime {
@@ -146,7 +153,11 @@ pub struct Ca {
     policies: Policies,
     default_policy: String,
     crl_validity: Duration,
+    ocsp_validity: Duration,
     signer: Option<Arc<dyn Signer>>,
+    /// Kept (zeroized on drop) to unlock and protect the OCSP responder key.
+    passphrase: Option<Zeroizing<Vec<u8>>>,
+    issuer_hashes: IssuerHashes,
 }
 
 fn load_policies(config: &Config, layout: &Layout) -> Result<Policies> {
@@ -232,12 +243,15 @@ impl Ca {
         store.audit(draft, now).await?;
         let ca = Ca {
             store: Arc::new(store),
+            issuer_hashes: IssuerHashes::new(&ca_cert)?,
             ca_cert,
             endpoints,
             policies: load_policies(config, &layout)?,
             default_policy: config.default_policy.clone(),
             crl_validity: config.crl_validity,
+            ocsp_validity: config.ocsp_validity,
             signer: Some(Arc::new(signer)),
+            passphrase: Some(request.passphrase.clone()),
         };
         ca.publish_crl(actor).await?;
         Ok(ca)
@@ -276,11 +290,17 @@ impl Ca {
         };
         Ok(Ca {
             store: Arc::new(store),
+            issuer_hashes: IssuerHashes::new(&ca_cert)?,
             ca_cert,
             endpoints: Endpoints::new(&base_url)?,
             policies: load_policies(config, &layout)?,
             default_policy: config.default_policy.clone(),
             crl_validity: config.crl_validity,
+            ocsp_validity: config.ocsp_validity,
+            passphrase: signer
+                .as_ref()
+                .and(passphrase)
+                .map(|p| Zeroizing::new(p.to_vec())),
             signer,
         })
     }
@@ -741,6 +761,156 @@ impl Ca {
             role: record.role,
             tenant: record.tenant,
         })
+    }
+
+    /// The CA's name/key hashes, for matching OCSP CertIDs.
+    pub fn issuer_hashes(&self) -> &IssuerHashes {
+        &self.issuer_hashes
+    }
+
+    /// Lifetime of OCSP responses (nextUpdate − thisUpdate).
+    pub fn ocsp_validity(&self) -> Duration {
+        self.ocsp_validity
+    }
+
+    /// The status of every CertID of a parsed OCSP request, from the store.
+    pub async fn ocsp_states(
+        &self,
+        query: &OcspQuery,
+    ) -> std::result::Result<Vec<CertState>, OcspFailure> {
+        let mut states = Vec::with_capacity(query.serials.len());
+        for serial in &query.serials {
+            let state = match serial {
+                None => CertState::Unknown,
+                Some(serial) => match self
+                    .store
+                    .certificate(serial)
+                    .await
+                    .map_err(|_| OcspFailure::Internal)?
+                {
+                    None => CertState::Unknown,
+                    Some(record) => match record.revoked_at {
+                        Some(at) => CertState::Revoked {
+                            at,
+                            reason: record.reason.unwrap_or(RevocationReason::Unspecified),
+                        },
+                        None => CertState::Good,
+                    },
+                },
+            };
+            states.push(state);
+        }
+        Ok(states)
+    }
+
+    /// The delegated OCSP responder in the store, if one was issued.
+    pub async fn load_ocsp_responder(&self) -> Result<Option<OcspResponder>> {
+        let (Some(cert_pem), Some(key_text)) = (
+            self.store.meta(OCSP_CERT_META).await?,
+            self.store.meta(OCSP_KEY_META).await?,
+        ) else {
+            return Ok(None);
+        };
+        let passphrase = self.passphrase.as_ref().ok_or_else(|| {
+            Error::Key(format!(
+                "the OCSP responder needs the CA key: {}",
+                passphrase_hint()
+            ))
+        })?;
+        let key = crate::keys::decrypt_key(&key_text, passphrase, "the OCSP responder key")?;
+        let der = crate::x509::certificate_der_from_pem_or_der(cert_pem.as_bytes())?;
+        Ok(Some(OcspResponder::new(
+            der,
+            Arc::new(FileSigner::new(key)?),
+        )?))
+    }
+
+    /// Issues a new delegated responder certificate and key (policy kind
+    /// `ocsp-responder`), supersedes the previous one, and stores it for every
+    /// server sharing this store.
+    pub async fn rotate_ocsp_responder(&self, actor: &str) -> Result<OcspResponder> {
+        let policy = self
+            .policies
+            .ocsp_responder()
+            .ok_or_else(|| {
+                Error::Policy(format!(
+                    "no policy with kind = \"ocsp-responder\" in {}",
+                    self.policies.source
+                ))
+            })?
+            .clone();
+        let signer = self.shared_signer()?;
+        let passphrase = self
+            .passphrase
+            .clone()
+            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", passphrase_hint())))?;
+        let (ca_cert, endpoints) = (self.ca_cert.clone(), self.endpoints.clone());
+        let (record, key_text, key) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let key = policy.generated_key().generate()?;
+            let public_key = PublicKey::from_pkey(&key)?;
+            let (tenant, admin) = (TenantId::parse(OCSP_TENANT)?, AdminId::parse(OCSP_ADMIN)?);
+            let record = sign_leaf(
+                &policy,
+                &tenant,
+                &admin,
+                &public_key,
+                signer.as_ref(),
+                &ca_cert,
+                &endpoints,
+            )?;
+            let key_text = crate::keys::encrypt_key(&key, &passphrase)?;
+            Ok((record, key_text, key))
+        })
+        .await
+        .map_err(|e| Error::Crypto(format!("responder worker failed: {e}")))??;
+        let prepared = PreparedIssuance {
+            record,
+            supersede: Some(Supersede {
+                reason: RevocationReason::Superseded,
+            }),
+            action: "ocsp-signer-rotate",
+            bundle: None,
+            password: None,
+        };
+        let issuance = self.commit(prepared, actor).await?;
+        self.store.set_meta(OCSP_KEY_META, &key_text).await?;
+        self.store
+            .set_meta(
+                OCSP_CERT_META,
+                &crate::x509::pem_encode("CERTIFICATE", &issuance.record.der),
+            )
+            .await?;
+        OcspResponder::new(issuance.record.der, Arc::new(FileSigner::new(key)?))
+    }
+
+    /// The responder to sign with: the stored one, or a fresh one when there is
+    /// none or the stored one has passed half its validity.
+    pub async fn ensure_ocsp_responder(&self, actor: &str) -> Result<OcspResponder> {
+        if let Some(responder) = self.load_ocsp_responder().await? {
+            if !self.ocsp_rotation_due(&responder) {
+                return Ok(responder);
+            }
+        }
+        self.rotate_ocsp_responder(actor).await
+    }
+
+    /// True once a responder certificate has less than half its policy validity left.
+    pub fn ocsp_rotation_due(&self, responder: &OcspResponder) -> bool {
+        let validity = self
+            .policies
+            .ocsp_responder()
+            .map(|p| p.validity.to_time())
+            .unwrap_or(time::Duration::days(7));
+        now() + validity / 2 >= responder.not_after()
+    }
+
+    /// The serial of the stored responder certificate (cheap; to notice rotation by another process).
+    pub async fn ocsp_responder_fingerprint(&self) -> Result<Option<String>> {
+        Ok(self
+            .store
+            .meta(OCSP_CERT_META)
+            .await?
+            .map(|pem| hex::encode(openssl::sha::sha256(pem.as_bytes()))))
     }
 
     /// The published CRL.

@@ -254,12 +254,8 @@ fn derive_key(
     Ok(key)
 }
 
-/// Encrypts a private key for storage at `path` (written with mode 0600).
-pub(crate) fn write_encrypted_key(
-    path: &Path,
-    key: &PKey<Private>,
-    passphrase: &[u8],
-) -> Result<()> {
+/// Encrypts a private key into the JSON text of the encrypted key format.
+pub(crate) fn encrypt_key(key: &PKey<Private>, passphrase: &[u8]) -> Result<Zeroizing<String>> {
     let pkcs8 = Zeroizing::new(key.private_key_to_pkcs8()?);
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
@@ -289,16 +285,13 @@ pub(crate) fn write_encrypted_key(
         tag: b64(&tag),
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Crypto(e.to_string()))?;
-    crate::fsutil::write_private_file(path, text.as_bytes())
+    Ok(Zeroizing::new(text))
 }
 
-/// Decrypts a key written by [`write_encrypted_key`].
-pub(crate) fn read_encrypted_key(path: &Path, passphrase: &[u8]) -> Result<PKey<Private>> {
-    let text = std::fs::read_to_string(path).map_err(Error::io("cannot read key file", path))?;
-    let corrupt =
-        |what: &str| Error::Key(format!("key file {} is damaged: {what}", path.display()));
-    let file: EncryptedKeyFile =
-        serde_json::from_str(&text).map_err(|e| corrupt(&e.to_string()))?;
+/// Decrypts text written by [`encrypt_key`]; `what` names the key in messages.
+pub(crate) fn decrypt_key(text: &str, passphrase: &[u8], what: &str) -> Result<PKey<Private>> {
+    let corrupt = |why: &str| Error::Key(format!("{what} is damaged: {why}"));
+    let file: EncryptedKeyFile = serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()))?;
     if file.format != KEY_FORMAT || file.kdf != "scrypt" || file.cipher != "aes-256-gcm" {
         return Err(corrupt("unknown format"));
     }
@@ -325,11 +318,26 @@ pub(crate) fn read_encrypted_key(path: &Path, passphrase: &[u8]) -> Result<PKey<
     .map(Zeroizing::new)
     .map_err(|_| {
         Error::Key(format!(
-            "wrong passphrase for {} (set CA_KEY_PASSPHRASE or --passphrase-file to the passphrase given at init)",
-            path.display()
+            "wrong passphrase for {what} (set CA_KEY_PASSPHRASE or --passphrase-file to the passphrase given at init)"
         ))
     })?;
     Ok(PKey::private_key_from_pkcs8(&pkcs8)?)
+}
+
+/// Encrypts a private key for storage at `path` (written with mode 0600).
+pub(crate) fn write_encrypted_key(
+    path: &Path,
+    key: &PKey<Private>,
+    passphrase: &[u8],
+) -> Result<()> {
+    let text = encrypt_key(key, passphrase)?;
+    crate::fsutil::write_private_file(path, text.as_bytes())
+}
+
+/// Decrypts a key written by [`write_encrypted_key`].
+pub(crate) fn read_encrypted_key(path: &Path, passphrase: &[u8]) -> Result<PKey<Private>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io("cannot read key file", path))?;
+    decrypt_key(&text, passphrase, &path.display().to_string())
 }
 
 #[cfg(test)]

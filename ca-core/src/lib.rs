@@ -29,6 +29,7 @@ pub mod fsutil;
 mod gateway;
 mod ids;
 mod keys;
+pub mod ocsp;
 mod pkcs12;
 mod policy;
 mod reason;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use ca_core::{Ca, PublishedCrl};
+
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -87,24 +88,20 @@ impl CrlCache {
         Ok(())
     }
 
-    /// Runs until the process ends.
-    pub async fn run(self: Arc<Self>, ca: Arc<Ca>, metrics: Arc<Metrics>) {
-        loop {
-            let woken = tokio::time::timeout(POLL, self.changed.notified())
-                .await
-                .is_ok();
-            if woken {
-                // Debounce: let a burst of revocations settle into one CRL.
-                let start = Instant::now();
-                while start.elapsed() < MAX_DELAY
-                    && tokio::time::timeout(QUIET, self.changed.notified())
-                        .await
-                        .is_ok()
-                {}
-            }
-            if let Err(e) = self.refresh(&ca, &metrics).await {
-                tracing::error!(error = %e, "CRL refresh failed; will retry");
-            }
+    /// Returns after a revocation through this server (debounced), or after
+    /// the poll interval.
+    pub async fn wait_for_change(&self) {
+        let woken = tokio::time::timeout(POLL, self.changed.notified())
+            .await
+            .is_ok();
+        if woken {
+            // Debounce: let a burst of revocations settle into one CRL.
+            let start = Instant::now();
+            while start.elapsed() < MAX_DELAY
+                && tokio::time::timeout(QUIET, self.changed.notified())
+                    .await
+                    .is_ok()
+            {}
         }
     }
 }

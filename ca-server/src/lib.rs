@@ -15,6 +15,7 @@ mod crl;
 mod error;
 mod extract;
 mod metrics;
+mod ocsp;
 mod openapi;
 mod routes;
 
@@ -30,6 +31,7 @@ use axum::Router;
 pub use crl::CrlCache;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use ocsp::OcspService;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub crl: Arc<CrlCache>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The OCSP responder's cache and signer.
+    pub ocsp: Arc<OcspService>,
 }
 
 impl AppState {
@@ -52,17 +56,54 @@ impl AppState {
             ca: Arc::new(ca),
             crl: Arc::default(),
             metrics: Arc::default(),
+            ocsp: Arc::default(),
         }
     }
 
-    /// Publishes a CRL if needed and loads it for serving; call before serving.
+    /// Publishes a CRL if needed, loads it for serving, and loads (or issues)
+    /// the OCSP responder certificate; call before serving.
     pub async fn warm_up(&self) -> ca_core::Result<()> {
-        self.crl.refresh(&self.ca, &self.metrics).await
+        self.crl.refresh(&self.ca, &self.metrics).await?;
+        self.ocsp.refresh_responder(&self.ca).await
     }
 
-    /// Starts the CRL refresher in the background.
+    /// A certificate's status changed through this server: drop pre-signed
+    /// OCSP answers now, and republish the CRL shortly.
+    pub fn status_changed(&self) {
+        self.ocsp.invalidate();
+        self.crl.revoked();
+    }
+
+    /// Starts the background work: CRL refresh, OCSP cache invalidation for
+    /// changes made by other processes, responder rotation.
     pub fn spawn_background(&self) {
-        tokio::spawn(Arc::clone(&self.crl).run(Arc::clone(&self.ca), Arc::clone(&self.metrics)));
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut seen_revision = None;
+            let mut ticks: u64 = 0;
+            loop {
+                state.crl.wait_for_change().await;
+                if let Err(e) = state.crl.refresh(&state.ca, &state.metrics).await {
+                    tracing::error!(error = %e, "CRL refresh failed; will retry");
+                }
+                match state.ca.crl_status().await {
+                    Ok(status) => {
+                        if seen_revision.is_some_and(|seen| seen != status.revision) {
+                            state.ocsp.invalidate();
+                        }
+                        seen_revision = Some(status.revision);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot read the store; will retry"),
+                }
+                ticks += 1;
+                // About every 5 s: responder rotation (ours or another process's).
+                if ticks % 20 == 0 {
+                    if let Err(e) = state.ocsp.refresh_responder(&state.ca).await {
+                        tracing::error!(error = %e, "OCSP responder refresh failed; will retry");
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -72,6 +113,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::public::router())
         .merge(routes::certificates::router())
         .merge(routes::audit::router())
+        .merge(routes::ocsp::router())
         .fallback(|| async {
             ApiError::Core(ca_core::Error::NotFound(
                 "no such endpoint; see /openapi.json".into(),
@@ -105,13 +147,17 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     state
         .metrics
         .request(&method, &route, status, elapsed.as_secs_f64());
-    tracing::info!(
-        method = %method,
-        route = %route,
-        status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        token = token.as_deref().unwrap_or("-"),
-        "request"
-    );
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let token = token.as_deref().unwrap_or("-");
+    // Gateways poll these at high rates: their lines are debug-level (CA_LOG=debug).
+    if route.starts_with("/ocsp")
+        || route.starts_with("/crl")
+        || route == "/healthz"
+        || route == "/metrics"
+    {
+        tracing::debug!(method = %method, route = %route, status, latency_ms, token, "request");
+    } else {
+        tracing::info!(method = %method, route = %route, status, latency_ms, token, "request");
+    }
     response
 }

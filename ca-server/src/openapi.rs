@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, certificates, public};
+use crate::routes::{audit, certificates, ocsp, public};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,7 @@ use crate::routes::{audit, certificates, public};
         certificates::issue, certificates::reissue, certificates::sign_csr, certificates::revoke,
         certificates::list, certificates::show,
         audit::audit,
+        ocsp::ocsp_post, ocsp::ocsp_get,
     ),
     components(schemas(ca_core::ErrorView, ca_core::ErrorDetail)),
     modifiers(&BearerAuth),

@@ -219,7 +219,7 @@ pub async fn reissue(
     state.metrics.issued("reissue", &issuance.record.policy);
     state.metrics.revoked(issuance.revoked.len());
     if !issuance.revoked.is_empty() {
-        state.crl.revoked();
+        state.status_changed();
     }
     Ok((StatusCode::CREATED, Json(issue_response(issuance, true))))
 }
@@ -286,7 +286,7 @@ pub async fn revoke(
         .revoke(&serial, reason, invalidity_date, &who.actor())
         .await?;
     state.metrics.revoked(1);
-    state.crl.revoked();
+    state.status_changed();
     Ok(Json(CertificateView::new(&record, now())))
 }
 

@@ -2,4 +2,5 @@
 
 pub mod audit;
 pub mod certificates;
+pub mod ocsp;
 pub mod public;

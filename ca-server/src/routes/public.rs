@@ -165,7 +165,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .crl
         .current()
         .map(|c| (c.number, c.this_update, c.next_update));
-    let text = state.metrics.render(crl, ca_core::now().unix_timestamp());
+    let now = ca_core::now().unix_timestamp();
+    let mut text = state.metrics.render(crl, now);
+    text.push_str(&state.ocsp.render_metrics(now));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

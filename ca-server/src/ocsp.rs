@@ -1,0 +1,215 @@
+//! The OCSP responder's serving side: a cache of pre-signed responses keyed by
+//! the request bytes (requests without a nonce are deterministic), live signing
+//! for nonces, and invalidation whenever any certificate's status changes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::body::Bytes;
+use ca_core::ocsp::{parse_request, CertState, OcspFailure, OcspResponder};
+use ca_core::Ca;
+
+/// Bound on cached responses; past it the cache starts over (a flood of
+/// distinct requests cannot grow memory without limit).
+const MAX_ENTRIES: usize = 200_000;
+
+/// A signed answer ready to serve.
+pub struct Answer {
+    /// DER `OCSPResponse`.
+    pub der: Bytes,
+    /// thisUpdate / nextUpdate (unix seconds) for a signed response.
+    pub validity: Option<(i64, i64)>,
+    /// Strong validator for GET.
+    pub etag: Option<String>,
+    /// Whether an HTTP cache may keep it (signed, no nonce).
+    pub cacheable: bool,
+}
+
+struct Cached {
+    answer: Arc<Answer>,
+    /// Re-signed after half its validity.
+    refresh_at: i64,
+}
+
+/// How responses were produced, for metrics.
+#[derive(Default)]
+pub struct OcspCounters {
+    /// Served from the pre-signed cache.
+    pub cache_hits: AtomicU64,
+    /// Signed for the cache.
+    pub presigned: AtomicU64,
+    /// Signed live (nonce, or unknown serial).
+    pub live: AtomicU64,
+    /// malformedRequest answers.
+    pub malformed: AtomicU64,
+    /// unauthorized answers.
+    pub unauthorized: AtomicU64,
+    /// internalError answers.
+    pub internal: AtomicU64,
+}
+
+/// The responder state shared by all requests.
+#[derive(Default)]
+pub struct OcspService {
+    responder: RwLock<Option<Arc<OcspResponder>>>,
+    fingerprint: Mutex<Option<String>>,
+    cache: RwLock<HashMap<Bytes, Cached>>,
+    generation: AtomicU64,
+    /// Counters.
+    pub counters: OcspCounters,
+}
+
+impl OcspService {
+    /// Drops every pre-signed response (a certificate's status changed, or the responder rotated).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.write().unwrap().clear();
+    }
+
+    /// Prometheus lines for the responder.
+    pub fn render_metrics(&self, now: i64) -> String {
+        use std::fmt::Write as _;
+        let c = &self.counters;
+        let mut out = String::from("# HELP ca_ocsp_responses_total OCSP responses by how they were produced.\n# TYPE ca_ocsp_responses_total counter\n");
+        for (kind, counter) in [
+            ("cache_hit", &c.cache_hits),
+            ("presigned", &c.presigned),
+            ("live", &c.live),
+            ("malformed_request", &c.malformed),
+            ("unauthorized", &c.unauthorized),
+            ("internal_error", &c.internal),
+        ] {
+            let _ = writeln!(
+                out,
+                "ca_ocsp_responses_total{{kind=\"{kind}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ca_ocsp_cache_entries Pre-signed OCSP responses held.\n# TYPE ca_ocsp_cache_entries gauge\nca_ocsp_cache_entries {}",
+            self.cache.read().unwrap().len()
+        );
+        if let Some(not_after) = self.responder_not_after() {
+            let _ = writeln!(
+                out,
+                "# HELP ca_ocsp_responder_expires_in_seconds Time left on the delegated OCSP responder certificate.\n# TYPE ca_ocsp_responder_expires_in_seconds gauge\nca_ocsp_responder_expires_in_seconds {}",
+                not_after - now
+            );
+        }
+        out
+    }
+
+    /// The responder certificate's notAfter (unix seconds), for metrics.
+    pub fn responder_not_after(&self) -> Option<i64> {
+        self.responder
+            .read()
+            .unwrap()
+            .as_ref()
+            .map(|r| r.not_after().unix_timestamp())
+    }
+
+    /// Loads the stored responder, rotating it when missing or past half-life;
+    /// picks up a rotation made by another process.
+    pub async fn refresh_responder(&self, ca: &Ca) -> ca_core::Result<()> {
+        let stored = ca.ocsp_responder_fingerprint().await?;
+        let current = self.fingerprint.lock().unwrap().clone();
+        let due = self
+            .responder
+            .read()
+            .unwrap()
+            .as_ref()
+            .map(|r| ca.ocsp_rotation_due(r))
+            .unwrap_or(true);
+        if stored.is_some() && stored == current && !due {
+            return Ok(());
+        }
+        let responder = ca.ensure_ocsp_responder("server").await?;
+        tracing::info!(not_after = %ca_core::rfc3339(responder.not_after()), "OCSP responder certificate loaded");
+        *self.responder.write().unwrap() = Some(Arc::new(responder));
+        *self.fingerprint.lock().unwrap() = ca.ocsp_responder_fingerprint().await?;
+        self.invalidate();
+        Ok(())
+    }
+
+    /// Answers one DER request.
+    pub async fn answer(&self, ca: &Ca, request: Bytes) -> Arc<Answer> {
+        let now = ca_core::now().unix_timestamp();
+        if let Some(hit) = self.cache.read().unwrap().get(&request) {
+            if now < hit.refresh_at {
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Arc::clone(&hit.answer);
+            }
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        match self.sign(ca, &request).await {
+            Ok((answer, cacheable)) => {
+                let answer = Arc::new(answer);
+                if cacheable {
+                    self.counters.presigned.fetch_add(1, Ordering::Relaxed);
+                    let (this_update, next_update) = answer.validity.unwrap_or((now, now));
+                    let mut cache = self.cache.write().unwrap();
+                    // A status change since we read it must not be overwritten by this answer.
+                    if self.generation.load(Ordering::SeqCst) == generation {
+                        if cache.len() >= MAX_ENTRIES {
+                            cache.clear();
+                        }
+                        let refresh_at = this_update + (next_update - this_update) / 2;
+                        cache.insert(
+                            request,
+                            Cached {
+                                answer: Arc::clone(&answer),
+                                refresh_at,
+                            },
+                        );
+                    }
+                } else {
+                    self.counters.live.fetch_add(1, Ordering::Relaxed);
+                }
+                answer
+            }
+            Err(failure) => {
+                let counter = match failure {
+                    OcspFailure::Malformed => &self.counters.malformed,
+                    OcspFailure::Unauthorized => &self.counters.unauthorized,
+                    OcspFailure::Internal => &self.counters.internal,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Arc::new(Answer {
+                    der: Bytes::from(failure.response()),
+                    validity: None,
+                    etag: None,
+                    cacheable: false,
+                })
+            }
+        }
+    }
+
+    async fn sign(&self, ca: &Ca, request: &[u8]) -> Result<(Answer, bool), OcspFailure> {
+        let query = parse_request(request, ca.issuer_hashes())?;
+        let states = ca.ocsp_states(&query).await?;
+        let responder = self
+            .responder
+            .read()
+            .unwrap()
+            .clone()
+            .ok_or(OcspFailure::Internal)?;
+        let now = ca_core::now();
+        let der = responder.sign(&query, &states, now, ca.ocsp_validity().to_time())?;
+        // Unknown serials are not cached: nothing invalidates them when issued.
+        let cacheable = query.nonce.is_none() && !states.contains(&CertState::Unknown);
+        let this_update = now.unix_timestamp();
+        let next_update = this_update + ca.ocsp_validity().as_secs() as i64;
+        let etag = ca_core::ocsp::etag(&der);
+        Ok((
+            Answer {
+                der: Bytes::from(der),
+                validity: Some((this_update, next_update)),
+                etag: Some(etag),
+                cacheable,
+            },
+            cacheable,
+        ))
+    }
+}
