@@ -118,6 +118,10 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
 
+    /// Manage the delegated OCSP responder certificate (rotated automatically by ca-server).
+    #[command(subcommand)]
+    OcspSigner(OcspSignerCommand),
+
     /// Check policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -347,4 +351,15 @@ pub(crate) struct PullArgs {
     /// Give up on one fetch after this long.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub(crate) timeout: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OcspSignerCommand {
+    /// Issue a new responder certificate and key now (the old one is superseded);
+    /// running servers pick it up within seconds.
+    ///
+    /// Example: ca-cli ocsp-signer rotate
+    Rotate,
+    /// Show the current responder certificate.
+    Show,
 }

@@ -9,7 +9,9 @@ use ca_core::{
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::cli::{AuditCommand, Cli, Command, IssueArgs, PolicyCommand, TokenCommand};
+use crate::cli::{
+    AuditCommand, Cli, Command, IssueArgs, OcspSignerCommand, PolicyCommand, TokenCommand,
+};
 
 struct Context {
     config: Config,
@@ -92,6 +94,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Crl(args) => crl(&ctx, args).await,
         Command::CaCert(args) => ca_cert(&ctx, args).await,
         Command::Token(command) => token(&ctx, command).await,
+        Command::OcspSigner(command) => ocsp_signer(&ctx, command).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&ctx, dir.as_deref()),
         Command::Audit(AuditCommand::List { since, limit }) => audit_list(&ctx, since, limit).await,
         Command::Audit(AuditCommand::Verify) => audit_verify(&ctx).await,
@@ -605,5 +608,34 @@ async fn token(ctx: &Context, command: TokenCommand) -> Result<()> {
             });
         }
     }
+    Ok(())
+}
+
+async fn ocsp_signer(ctx: &Context, command: OcspSignerCommand) -> Result<()> {
+    let ca = ctx.open(true).await?;
+    let responder = match command {
+        OcspSignerCommand::Rotate => ca.rotate_ocsp_responder(&ctx.actor).await?,
+        OcspSignerCommand::Show => ca
+            .load_ocsp_responder()
+            .await?
+            .ok_or_else(|| Error::NotFound("no OCSP responder certificate yet: ca-server issues one at start, or run `ca-cli ocsp-signer rotate`".into()))?,
+    };
+    let der = responder.certificate_der();
+    let serial = ca_core::certificate_serial_hex(der);
+    ctx.print(
+        json!({
+            "serial": serial,
+            "subject": ca_core::subject_line(der),
+            "not_after": ca_core::rfc3339(responder.not_after()),
+            "pem": ca_core::pem_encode("CERTIFICATE", der),
+        }),
+        || {
+            format!(
+                "OCSP responder certificate {serial} ({}), valid until {}",
+                ca_core::subject_line(der),
+                ca_core::rfc3339(responder.not_after())
+            )
+        },
+    );
     Ok(())
 }

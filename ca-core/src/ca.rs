@@ -35,7 +35,7 @@ use crate::x509::{
 const OCSP_CERT_META: &str = "ocsp_responder_cert";
 const OCSP_KEY_META: &str = "ocsp_responder_key";
 /// The responder certificate is recorded under this tenant/admin.
-const OCSP_TENANT: &str = "_ca";
+const OCSP_TENANT: &str = crate::ids::RESERVED_TENANT;
 const OCSP_ADMIN: &str = "ocsp-responder";
 
 /// The current time, whole seconds (certificates and the store keep seconds).
@@ -379,7 +379,7 @@ impl Ca {
     /// First certificate for (tenant, admin, policy): generates the key and bundle.
     pub async fn prepare_issue(&self, request: &IssueRequest) -> Result<PreparedIssuance> {
         let (tenant, admin) = (
-            TenantId::parse(&request.tenant)?,
+            TenantId::parse_customer(&request.tenant)?,
             AdminId::parse(&request.admin)?,
         );
         let policy_name = request
@@ -407,7 +407,7 @@ impl Ca {
         reason: RevocationReason,
     ) -> Result<PreparedIssuance> {
         let (tenant, admin) = (
-            TenantId::parse(&request.tenant)?,
+            TenantId::parse_customer(&request.tenant)?,
             AdminId::parse(&request.admin)?,
         );
         let policy_name = match &request.policy {
@@ -513,7 +513,7 @@ impl Ca {
         policy: &str,
         csr: &[u8],
     ) -> Result<PreparedIssuance> {
-        let (tenant, admin) = (TenantId::parse(tenant)?, AdminId::parse(admin)?);
+        let (tenant, admin) = (TenantId::parse_customer(tenant)?, AdminId::parse(admin)?);
         let policy = self.policies.get(policy)?;
         if policy.kind == PolicyKind::OcspResponder {
             return Err(Error::Policy(format!(

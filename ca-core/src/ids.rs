@@ -4,6 +4,10 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// The tenant under which the CA records its own certificates (the OCSP
+/// responder); operators cannot issue under it, and lists hide it unless asked.
+pub const RESERVED_TENANT: &str = "_ca";
+
 /// The rule every tenant and admin name obeys, as shown to callers.
 pub const NAME_RULE: &str = "1 to 64 characters from A-Z a-z 0-9 . _ @ -";
 
@@ -147,5 +151,17 @@ mod tests {
         }
         assert!(Serial::parse("xyz").is_err());
         assert!(Serial::parse("abcd").is_err());
+    }
+}
+
+impl TenantId {
+    /// Like [`TenantId::parse`], and refuses the CA's reserved tenant.
+    pub fn parse_customer(value: &str) -> Result<Self> {
+        if value == RESERVED_TENANT {
+            return Err(Error::InvalidInput(format!(
+                "tenant \"{RESERVED_TENANT}\" is reserved for the CA's own certificates"
+            )));
+        }
+        Self::parse(value)
     }
 }

@@ -46,7 +46,7 @@ pub use crl::{build_crl, CrlDer, RevokedEntry};
 pub use duration::{Duration, DURATION_FORMAT};
 pub use error::{Error, Result};
 pub use gateway::{compare_crl, verify_crl, CrlUpdate, VerifiedCrl};
-pub use ids::{AdminId, Serial, TenantId, NAME_RULE};
+pub use ids::{AdminId, Serial, TenantId, NAME_RULE, RESERVED_TENANT};
 pub use keys::{KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
 pub use pkcs12::{generate_password, Pkcs12Der};
 pub use policy::{
@@ -61,7 +61,8 @@ pub use store::{
 pub use tokens::{token_id, Action, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};
 pub use x509::{
-    crl_revoked_count, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,
+    certificate_serial_hex, crl_revoked_count, pem_encode, subject_line, CaCertificate,
+    CertificateDer, Endpoints,
 };
 
 pub use time::format_description::well_known::Rfc3339;

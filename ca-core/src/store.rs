@@ -7,6 +7,11 @@ use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+// Single-row reads use `fetch_all`: a SQLite statement left un-stepped by
+// `fetch_one`/`fetch_optional` keeps its read transaction (and so a stale WAL
+// snapshot) open on that pooled connection, hiding later commits from other
+// processes.
+//
 // Dynamic SQL here only ever interpolates fixed column lists and `$n`
 // placeholders; every value is bound.
 use sqlx::{AnyPool, AssertSqlSafe, Row};
@@ -418,8 +423,11 @@ impl SqlStore {
             .execute(&mut *tx)
             .await?;
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(sqlx::Error::RowNotFound)?;
         let seq: i64 = row.try_get("seq")?;
         Ok((
             tx,
@@ -607,8 +615,10 @@ impl Store for SqlStore {
             "SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1"
         )))
         .bind(serial.to_hex())
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .next();
         let Some(row) = row else {
             return Err(Error::NotFound(format!(
                 "no certificate with serial {serial}"
@@ -632,8 +642,10 @@ impl Store for SqlStore {
             "SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1"
         )))
         .bind(serial.to_hex())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         row.as_ref().map(record_from_row).transpose()
     }
 
@@ -652,8 +664,13 @@ impl Store for SqlStore {
             args.push(arg);
             conditions.push(condition.replace('?', &format!("${}", args.len())));
         };
-        if let Some(t) = &filter.tenant {
-            push("tenant = ?", Arg::Text(t.clone()));
+        match &filter.tenant {
+            Some(t) => push("tenant = ?", Arg::Text(t.clone())),
+            // The CA's own certificates (OCSP responder) are listed only when asked for.
+            None => push(
+                "tenant <> ?",
+                Arg::Text(crate::ids::RESERVED_TENANT.to_owned()),
+            ),
         }
         if let Some(a) = &filter.admin {
             push("admin = ?", Arg::Text(a.clone()));
@@ -724,8 +741,11 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         let state = sqlx::query("SELECT last_number, revision FROM crl_state WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(sqlx::Error::RowNotFound)?;
         let number: i64 = state.try_get("last_number")?;
         let revision: i64 = state.try_get("revision")?;
         let rows = sqlx::query(
@@ -759,8 +779,7 @@ impl Store for SqlStore {
         let row = sqlx::query(
             "SELECT revision, published_revision, published_number, this_update, next_update FROM crl_state WHERE id = 1",
         )
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_all(&self.pool).await?.into_iter().next().ok_or(sqlx::Error::RowNotFound)?;
         Ok(CrlStatus {
             revision: row.try_get::<i64, _>("revision")? as u64,
             published_revision: row.try_get::<i64, _>("published_revision")? as u64,
@@ -784,8 +803,7 @@ impl Store for SqlStore {
         let row = sqlx::query("SELECT request_hash, serial, created_at FROM idempotency_keys WHERE idem_key = $1 AND created_at > $2")
             .bind(key)
             .bind(ts(since))
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_all(&self.pool).await?.into_iter().next();
         row.map(|row| {
             let serial: String = row.try_get("serial")?;
             Ok(IdempotencyRecord {
@@ -829,8 +847,7 @@ impl Store for SqlStore {
         let row = sqlx::query(
             "SELECT published_number, published_revision, this_update, next_update, der FROM crl_state WHERE id = 1",
         )
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_all(&self.pool).await?.into_iter().next().ok_or(sqlx::Error::RowNotFound)?;
         let number: i64 = row.try_get("published_number")?;
         if number == 0 {
             return Ok(None);
@@ -882,16 +899,21 @@ impl Store for SqlStore {
 
     async fn audit_head(&self) -> Result<(u64, String)> {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(sqlx::Error::RowNotFound)?;
         Ok((row.try_get::<i64, _>("seq")? as u64, row.try_get("hash")?))
     }
 
     async fn meta(&self, name: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM ca_meta WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .next();
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 
@@ -938,8 +960,7 @@ impl Store for SqlStore {
     async fn token(&self, id: &str) -> Result<Option<(TokenRecord, String)>> {
         let row = sqlx::query("SELECT id, name, role, tenant, secret_hash, created_at, revoked_at FROM tokens WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_all(&self.pool).await?.into_iter().next();
         row.map(|row| Ok((token_from_row(&row)?, row.try_get("secret_hash")?)))
             .transpose()
     }
@@ -963,8 +984,10 @@ impl Store for SqlStore {
         if changed == 0 {
             let exists = sqlx::query("SELECT id FROM tokens WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .next();
             return Err(match exists {
                 Some(_) => Error::Conflict(format!("token {id} is already revoked")),
                 None => Error::NotFound(format!("no token with id {id} (see `ca-cli token list`)")),

@@ -443,3 +443,13 @@ pub fn crl_revoked_count(der: &[u8]) -> usize {
         .and_then(|c| c.get_revoked().map(|r| r.len()))
         .unwrap_or(0)
 }
+
+/// The serial of a DER certificate as lower-case hex (empty if it cannot be parsed).
+pub fn certificate_serial_hex(der: &[u8]) -> String {
+    openssl::x509::X509::from_der(der)
+        .ok()
+        .and_then(|c| c.serial_number().to_bn().ok())
+        .and_then(|bn| bn.to_hex_str().ok())
+        .map(|h| h.to_lowercase())
+        .unwrap_or_default()
+}

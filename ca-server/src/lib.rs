@@ -64,6 +64,8 @@ impl AppState {
     /// the OCSP responder certificate; call before serving.
     pub async fn warm_up(&self) -> ca_core::Result<()> {
         self.crl.refresh(&self.ca, &self.metrics).await?;
+        self.ocsp
+            .observe_revision(self.ca.crl_status().await?.revision);
         self.ocsp.refresh_responder(&self.ca).await
     }
 
@@ -79,7 +81,6 @@ impl AppState {
     pub fn spawn_background(&self) {
         let state = self.clone();
         tokio::spawn(async move {
-            let mut seen_revision = None;
             let mut ticks: u64 = 0;
             loop {
                 state.crl.wait_for_change().await;
@@ -87,17 +88,12 @@ impl AppState {
                     tracing::error!(error = %e, "CRL refresh failed; will retry");
                 }
                 match state.ca.crl_status().await {
-                    Ok(status) => {
-                        if seen_revision.is_some_and(|seen| seen != status.revision) {
-                            state.ocsp.invalidate();
-                        }
-                        seen_revision = Some(status.revision);
-                    }
+                    Ok(status) => state.ocsp.observe_revision(status.revision),
                     Err(e) => tracing::error!(error = %e, "cannot read the store; will retry"),
                 }
                 ticks += 1;
                 // About every 5 s: responder rotation (ours or another process's).
-                if ticks % 20 == 0 {
+                if ticks.is_multiple_of(20) {
                     if let Err(e) = state.ocsp.refresh_responder(&state.ca).await {
                         tracing::error!(error = %e, "OCSP responder refresh failed; will retry");
                     }

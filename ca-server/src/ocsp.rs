@@ -56,11 +56,21 @@ pub struct OcspService {
     fingerprint: Mutex<Option<String>>,
     cache: RwLock<HashMap<Bytes, Cached>>,
     generation: AtomicU64,
+    /// The store's revocation revision the cache reflects.
+    revision: AtomicU64,
     /// Counters.
     pub counters: OcspCounters,
 }
 
 impl OcspService {
+    /// Notes the store's revocation revision; a change made by any process
+    /// (ca-cli, another replica) drops the pre-signed responses.
+    pub fn observe_revision(&self, revision: u64) {
+        if self.revision.swap(revision, Ordering::SeqCst) != revision {
+            self.invalidate();
+        }
+    }
+
     /// Drops every pre-signed response (a certificate's status changed, or the responder rotated).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);

@@ -142,6 +142,11 @@ fn bad_values_name_what_was_wrong() {
         ),
         (vec!["show", "abc"], 2, "32 hex digits"),
         (
+            vec!["issue", "--tenant", "_ca", "--admin", "x", "--out", "r.p12"],
+            2,
+            "reserved",
+        ),
+        (
             vec!["list", "--status", "gone"],
             2,
             "active, revoked or expired",

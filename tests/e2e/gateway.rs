@@ -9,14 +9,20 @@ use base64::Engine as _;
 use crate::util::*;
 
 /// nginx with its own prefix on a free port, using the shipped portal.conf unmodified.
-struct Nginx {
+pub(crate) struct Nginx {
     prefix: PathBuf,
     conf: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Nginx {
-    fn start(ca: &TestCa, crl_pem: &Path, ca_pem: &Path) -> Nginx {
+    /// Starts nginx with `examples/nginx/<shipped>` included unmodified.
+    pub(crate) fn start(
+        ca: &TestCa,
+        shipped: &str,
+        crl_pem: Option<&Path>,
+        ca_pem: &Path,
+    ) -> Nginx {
         let prefix = ca.path("nginx");
         let portal = prefix.join("conf/portal");
         std::fs::create_dir_all(&portal).unwrap();
@@ -50,9 +56,12 @@ impl Nginx {
         );
         assert!(out.status.success(), "{}", stderr(&out));
         std::fs::copy(ca_pem, portal.join("ca.pem")).unwrap();
-        std::fs::copy(crl_pem, portal.join("crl.pem")).unwrap();
+        if let Some(crl) = crl_pem {
+            std::fs::copy(crl, portal.join("crl.pem")).unwrap();
+        }
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples/nginx/portal.conf")
+            .join("../examples/nginx")
+            .join(shipped)
             .canonicalize()
             .unwrap();
         let conf = prefix.join("conf/nginx.conf");
@@ -85,6 +94,10 @@ impl Nginx {
         args
     }
 
+    pub(crate) fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
+    }
+
     fn reload_command(&self) -> String {
         format!(
             "nginx -p {} -c {} -s reload",
@@ -98,7 +111,7 @@ impl Nginx {
     }
 
     /// GET /whoami with a client certificate; returns the HTTP status (0 if the handshake failed).
-    fn get(&self, cert: &str, key: &str) -> u16 {
+    pub(crate) fn get(&self, cert: &str, key: &str) -> u16 {
         let url = format!("https://127.0.0.1:{}/whoami", self.port);
         let out = tool(
             "curl",
@@ -130,7 +143,7 @@ impl Drop for Nginx {
 }
 
 /// Extracts (cert.pem, key.pem) from an API issue/reissue answer.
-fn extract(ca: &TestCa, answer: &serde_json::Value, name: &str) -> (String, String) {
+pub(crate) fn extract(ca: &TestCa, answer: &serde_json::Value, name: &str) -> (String, String) {
     let p12 = ca.path_str(&format!("{name}.p12"));
     std::fs::write(
         &p12,
@@ -210,7 +223,7 @@ fn a_lost_device_is_locked_out_at_the_nginx_gateway() {
     );
     assert_eq!(status, 201);
     let (old_cert, old_key) = extract(&ca, &issued, "old");
-    let nginx = Nginx::start(&ca, &bootstrap, Path::new(&ca_pem));
+    let nginx = Nginx::start(&ca, "portal.conf", Some(&bootstrap), Path::new(&ca_pem));
     assert_eq!(
         nginx.get(&old_cert, &old_key),
         200,
@@ -262,7 +275,7 @@ fn a_lost_device_is_locked_out_at_the_nginx_gateway() {
         200,
         "the new certificate gets in"
     );
-    let log = std::fs::read_to_string(nginx.prefix.join("logs/error.log")).unwrap_or_default();
+    let log = nginx.error_log();
     assert!(
         log.contains("certificate revoked") || log.contains("revoked"),
         "nginx error log: {log}"

@@ -8,4 +8,5 @@ mod cli_errors;
 mod cli_issue;
 mod cli_revocation;
 mod gateway;
+mod ocsp;
 mod server;

@@ -60,6 +60,11 @@ impl TestCa {
     }
 
     pub fn init_with(extra: &[&str]) -> TestCa {
+        Self::init_for("http://127.0.0.1:8080", extra)
+    }
+
+    /// A CA whose certificates point at `base_url` for CRL, OCSP and caIssuers.
+    pub fn init_for(base_url: &str, extra: &[&str]) -> TestCa {
         let ca = TestCa {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -68,7 +73,7 @@ impl TestCa {
             "--subject",
             "CN=Portal Admin CA,O=Example",
             "--base-url",
-            "http://127.0.0.1:8080",
+            base_url,
         ];
         args.extend_from_slice(extra);
         ca.ok(&args);
@@ -235,7 +240,10 @@ impl Server {
     }
 
     pub fn start_with(ca: &TestCa, env: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Self::start_on(ca, free_port(), env)
+    }
+
+    pub fn start_on(ca: &TestCa, port: u16, env: &[(&str, &str)]) -> Server {
         let log = ca.path(&format!("server-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(bin("ca-server"));
