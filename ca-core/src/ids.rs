@@ -126,6 +126,18 @@ impl fmt::Debug for Serial {
     }
 }
 
+impl TenantId {
+    /// Like [`TenantId::parse`], and refuses the CA's reserved tenant.
+    pub fn parse_customer(value: &str) -> Result<Self> {
+        if value == RESERVED_TENANT {
+            return Err(Error::InvalidInput(format!(
+                "tenant \"{RESERVED_TENANT}\" is reserved for the CA's own certificates"
+            )));
+        }
+        Self::parse(value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,17 +163,5 @@ mod tests {
         }
         assert!(Serial::parse("xyz").is_err());
         assert!(Serial::parse("abcd").is_err());
-    }
-}
-
-impl TenantId {
-    /// Like [`TenantId::parse`], and refuses the CA's reserved tenant.
-    pub fn parse_customer(value: &str) -> Result<Self> {
-        if value == RESERVED_TENANT {
-            return Err(Error::InvalidInput(format!(
-                "tenant \"{RESERVED_TENANT}\" is reserved for the CA's own certificates"
-            )));
-        }
-        Self::parse(value)
     }
 }
