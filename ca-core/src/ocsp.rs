@@ -105,7 +105,9 @@ impl IssuerHashes {
         let mut sha256 = ([0u8; 32], [0u8; 32]);
         sha1.0.copy_from_slice(&openssl::sha::sha1(b"fuzz-name"));
         sha1.1.copy_from_slice(&openssl::sha::sha1(b"fuzz-key"));
-        sha256.0.copy_from_slice(&openssl::sha::sha256(b"fuzz-name"));
+        sha256
+            .0
+            .copy_from_slice(&openssl::sha::sha256(b"fuzz-name"));
         sha256.1.copy_from_slice(&openssl::sha::sha256(b"fuzz-key"));
         IssuerHashes { sha1, sha256 }
     }

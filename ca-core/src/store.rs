@@ -3,10 +3,12 @@
 //! PostgreSQL with the same portable SQL through sqlx's `Any` driver.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::AnyConnection;
 // Single-row reads use `fetch_all`: a SQLite statement left un-stepped by
 // `fetch_one`/`fetch_optional` keeps its read transaction (and so a stale WAL
 // snapshot) open on that pooled connection, hiding later commits from other
@@ -14,8 +16,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 //
 // Dynamic SQL here only ever interpolates fixed column lists and `$n`
 // placeholders; every value is bound.
+use futures_util::TryStreamExt;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use time::OffsetDateTime;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::audit::{event_hash, AuditDraft, AuditEvent};
 use crate::crl::RevokedEntry;
@@ -299,6 +303,11 @@ pub trait Store: Send + Sync {
 /// [`Store`] over SQLite or PostgreSQL.
 pub struct SqlStore {
     pool: AnyPool,
+    /// Write transactions of this process take turns here, so they never
+    /// meet inside SQLite, whose busy handler backs off in whole milliseconds.
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Queue of the group-committing certificate writer.
+    inserts: tokio::sync::mpsc::UnboundedSender<InsertJob>,
 }
 
 fn ts(t: OffsetDateTime) -> i64 {
@@ -376,6 +385,8 @@ type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// The chain head read under the row lock taken by the first statement.
 struct OpenAudit {
+    /// Held by stand-alone transactions; batched inserts hold it for the batch.
+    _writer: Option<OwnedMutexGuard<()>>,
     seq: u64,
     prev_hash: String,
     at: i64,
@@ -411,67 +422,265 @@ impl SqlStore {
             .connect_with(options)
             .await
             .map_err(|e| Error::Store(format!("cannot open database: {e}")))?;
-        Ok(SqlStore { pool })
+        let writer = Arc::new(tokio::sync::Mutex::new(()));
+        let (inserts, jobs) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_inserts(pool.clone(), Arc::clone(&writer), jobs));
+        Ok(SqlStore {
+            pool,
+            writer,
+            inserts,
+        })
     }
 
     /// Starts an audited transaction: bumps the chain head first, which takes
     /// the write lock (SQLite) or the head row lock (PostgreSQL) and so
     /// serialises all state changes.
     async fn begin(&self, draft: AuditDraft, now: OffsetDateTime) -> Result<(Tx, OpenAudit)> {
+        let writer = Arc::clone(&self.writer).lock_owned().await;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or(sqlx::Error::RowNotFound)?;
-        let seq: i64 = row.try_get("seq")?;
-        Ok((
-            tx,
-            OpenAudit {
-                seq: seq as u64,
-                prev_hash: row.try_get("hash")?,
-                at: ts(now),
-                draft,
-            },
-        ))
+        let mut open = open_audit(&mut tx, draft, now).await?;
+        open._writer = Some(writer);
+        Ok((tx, open))
     }
 
     /// Appends the event, moves the head, commits.
     async fn commit(&self, mut tx: Tx, open: OpenAudit) -> Result<()> {
-        let d = &open.draft;
-        let serials = d.serials.join(",");
-        let hash = event_hash(
-            &open.prev_hash,
-            open.seq,
-            open.at,
-            [&d.actor, &d.action, &d.subject, &serials, &d.details],
-        );
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(open.seq as i64)
-        .bind(open.at)
-        .bind(&d.actor)
-        .bind(&d.action)
-        .bind(&d.subject)
-        .bind(&serials)
-        .bind(&d.details)
-        .bind(&open.prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
+        close_audit(&mut tx, &open).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Bumps the chain head and reads it, on an open transaction.
+async fn open_audit(
+    conn: &mut AnyConnection,
+    draft: AuditDraft,
+    now: OffsetDateTime,
+) -> Result<OpenAudit> {
+    sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let seq: i64 = row.try_get("seq")?;
+    Ok(OpenAudit {
+        _writer: None,
+        seq: seq as u64,
+        prev_hash: row.try_get("hash")?,
+        at: ts(now),
+        draft,
+    })
+}
+
+/// Appends the event and moves the chain head, on the same transaction.
+async fn close_audit(conn: &mut AnyConnection, open: &OpenAudit) -> Result<()> {
+    let d = &open.draft;
+    let serials = d.serials.join(",");
+    let hash = event_hash(
+        &open.prev_hash,
+        open.seq,
+        open.at,
+        [&d.actor, &d.action, &d.subject, &serials, &d.details],
+    );
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(open.seq as i64)
+    .bind(open.at)
+    .bind(&d.actor)
+    .bind(&d.action)
+    .bind(&d.subject)
+    .bind(&serials)
+    .bind(&d.details)
+    .bind(&open.prev_hash)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// One certificate insertion waiting for the group commit.
+struct InsertJob {
+    record: CertificateRecord,
+    supersede: Option<Supersede>,
+    idempotency: Option<IdempotencyKey>,
+    audit: AuditDraft,
+    now: OffsetDateTime,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Serial>>>,
+}
+
+/// Most insertions committed together.
+const MAX_BATCH: usize = 128;
+
+/// Group commit: insertions queued while a commit is in progress go into the
+/// next transaction together, each inside its own savepoint (one failing —
+/// say, a conflict — leaves the others alone), and share one fsync. Nobody is
+/// answered before the transaction holding their row has committed.
+async fn run_inserts(
+    pool: AnyPool,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<InsertJob>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        let _writer = Arc::clone(&writer).lock_owned().await;
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_batch(&pool, &mut batch).await;
+        match outcomes {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(Error::Store(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(pool: &AnyPool, batch: &mut [InsertJob]) -> Result<Vec<Result<Vec<Serial>>>> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch.iter_mut() {
+        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        let result = insert_one(&mut tx, job).await;
+        let end = if result.is_ok() {
+            "RELEASE SAVEPOINT job"
+        } else {
+            "ROLLBACK TO SAVEPOINT job"
+        };
+        sqlx::query(end).execute(&mut *tx).await?;
+        if result.is_err() {
+            sqlx::query("RELEASE SAVEPOINT job")
+                .execute(&mut *tx)
+                .await?;
+        }
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// The statements of one insertion (see [`Store::insert_certificate`]).
+async fn insert_one(conn: &mut AnyConnection, job: &mut InsertJob) -> Result<Vec<Serial>> {
+    let (record, now) = (&job.record, job.now);
+    let mut draft = job.audit.clone();
+    draft.serials = vec![record.serial.to_hex()];
+    let mut open = open_audit(conn, draft, now).await?;
+    if let Some(idem) = &job.idempotency {
+        // Keys expire after 24 h; an expired one may be used afresh.
+        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND created_at <= $2")
+            .bind(&idem.key)
+            .bind(ts(now) - IDEMPOTENCY_WINDOW_SECS)
+            .execute(&mut *conn)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (idem_key, request_hash, serial, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&idem.key)
+        .bind(&idem.request_hash)
+        .bind(record.serial.to_hex())
+        .bind(ts(now))
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::Conflict(
+                    "this Idempotency-Key is being used by a concurrent request".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        open.draft.details.push_str(&format!(
+            " idempotency_key_sha256={}",
+            hex::encode(openssl::sha::sha256(idem.key.as_bytes()))
+        ));
+    }
+    // An issued certificate past its not-after no longer counts as active.
+    sqlx::query(
+        "UPDATE certificates SET state = 2 WHERE tenant = $1 AND admin = $2 AND policy = $3 AND state = 0 AND not_after <= $4",
+    )
+    .bind(&record.tenant)
+    .bind(&record.admin)
+    .bind(&record.policy)
+    .bind(ts(now))
+    .execute(&mut *conn)
+    .await?;
+    let mut revoked = Vec::new();
+    if let Some(supersede) = job.supersede {
+        let rows = sqlx::query(
+            "UPDATE certificates SET state = 1, revoked_at = $1, reason = $2 \
+             WHERE tenant = $3 AND admin = $4 AND policy = $5 AND state = 0 RETURNING serial",
+        )
+        .bind(ts(now))
+        .bind(i64::from(supersede.reason.code()))
+        .bind(&record.tenant)
+        .bind(&record.admin)
+        .bind(&record.policy)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let serial: String = row.try_get("serial")?;
+            revoked.push(Serial::parse(&serial)?);
+        }
+        revoked.sort();
+        if !revoked.is_empty() {
+            sqlx::query("UPDATE crl_state SET revision = revision + 1 WHERE id = 1")
+                .execute(&mut *conn)
+                .await?;
+        }
+        open.draft
+            .serials
+            .extend(revoked.iter().map(Serial::to_hex));
+        open.draft
+            .details
+            .push_str(&format!(" reason={}", supersede.reason.name()));
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
+         VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
+    )
+    .bind(record.serial.to_hex())
+    .bind(&record.tenant)
+    .bind(&record.admin)
+    .bind(&record.policy)
+    .bind(ts(record.not_before))
+    .bind(ts(record.not_after))
+    .bind(ts(now))
+    .bind(&record.der)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::Conflict(format!(
+                "{}/{} already has an active certificate under policy {}: use reissue to replace it",
+                record.tenant, record.admin, record.policy
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    close_audit(conn, &open).await?;
+    Ok(revoked)
 }
 
 #[async_trait]
@@ -488,105 +697,24 @@ impl Store for SqlStore {
         record: &CertificateRecord,
         supersede: Option<Supersede>,
         idempotency: Option<&IdempotencyKey>,
-        mut audit: AuditDraft,
+        audit: AuditDraft,
         now: OffsetDateTime,
     ) -> Result<Vec<Serial>> {
-        audit.serials = vec![record.serial.to_hex()];
-        let (mut tx, mut open) = self.begin(audit, now).await?;
-        if let Some(idem) = idempotency {
-            // Keys expire after 24 h; an expired one may be used afresh.
-            sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND created_at <= $2")
-                .bind(&idem.key)
-                .bind(ts(now) - IDEMPOTENCY_WINDOW_SECS)
-                .execute(&mut *tx)
-                .await?;
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (idem_key, request_hash, serial, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&idem.key)
-            .bind(&idem.request_hash)
-            .bind(record.serial.to_hex())
-            .bind(ts(now))
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(Error::Conflict(
-                        "this Idempotency-Key is being used by a concurrent request".into(),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            }
-            open.draft.details.push_str(&format!(
-                " idempotency_key_sha256={}",
-                hex::encode(openssl::sha::sha256(idem.key.as_bytes()))
-            ));
-        }
-        // An issued certificate past its not-after no longer counts as active.
-        sqlx::query(
-            "UPDATE certificates SET state = 2 WHERE tenant = $1 AND admin = $2 AND policy = $3 AND state = 0 AND not_after <= $4",
-        )
-        .bind(&record.tenant)
-        .bind(&record.admin)
-        .bind(&record.policy)
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await?;
-        let mut revoked = Vec::new();
-        if let Some(supersede) = supersede {
-            let rows = sqlx::query(
-                "UPDATE certificates SET state = 1, revoked_at = $1, reason = $2 \
-                 WHERE tenant = $3 AND admin = $4 AND policy = $5 AND state = 0 RETURNING serial",
-            )
-            .bind(ts(now))
-            .bind(i64::from(supersede.reason.code()))
-            .bind(&record.tenant)
-            .bind(&record.admin)
-            .bind(&record.policy)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let serial: String = row.try_get("serial")?;
-                revoked.push(Serial::parse(&serial)?);
-            }
-            revoked.sort();
-            if !revoked.is_empty() {
-                bump_revision(&mut tx).await?;
-            }
-            open.draft
-                .serials
-                .extend(revoked.iter().map(Serial::to_hex));
-            open.draft
-                .details
-                .push_str(&format!(" reason={}", supersede.reason.name()));
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
-             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
-        )
-        .bind(record.serial.to_hex())
-        .bind(&record.tenant)
-        .bind(&record.admin)
-        .bind(&record.policy)
-        .bind(ts(record.not_before))
-        .bind(ts(record.not_after))
-        .bind(ts(now))
-        .bind(&record.der)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::Conflict(format!(
-                    "{}/{} already has an active certificate under policy {}: use reissue to replace it",
-                    record.tenant, record.admin, record.policy
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.commit(tx, open).await?;
-        Ok(revoked)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = InsertJob {
+            record: record.clone(),
+            supersede,
+            idempotency: idempotency.cloned(),
+            audit,
+            now,
+            reply,
+        };
+        self.inserts
+            .send(job)
+            .map_err(|_| Error::Store("the store's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Store("the store's writer has stopped".into()))?
     }
 
     async fn revoke(
@@ -736,28 +864,34 @@ impl Store for SqlStore {
     }
 
     async fn begin_crl(&self, now: OffsetDateTime) -> Result<(u64, u64, Vec<RevokedEntry>)> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        let state = sqlx::query("SELECT last_number, revision FROM crl_state WHERE id = 1")
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or(sqlx::Error::RowNotFound)?;
-        let number: i64 = state.try_get("last_number")?;
-        let revision: i64 = state.try_get("revision")?;
-        let rows = sqlx::query(
+        let (number, revision) = {
+            let _writer = self.writer.lock().await;
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            let state = sqlx::query("SELECT last_number, revision FROM crl_state WHERE id = 1")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or(sqlx::Error::RowNotFound)?;
+            tx.commit().await?;
+            (
+                state.try_get::<i64, _>("last_number")?,
+                state.try_get::<i64, _>("revision")?,
+            )
+        };
+        // Read after the number is reserved, so a higher number never lists
+        // fewer revocations; streamed so a large CRL is held only once, compactly.
+        let mut rows = sqlx::query(
             "SELECT serial, revoked_at, reason, invalidity_date FROM certificates \
              WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY revoked_at, serial",
         )
         .bind(ts(now))
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in rows {
+        .fetch(&self.pool);
+        let mut entries = Vec::new();
+        while let Some(row) = rows.try_next().await? {
             let serial: String = row.try_get("serial")?;
             entries.push(RevokedEntry {
                 serial: Serial::parse(&serial)?,
@@ -918,6 +1052,7 @@ impl Store for SqlStore {
     }
 
     async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM ca_meta WHERE name = $1")
             .bind(name)

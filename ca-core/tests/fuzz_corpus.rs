@@ -7,7 +7,9 @@ use std::path::Path;
 use ca_core::ocsp::{decode_get_path, parse_request, IssuerHashes, OcspFailure};
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -16,7 +18,12 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     assert!(!files.is_empty(), "empty corpus {}", dir.display());
     files
         .into_iter()
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -30,7 +37,9 @@ fn ocsp_request_corpus_never_panics() {
                 assert_eq!(result.unwrap_err(), OcspFailure::Malformed, "{name}")
             }
             // Real requests for another CA than the fuzzing one.
-            n if n.starts_with("seed-") => assert_eq!(result.unwrap_err(), OcspFailure::Unauthorized, "{name}"),
+            n if n.starts_with("seed-") => {
+                assert_eq!(result.unwrap_err(), OcspFailure::Unauthorized, "{name}")
+            }
             _ => {}
         }
     }
@@ -40,7 +49,9 @@ fn ocsp_request_corpus_never_panics() {
 fn ocsp_get_path_corpus_never_panics() {
     let issuer = IssuerHashes::fixed_for_fuzzing();
     for (name, data) in corpus("ocsp_get_path") {
-        let Ok(text) = std::str::from_utf8(&data) else { continue };
+        let Ok(text) = std::str::from_utf8(&data) else {
+            continue;
+        };
         let decoded = decode_get_path(text);
         if name == "seed-bad.txt" {
             assert!(decoded.is_err());

@@ -646,3 +646,65 @@ async fn concurrent_reissues_leave_exactly_one_active_certificate() {
     };
     assert_eq!(f.state.ca.list(&filter).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn concurrent_issues_commit_together_and_conflicts_stay_isolated() {
+    let f = fixture().await;
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let state = f.state.clone();
+        let token = f.admin.clone();
+        handles.push(tokio::spawn(async move {
+            // Two requests per admin: exactly one may win.
+            let request = Request::builder()
+                .method("POST")
+                .uri(format!(
+                    "/v1/tenants/acme/admins/admin{}/certificates",
+                    i % 10
+                ))
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::from("{}"))
+                .unwrap();
+            app(state).oneshot(request).await.unwrap().status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for h in handles {
+        statuses.push(h.await.unwrap());
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        10,
+        "{statuses:?}"
+    );
+    let filter = ListFilter {
+        tenant: Some("acme".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(f.state.ca.list(&filter).await.unwrap().len(), 10);
+    // Every committed issuance is in the audit chain, which still verifies.
+    let report = f.state.ca.verify_audit().await.unwrap();
+    let issues = f
+        .state
+        .ca
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "issue")
+        .count();
+    assert_eq!(issues, 10);
+    assert!(report.events >= 10);
+}

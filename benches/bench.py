@@ -1,0 +1,696 @@
+#!/usr/bin/env python3
+"""Benchmarks of the portal CA side by side with the OpenSSL CLI, cfssl and nginx.
+
+One command (see README):  python3 benches/bench.py            full run (~15 min)
+                           python3 benches/bench.py --smoke    a few seconds, for CI
+
+Everything runs on 127.0.0.1 (OpenSSL's `ocsp -port` responder, which binds every
+interface, runs inside a private network namespace together with its load
+generator). Every process started is stopped by PID at the end; every load loop
+is bounded in time. Results are printed as a Markdown table (median and min-max
+of the runs, and ratios against the peers measured in the same run).
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PASSPHRASE = "benchmark passphrase, not secret"
+PROCS = []
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, env=None, check=True, **kw):
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, **kw)
+    if check and res.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def start(cmd, env=None, **kw):
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    PROCS.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def stop_all():
+    for p in PROCS:
+        try:
+            stop(p)
+        except Exception:
+            pass
+
+
+def wait_http(url, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.02)
+    raise SystemExit(f"{url} did not come up")
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def have(tool):
+    return shutil.which(tool) is not None
+
+
+# ---------------------------------------------------------------- wrk
+
+WRK_SCRIPT = r"""
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("id", #threads + 1)
+  table.insert(threads, thread)
+end
+function init(args)
+  prefix = args[1] or ""
+  body_file = args[2]
+  method = args[3] or "POST"
+  if body_file and body_file ~= "" then
+    local f = io.open(body_file, "rb"); body = f:read("*a"); f:close()
+  end
+  wrk.headers["Authorization"] = os.getenv("BENCH_TOKEN") and ("Bearer " .. os.getenv("BENCH_TOKEN")) or nil
+  wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+end
+function request()
+  counter = counter + 1
+  local path = prefix
+  if string.find(prefix, "{n}") then
+    path = string.gsub(prefix, "{n}", id .. "-" .. counter .. "-" .. math.random(1, 1000000000))
+  end
+  return wrk.format(method, path, nil, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("JSON {\"requests\":%d,\"duration_us\":%d,\"errors\":%d,\"non2xx\":%d,\"p50_us\":%d,\"p99_us\":%d}\n",
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk(url, path, duration, connections, body_file="", method="POST", env_extra=None, threads=2, netns=False):
+    script = os.path.join(WORK, "bench.lua")
+    if not os.path.exists(script):
+        with open(script, "w") as f:
+            f.write(WRK_SCRIPT)
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+           "-s", script, url, "--", path, body_file, method]
+    res = run(cmd, env=env, check=False, timeout=duration + 60)
+    m = re.search(r"JSON (\{.*\})", res.stdout)
+    if not m:
+        raise SystemExit(f"wrk failed: {res.stdout}\n{res.stderr}")
+    r = json.loads(m.group(1))
+    ok = r["requests"] - r["non2xx"]
+    return {
+        "rps": ok / (r["duration_us"] / 1e6),
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "errors": r["errors"] + r["non2xx"],
+    }
+
+
+def repeat(n, fn):
+    return [fn() for _ in range(n)]
+
+
+def summarise(results, key):
+    values = [r[key] for r in results]
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(results, key, digits=0):
+    med, lo, hi = summarise(results, key)
+    f = f"{{:,.{digits}f}}"
+    if len(results) == 1:
+        return f.format(med)
+    return f"{f.format(med)} ({f.format(lo)}–{f.format(hi)})"
+
+
+# ---------------------------------------------------------------- the CA under test
+
+BENCH_POLICIES = {
+    "bench-p256-legacy.toml": """name = "bench-p256-legacy"
+key = "ecdsa-p256"
+validity = "397d"
+subject.common_name = "{admin}"
+subject.organizational_unit = "{tenant}"
+pkcs12.profile = "legacy"
+""",
+    "bench-rsa2048-modern.toml": """name = "bench-rsa2048-modern"
+key = "rsa-2048"
+validity = "397d"
+subject.common_name = "{admin}"
+subject.organizational_unit = "{tenant}"
+pkcs12.profile = "modern"
+""",
+}
+
+
+class Ca:
+    def __init__(self, work):
+        self.dir = os.path.join(work, "ca-data")
+        self.env = dict(os.environ, CA_DATA_DIR=self.dir, CA_KEY_PASSPHRASE=PASSPHRASE, CA_LOG="warn")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cli(["init", "--subject", "CN=Bench CA,O=Example", "--base-url", self.url])
+        for name, text in BENCH_POLICIES.items():
+            with open(os.path.join(self.dir, "policies", name), "w") as f:
+                f.write(text)
+        self.token = self.cli(["--json", "token", "create", "--role", "admin"], json_out=True)["token"]
+        self.ca_pem = os.path.join(work, "ca.pem")
+        self.cli(["ca-cert", "--out", self.ca_pem])
+        self.server = None
+
+    def cli(self, args, json_out=False):
+        res = run([BIN_CLI] + args, env=self.env)
+        return json.loads(res.stdout) if json_out else res.stdout
+
+    def start(self):
+        t0 = time.perf_counter()
+        self.server = start([BIN_SERVER], env=dict(self.env, CA_LISTEN=f"127.0.0.1:{self.port}"))
+        wait_http(self.url + "/readyz")
+        return time.perf_counter() - t0
+
+    def stop(self):
+        if self.server:
+            stop(self.server)
+            self.server = None
+
+    def api(self, method, path, body=None):
+        req = urllib.request.Request(self.url + path, method=method, data=json.dumps(body or {}).encode(),
+                                     headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+
+# ---------------------------------------------------------------- 1. issuance
+
+def bench_issuance(ca, args, rows):
+    env = {"BENCH_TOKEN": ca.token}
+    for policy, label in [("portal-admin", "P-256, modern PKCS#12"),
+                          ("bench-p256-legacy", "P-256, legacy PKCS#12"),
+                          ("bench-rsa2048-modern", "RSA-2048, modern PKCS#12")]:
+        body = os.path.join(WORK, f"{policy}.json")
+        with open(body, "w") as f:
+            json.dump({"policy": policy}, f)
+        for conns in (1, 32):
+            results = repeat(args.runs, lambda: wrk(ca.url, "/v1/tenants/bench/admins/a{n}/certificates", args.duration, conns, body, env_extra=env))
+            rows.append(("Issuance via API, durable", f"{label}, c{conns}", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results))
+            log(f"issuance {policy} c{conns}: {fmt(results, 'rps')}/s")
+    return rows
+
+
+def openssl_pipeline(work, key_kind, n):
+    """key + CSR + certificate + PKCS#12 with the OpenSSL CLI, n times; bundles per second."""
+    d = os.path.join(work, "openssl-pipe")
+    os.makedirs(d, exist_ok=True)
+    ca_key = os.path.join(d, "ca.key")
+    ca_crt = os.path.join(d, "ca.crt")
+    env = dict(os.environ, SSL_CERT_FILE="/dev/null", SSL_CERT_DIR="/nonexistent")
+    if not os.path.exists(ca_crt):
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca_key,
+             "-out", ca_crt, "-days", "3650", "-subj", "/CN=OpenSSL Bench CA"], env=env)
+    t0 = time.perf_counter()
+    for i in range(n):
+        key, csr, crt, p12 = (os.path.join(d, f"l.{x}") for x in ("key", "csr", "crt", "p12"))
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if key_kind == "ec" else ["-newkey", "rsa:2048"]
+        run(["openssl", "req", "-new"] + newkey + ["-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN=admin{i}/OU=bench"], env=env)
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-set_serial", str(1000 + i), "-days", "397", "-out", crt], env=env)
+        run(["openssl", "pkcs12", "-export", "-inkey", key, "-in", crt, "-certfile", ca_crt, "-name", f"admin{i}",
+             "-passout", "pass:bench-password-123", "-out", p12], env=env)
+    return n / (time.perf_counter() - t0)
+
+
+def bench_openssl_pipeline(args, rows, ours):
+    n = 5 if args.smoke else 40
+    for kind, label, our_key in [("ec", "P-256, modern PKCS#12", "P-256, modern PKCS#12, c32"),
+                                 ("rsa", "RSA-2048, modern PKCS#12", "RSA-2048, modern PKCS#12, c32")]:
+        results = repeat(args.runs, lambda: {"rps": openssl_pipeline(WORK, kind, n)})
+        ratio = ratio_of(ours, our_key, results)
+        rows.append(("Issuance, OpenSSL CLI pipeline (peer)", label, fmt(results, "rps", 1), "–", "–", results, ratio))
+        log(f"openssl pipeline {kind}: {fmt(results, 'rps', 1)}/s")
+
+
+def ratio_of(rows, label, peer_results):
+    for row in rows:
+        if row[1] == label:
+            ours = statistics.median(r["rps"] for r in row[5])
+            theirs = statistics.median(r["rps"] for r in peer_results)
+            return ours / theirs if theirs else None
+    return None
+
+
+# ---------------------------------------------------------------- 2. CSR signing
+
+def make_csr(work):
+    key, csr = os.path.join(work, "csr.key"), os.path.join(work, "client.csr")
+    run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+         "-out", csr, "-subj", "/CN=robot"])
+    return open(csr).read()
+
+
+def bench_csr(ca, args, rows):
+    csr = make_csr(WORK)
+    body = os.path.join(WORK, "csr.json")
+    with open(body, "w") as f:
+        json.dump({"policy": "automation-csr", "csr": csr}, f)
+    env = {"BENCH_TOKEN": ca.token}
+    for conns in (1, 32):
+        results = repeat(args.runs, lambda: wrk(ca.url, "/v1/tenants/bench/admins/r{n}/csr", args.duration, conns, body, env_extra=env))
+        rows.append(("CSR signing via API, durable", f"c{conns}", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results))
+        log(f"csr c{conns}: {fmt(results, 'rps')}/s")
+    if not have("cfssl"):
+        log("cfssl not installed: skipping the cfssl peer (apt-get install golang-cfssl)")
+        return
+    d = os.path.join(WORK, "cfssl")
+    os.makedirs(d, exist_ok=True)
+    ca_key, ca_crt = os.path.join(d, "ca-key.pem"), os.path.join(d, "ca.pem")
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca_key,
+         "-out", ca_crt, "-days", "3650", "-subj", "/CN=cfssl Bench CA"])
+    port = free_port()
+    p = start(["cfssl", "serve", "-address", "127.0.0.1", "-port", str(port), "-ca", ca_crt, "-ca-key", ca_key, "-loglevel", "5"])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    cbody = os.path.join(WORK, "cfssl-sign.json")
+    with open(cbody, "w") as f:
+        json.dump({"certificate_request": csr}, f)
+    results = repeat(args.runs, lambda: wrk(url, "/api/v1/cfssl/sign", args.duration, 32, cbody))
+    stop(p)
+    ratio = ratio_of(rows, "c32", results)
+    rows.append(("CSR signing, cfssl serve /sign (peer, no database)", "c32", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results, ratio))
+    log(f"cfssl sign c32: {fmt(results, 'rps')}/s")
+
+
+# ---------------------------------------------------------------- 3. OCSP
+
+def ocsp_request_file(work, cert_pem, issuer_pem, name, nonce=False):
+    path = os.path.join(work, name)
+    cmd = ["openssl", "ocsp", "-issuer", issuer_pem, "-cert", cert_pem, "-reqout", path]
+    if not nonce:
+        cmd.append("-no_nonce")
+    run(cmd)
+    return path
+
+
+def bench_ocsp(ca, args, rows):
+    issued = ca.api("POST", "/v1/tenants/bench/admins/ocsp-target/certificates", {"policy": "portal-admin"})
+    leaf = os.path.join(WORK, "ocsp-leaf.pem")
+    with open(leaf, "w") as f:
+        f.write(ca.api("GET", f"/v1/certificates/{issued['serial']}")["pem"])
+    plain = ocsp_request_file(WORK, leaf, ca.ca_pem, "ocsp-plain.der")
+    nonce = ocsp_request_file(WORK, leaf, ca.ca_pem, "ocsp-nonce.der", nonce=True)
+    env = {"BENCH_CONTENT_TYPE": "application/ocsp-request"}
+    for label, body in [("pre-signed (no nonce)", plain), ("live (nonce)", nonce)]:
+        results = repeat(args.runs, lambda: wrk(ca.url, "/ocsp", args.duration, 32, body, env_extra=env))
+        rows.append(("OCSP, ours", f"{label}, c32", fmt(results, "rps"), fmt(results, "p50_ms", 2), fmt(results, "p99_ms", 2), results))
+        log(f"ocsp {label}: {fmt(results, 'rps')}/s")
+    return plain
+
+
+def bench_openssl_ocsp(args, rows):
+    """`openssl ocsp -index … -multi 2` in a private network namespace with wrk."""
+    if not have("unshare"):
+        log("unshare missing: skipping openssl ocsp peer")
+        return
+    d = os.path.join(WORK, "openssl-ocsp")
+    os.makedirs(d, exist_ok=True)
+    key, crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+         "-out", crt, "-days", "3650", "-subj", "/CN=OpenSSL OCSP CA"])
+    leaf_key, leaf_csr, leaf = (os.path.join(d, x) for x in ("leaf.key", "leaf.csr", "leaf.pem"))
+    run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", leaf_key,
+         "-out", leaf_csr, "-subj", "/CN=admin"])
+    run(["openssl", "x509", "-req", "-in", leaf_csr, "-CA", crt, "-CAkey", key, "-set_serial", "0x1001", "-days", "397", "-out", leaf])
+    expiry = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() + 397 * 86400))
+    with open(os.path.join(d, "index.txt"), "w") as f:
+        f.write(f"V\t{expiry}\t\t1001\tunknown\t/CN=admin\n")
+    req = ocsp_request_file(d, leaf, crt, "req.der")
+    script = os.path.join(WORK, "bench.lua")
+    port = 8899
+    results = []
+    for _ in range(args.runs):
+        shell = (
+            "ip link set lo up; "
+            f"openssl ocsp -index {d}/index.txt -port {port} -rsigner {crt} -rkey {key} -CA {crt} -multi 2 -ndays 1 >/dev/null 2>&1 & "
+            "P=$!; sleep 1; "
+            f"BENCH_CONTENT_TYPE=application/ocsp-request wrk -t2 -c32 -d{args.duration}s --timeout 10s -s {script} http://127.0.0.1:{port} -- / {req} POST; "
+            "kill $P; pkill -P $P; wait"
+        )
+        res = run(["unshare", "-n", "sh", "-c", shell], check=False, timeout=args.duration + 60)
+        m = re.search(r"JSON (\{.*\})", res.stdout)
+        if not m:
+            log(f"openssl ocsp run failed: {res.stdout[-500:]} {res.stderr[-500:]}")
+            return
+        r = json.loads(m.group(1))
+        results.append({"rps": (r["requests"] - r["non2xx"]) / (r["duration_us"] / 1e6),
+                        "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000})
+    ratio = ratio_of(rows, "pre-signed (no nonce), c32", results)
+    rows.append(("OCSP, openssl ocsp -multi 2 (peer)", "c32", fmt(results, "rps"), fmt(results, "p50_ms", 2), fmt(results, "p99_ms", 2), results, ratio))
+    log(f"openssl ocsp: {fmt(results, 'rps')}/s")
+
+
+def bench_nginx_static(args, rows, response_size):
+    if not have("nginx"):
+        log("nginx missing: skipping the static-file ceiling")
+        return
+    d = os.path.join(WORK, "nginx")
+    os.makedirs(os.path.join(d, "logs"), exist_ok=True)
+    os.makedirs(os.path.join(d, "html"), exist_ok=True)
+    with open(os.path.join(d, "html", "file"), "wb") as f:
+        f.write(os.urandom(response_size))
+    port = free_port()
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"user root; worker_processes 2; pid {d}/nginx.pid; error_log {d}/logs/error.log;\n"
+                f"events {{ worker_connections 1024; }}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; root {d}/html; }} }}\n")
+    run(["nginx", "-p", d, "-c", conf])
+    try:
+        results = repeat(args.runs, lambda: wrk(f"http://127.0.0.1:{port}", "/file", args.duration, 32, method="GET"))
+    finally:
+        run(["nginx", "-p", d, "-c", conf, "-s", "stop"], check=False)
+    ratio = ratio_of(rows, "pre-signed (no nonce), c32", results)
+    rows.append((f"nginx static file of {response_size} B (ceiling)", "c32", fmt(results, "rps"), fmt(results, "p50_ms", 2), fmt(results, "p99_ms", 2), results, ratio))
+    log(f"nginx static: {fmt(results, 'rps')}/s")
+
+
+# ---------------------------------------------------------------- 4. CRL scale
+
+def fill_revoked(db, n, start_index=0):
+    """Inserts n revoked certificate records straight into the store (setup only)."""
+    con = sqlite3.connect(db)
+    now = int(time.time())
+    der = b"\x30\x00"
+    batch = []
+    for i in range(start_index, start_index + n):
+        serial = "%032x" % (0x10000000000000000000000000000000 + i)
+        batch.append((serial, "bulk", f"a{i}", "portal-admin", 1, now - 3600, now + 365 * 86400, now - 60, 4, now, der))
+        if len(batch) == 50000:
+            con.executemany("INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, revoked_at, reason, created_at, der) VALUES (?,?,?,?,?,?,?,?,?,?,?)", batch)
+            batch = []
+    if batch:
+        con.executemany("INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, revoked_at, reason, created_at, der) VALUES (?,?,?,?,?,?,?,?,?,?,?)", batch)
+    con.execute("UPDATE crl_state SET revision = revision + 1")
+    con.commit()
+    con.close()
+
+
+def timed(cmd, env=None):
+    """Wall seconds and peak RSS (MB) of a command, via GNU time or wait4."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}: {p.stderr.read().decode()[-500:]}")
+    return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024}
+
+
+def bench_crl(args, rows):
+    sizes = [1000] if args.smoke else [10_000, 100_000, 1_000_000]
+    d = os.path.join(WORK, "crl-scale")
+    os.makedirs(d, exist_ok=True)
+    ca = Ca(d)
+    have_cfssl = have("cfssl") and not args.smoke
+    done = 0
+    for n in sizes:
+        fill_revoked(os.path.join(ca.dir, "ca.db"), n - done, done)
+        done = n
+        out = os.path.join(d, "crl.der")
+        results = repeat(args.runs, lambda: timed([BIN_CLI, "crl", "--out", out], env=ca.env))
+        size_mb = os.path.getsize(out) / 1e6
+        rows.append(("CRL build + sign, ours (`ca-cli crl`)", f"{n:,} entries, {size_mb:.1f} MB",
+                     fmt(results, "seconds", 2) + " s", fmt(results, "rss_mb") + " MB", "–", results))
+        log(f"crl {n}: {fmt(results, 'seconds', 2)} s, {fmt(results, 'rss_mb')} MB")
+        peer = openssl_gencrl(d, n, args.runs)
+        ratio = statistics.median(r["seconds"] for r in peer) / statistics.median(r["seconds"] for r in results)
+        mem = statistics.median(r["rss_mb"] for r in results) / statistics.median(r["rss_mb"] for r in peer)
+        rows.append(("CRL, openssl ca -gencrl (peer)", f"{n:,} entries", fmt(peer, "seconds", 2) + " s",
+                     fmt(peer, "rss_mb") + " MB", "–", peer, ratio, f"ours is {ratio:.1f}× faster, {mem:.2f}× the memory"))
+        if have_cfssl:
+            peer = cfssl_gencrl(d, n, args.runs)
+            ratio = statistics.median(r["seconds"] for r in peer) / statistics.median(r["seconds"] for r in results)
+            rows.append(("CRL, cfssl gencrl (peer)", f"{n:,} entries", fmt(peer, "seconds", 2) + " s",
+                         fmt(peer, "rss_mb") + " MB", "–", peer, ratio, f"ours is {ratio:.1f}× faster"))
+    return ca
+
+
+def openssl_gencrl(d, n, runs):
+    p = os.path.join(d, "openssl-ca")
+    os.makedirs(p, exist_ok=True)
+    key, crt = os.path.join(p, "ca.key"), os.path.join(p, "ca.pem")
+    if not os.path.exists(crt):
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+             "-out", crt, "-days", "3650", "-subj", "/CN=OpenSSL CRL CA"])
+    expiry = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() + 365 * 86400))
+    revoked = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() - 60))
+    with open(os.path.join(p, "index.txt"), "w") as f:
+        for i in range(n):
+            f.write(f"R\t{expiry}\t{revoked},superseded\t{0x10000000000000000000000000000000 + i:032X}\tunknown\t/CN=a{i}\n")
+    with open(os.path.join(p, "crlnumber"), "w") as f:
+        f.write("1000\n")
+    conf = os.path.join(p, "ca.cnf")
+    with open(conf, "w") as f:
+        f.write(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {p}/index.txt\ncrlnumber = {p}/crlnumber\n"
+                f"certificate = {crt}\nprivate_key = {key}\ndefault_md = sha256\ndefault_crl_days = 1\n"
+                "crl_extensions = e\n[e]\nauthorityKeyIdentifier = keyid:always\n")
+    env = dict(os.environ, SSL_CERT_FILE="/dev/null", SSL_CERT_DIR="/nonexistent")
+    return repeat(runs, lambda: timed(["openssl", "ca", "-gencrl", "-config", conf, "-out", os.path.join(p, "crl.pem")], env=env))
+
+
+def cfssl_gencrl(d, n, runs):
+    p = os.path.join(d, "cfssl-ca")
+    os.makedirs(p, exist_ok=True)
+    key, crt = os.path.join(p, "ca-key.pem"), os.path.join(p, "ca.pem")
+    if not os.path.exists(crt):
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+             "-out", crt, "-days", "3650", "-subj", "/CN=cfssl CRL CA"])
+    serials = os.path.join(p, "serials.txt")
+    with open(serials, "w") as f:
+        for i in range(n):
+            f.write(f"{0x10000000000000000000000000000000 + i}\n")
+    # cfssl 1.2 reads a TIME argument as a path: leave it out (default expiry).
+    return repeat(runs, lambda: timed(["cfssl", "gencrl", serials, crt, key]))
+
+
+# ---------------------------------------------------------------- 5. revocation to visible
+
+def ocsp_status(url, request_der):
+    req = urllib.request.Request(url + "/ocsp", data=request_der, method="POST",
+                                 headers={"Content-Type": "application/ocsp-request"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.read()
+
+
+def bench_revocation_latency(ca, args, rows):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp
+    issuer = x509.load_pem_x509_certificate(open(ca.ca_pem, "rb").read())
+    n = 5 if args.smoke else 100
+    to_ocsp, to_crl, reissues = [], [], []
+    for i in range(n):
+        admin = f"latency-{i}"
+        first = ca.api("POST", f"/v1/tenants/bench/admins/{admin}/certificates", {"policy": "portal-admin"})
+        cert = x509.load_pem_x509_certificate(ca.api("GET", f"/v1/certificates/{first['serial']}")["pem"].encode())
+        request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+        ocsp_status(ca.url, request)  # warm the pre-signed cache with "good"
+        t0 = time.perf_counter()
+        ca.api("POST", f"/v1/tenants/bench/admins/{admin}/reissue", {"reason": "key-compromise"})
+        t_resp = time.perf_counter()
+        reissues.append(t_resp - t0)
+        serial = int(first["serial"], 16)
+        seen_ocsp = seen_crl = None
+        while seen_ocsp is None or seen_crl is None:
+            now = time.perf_counter()
+            if now - t_resp > 10:
+                raise SystemExit("revocation not visible within 10 s")
+            if seen_ocsp is None:
+                resp = ocsp.load_der_ocsp_response(ocsp_status(ca.url, request))
+                if resp.certificate_status == ocsp.OCSPCertStatus.REVOKED:
+                    seen_ocsp = time.perf_counter() - t_resp
+            if seen_crl is None:
+                with urllib.request.urlopen(ca.url + "/crl", timeout=5) as r:
+                    crl = x509.load_der_x509_crl(r.read())
+                if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+                    seen_crl = time.perf_counter() - t_resp
+            time.sleep(0.005)
+        to_ocsp.append(seen_ocsp * 1000)
+        to_crl.append(seen_crl * 1000)
+
+    def pct(values, p):
+        values = sorted(values)
+        return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    rows.append(("Reissue (issue + revoke + CRL trigger), sequential", f"{n} reissues",
+                 f"{n / sum(reissues):,.0f}/s", f"{pct([r * 1000 for r in reissues], 50):.1f}", f"{pct([r * 1000 for r in reissues], 99):.1f}", []))
+    rows.append(("Revocation → visible in OCSP", f"{n} reissues", "–", f"{pct(to_ocsp, 50):.1f}", f"{pct(to_ocsp, 99):.1f}", []))
+    rows.append(("Revocation → listed in /crl", f"{n} reissues", "–", f"{pct(to_crl, 50):.1f}", f"{pct(to_crl, 99):.1f}", []))
+    log(f"revocation visible: OCSP p99 {pct(to_ocsp, 99):.1f} ms, CRL p99 {pct(to_crl, 99):.1f} ms")
+
+
+# ---------------------------------------------------------------- 6. footprint
+
+def bench_footprint(ca, crl_ca, args, rows):
+    ready = []
+    for _ in range(max(args.runs, 3)):
+        ca.stop()
+        ready.append({"seconds": ca.start()})
+    time.sleep(1)
+    idle = rss_mb(ca.server.pid)
+    rows.append(("Server start → /readyz 200", "SQLite, key unlock (scrypt) included", fmt(ready, "seconds", 3) + " s", "–", "–", ready))
+    rows.append(("Server idle RSS", "after start", f"{idle:.1f} MB", "–", "–", []))
+    if crl_ca is not None:
+        crl_ca.start()
+        time.sleep(1)
+        big = rss_mb(crl_ca.server.pid)
+        con = sqlite3.connect(os.path.join(crl_ca.dir, "ca.db"))
+        count = con.execute("SELECT COUNT(*) FROM certificates").fetchone()[0]
+        con.close()
+        rows.append(("Server RSS with a large store", f"{count:,} certificate records (CRL loaded)", f"{big:.1f} MB", "–", "–", []))
+        crl_ca.stop()
+
+
+# ---------------------------------------------------------------- main
+
+def table(rows):
+    out = ["| what | case | throughput / time | p50 ms (or peak RSS) | p99 ms | ratio (ours ÷ peer) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        ratio = ""
+        if len(row) >= 7 and row[6] is not None:
+            ratio = row[7] if len(row) >= 8 else f"{row[6]:.1f}×"
+        out.append(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[4]} | {ratio} |")
+    return "\n".join(out)
+
+
+def versions():
+    v = {"openssl": run(["openssl", "version"]).stdout.strip()}
+    for tool, cmd in [("wrk", ["wrk", "-v"]), ("nginx", ["nginx", "-v"]), ("cfssl", ["cfssl", "version"])]:
+        if have(tool):
+            r = run(cmd, check=False)
+            v[tool] = (r.stdout + r.stderr).strip().splitlines()[0]
+    v["cpu"] = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    v["cores"] = os.cpu_count()
+    return v
+
+
+def main():
+    global WORK, BIN_CLI, BIN_SERVER
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run of every part (CI), no peers but OpenSSL")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median reported)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    parser.add_argument("--only", default="", help="comma list: issuance,csr,ocsp,crl,latency,footprint")
+    parser.add_argument("--json", help="also write raw results here")
+    args = parser.parse_args()
+    if args.smoke:
+        args.runs, args.duration = 1, 1
+    parts = set(args.only.split(",")) if args.only else {"issuance", "csr", "ocsp", "crl", "latency", "footprint"}
+    if not have("wrk"):
+        raise SystemExit("wrk is required (apt-get install wrk)")
+    profile = "release"
+    BIN_CLI = os.path.join(ROOT, "target", profile, "ca-cli")
+    BIN_SERVER = os.path.join(ROOT, "target", profile, "ca-server")
+    log("building release binaries")
+    run(["cargo", "build", "--release", "-q", "-p", "ca-cli", "-p", "ca-server"], cwd=ROOT)
+    WORK = tempfile.mkdtemp(prefix="ca-bench-")
+    rows = []
+    crl_ca = None
+    try:
+        ca = Ca(WORK)
+        ca.start()
+        if "issuance" in parts:
+            bench_issuance(ca, args, rows)
+            bench_openssl_pipeline(args, rows, rows)
+        if "csr" in parts:
+            if args.smoke:
+                csr = make_csr(WORK)
+                body = os.path.join(WORK, "csr.json")
+                json.dump({"policy": "automation-csr", "csr": csr}, open(body, "w"))
+                r = [wrk(ca.url, "/v1/tenants/bench/admins/r{n}/csr", 1, 4, body, env_extra={"BENCH_TOKEN": ca.token})]
+                rows.append(("CSR signing via API, durable", "c4", fmt(r, "rps"), fmt(r, "p50_ms", 1), fmt(r, "p99_ms", 1), r))
+            else:
+                bench_csr(ca, args, rows)
+        if "ocsp" in parts:
+            plain = bench_ocsp(ca, args, rows)
+            if not args.smoke:
+                bench_openssl_ocsp(args, rows)
+                size = len(ocsp_status(ca.url, open(plain, "rb").read()))
+                bench_nginx_static(args, rows, size)
+        if "latency" in parts:
+            bench_revocation_latency(ca, args, rows)
+        if "crl" in parts:
+            crl_ca = bench_crl(args, rows)
+        if "footprint" in parts:
+            bench_footprint(ca, crl_ca, args, rows)
+        ca.stop()
+    finally:
+        stop_all()
+        shutil.rmtree(WORK, ignore_errors=True)
+    print(f"\nMachine: {versions()}\nCommand: python3 benches/bench.py {' '.join(sys.argv[1:])}\n")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([list(r[:5]) + [r[5]] for r in rows], f, indent=1, default=str)
+    if args.smoke:
+        # The plain closing line CI reads: every part produced a measurement.
+        print(f"\nsmoke: {len(rows)} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
