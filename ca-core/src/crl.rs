@@ -1,10 +1,15 @@
 //! CRL building (RFC 5280 §5): a pure function of issuer, entries and time.
+//!
+//! The DER is written straight into one buffer — entries first, then the
+//! headers, whose lengths are only known afterwards, into space reserved in
+//! front — so a CRL of a million entries is held once (~50 MB), not as a tree
+//! of parameters and then again as bytes.
 
-use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use time::OffsetDateTime;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::Serial;
+use crate::keys::KeyAlgorithm;
 use crate::reason::RevocationReason;
 use crate::signer::Signer;
 use crate::x509::CaCertificate;
@@ -33,6 +38,137 @@ impl CrlDer {
     }
 }
 
+// OIDs, DER-encoded content octets.
+const OID_REASON_CODE: &[u8] = &[0x55, 0x1d, 0x15]; // 2.5.29.21
+const OID_INVALIDITY_DATE: &[u8] = &[0x55, 0x1d, 0x18]; // 2.5.29.24
+const OID_CRL_NUMBER: &[u8] = &[0x55, 0x1d, 0x14]; // 2.5.29.20
+const OID_AKI: &[u8] = &[0x55, 0x1d, 0x23]; // 2.5.29.35
+
+/// The length octets of a DER TLV.
+fn push_len(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+}
+
+fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    push_len(out, content.len());
+    out.extend_from_slice(content);
+}
+
+fn header(tag: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![tag];
+    push_len(&mut out, len);
+    out
+}
+
+/// A positive INTEGER from big-endian magnitude bytes.
+fn push_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
+    let skip = magnitude
+        .iter()
+        .take_while(|b| **b == 0)
+        .count()
+        .min(magnitude.len().saturating_sub(1));
+    let m = &magnitude[skip..];
+    let pad = m.first().is_some_and(|b| b & 0x80 != 0);
+    out.push(0x02);
+    push_len(out, m.len() + usize::from(pad));
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(m);
+}
+
+/// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
+fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    if t.year() < 2050 {
+        let text = format!(
+            "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+            t.year() % 100,
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        tlv(out, 0x17, text.as_bytes());
+    } else {
+        push_generalized_time(out, t);
+    }
+}
+
+fn push_generalized_time(out: &mut Vec<u8>, t: OffsetDateTime) {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let text = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    tlv(out, 0x18, text.as_bytes());
+}
+
+/// Extension ::= SEQUENCE { extnID, extnValue OCTET STRING } (non-critical).
+fn push_extension(out: &mut Vec<u8>, oid: &[u8], value: &[u8]) {
+    let mut inner = Vec::with_capacity(oid.len() + value.len() + 8);
+    tlv(&mut inner, 0x06, oid);
+    tlv(&mut inner, 0x04, value);
+    tlv(out, 0x30, &inner);
+}
+
+fn push_entry(out: &mut Vec<u8>, entry: &RevokedEntry) {
+    let mut body = Vec::with_capacity(64);
+    push_uint(&mut body, entry.serial.as_bytes());
+    push_time(&mut body, entry.revoked_at);
+    let mut extensions = Vec::new();
+    if entry.reason != RevocationReason::Unspecified {
+        // CRLReason ::= ENUMERATED
+        push_extension(
+            &mut extensions,
+            OID_REASON_CODE,
+            &[0x0a, 0x01, entry.reason.code()],
+        );
+    }
+    if let Some(at) = entry.invalidity_date {
+        // RFC 5280 §5.3.2: always GeneralizedTime.
+        let mut value = Vec::new();
+        push_generalized_time(&mut value, at);
+        push_extension(&mut extensions, OID_INVALIDITY_DATE, &value);
+    }
+    if !extensions.is_empty() {
+        tlv(&mut body, 0x30, &extensions);
+    }
+    tlv(out, 0x30, &body);
+}
+
+/// AlgorithmIdentifier of the signature the CA key makes.
+fn signature_algorithm(algorithm: KeyAlgorithm) -> Vec<u8> {
+    match algorithm {
+        // ecdsa-with-SHA256 / SHA384, no parameters (RFC 5758 §3.2).
+        KeyAlgorithm::EcdsaP256 => vec![
+            0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+        ],
+        KeyAlgorithm::EcdsaP384 => vec![
+            0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
+        ],
+        // sha256WithRSAEncryption with NULL parameters (RFC 4055).
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => vec![
+            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05,
+            0x00,
+        ],
+    }
+}
+
 /// Builds and signs a v2 CRL with CRL number and AKI.
 pub fn build_crl(
     ca: &CaCertificate,
@@ -42,23 +178,131 @@ pub fn build_crl(
     next_update: OffsetDateTime,
     entries: &[RevokedEntry],
 ) -> Result<CrlDer> {
-    let params = CertificateRevocationListParams {
-        this_update,
-        next_update,
-        crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
-        issuing_distribution_point: None,
-        revoked_certs: entries
-            .iter()
-            .map(|e| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(e.serial.as_bytes()),
-                revocation_time: e.revoked_at,
-                reason_code: (e.reason != RevocationReason::Unspecified)
-                    .then(|| e.reason.to_rcgen()),
-                invalidity_date: e.invalidity_date,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::PreSpecified(ca.public_key().key_identifier()),
-    };
-    let issuer = ca.issuer(signer)?;
-    Ok(CrlDer(params.signed_by(&issuer)?.der().to_vec()))
+    crate::signer::check_matches(signer, ca.public_key().spki_der())?;
+    if next_update <= this_update {
+        return Err(Error::Crypto(
+            "CRL nextUpdate must follow thisUpdate".into(),
+        ));
+    }
+    let algorithm = signature_algorithm(signer.public_key().algorithm());
+    let issuer = ca.subject_der();
+
+    // Head of TBSCertList: version v2, signature, issuer, thisUpdate, nextUpdate.
+    let mut head = Vec::with_capacity(issuer.len() + 64);
+    head.extend_from_slice(&[0x02, 0x01, 0x01]);
+    head.extend_from_slice(&algorithm);
+    head.extend_from_slice(issuer);
+    push_time(&mut head, this_update);
+    push_time(&mut head, next_update);
+
+    // Room in front for the head and the three headers written last.
+    let reserve = head.len() + 3 * 8;
+    let mut buf = Vec::with_capacity(reserve + entries.len() * 48 + 1024);
+    buf.resize(reserve, 0);
+    for entry in entries {
+        push_entry(&mut buf, entry);
+    }
+    let entries_len = buf.len() - reserve;
+
+    // crlExtensions [0] EXPLICIT: AKI (keyIdentifier) and CRL number.
+    let mut extensions = Vec::new();
+    let mut aki = Vec::new();
+    tlv(&mut aki, 0x80, &ca.public_key().key_identifier());
+    let mut aki_value = Vec::new();
+    tlv(&mut aki_value, 0x30, &aki);
+    push_extension(&mut extensions, OID_AKI, &aki_value);
+    let mut crl_number = Vec::new();
+    push_uint(&mut crl_number, &number.to_be_bytes());
+    push_extension(&mut extensions, OID_CRL_NUMBER, &crl_number);
+    let mut explicit = Vec::new();
+    tlv(&mut explicit, 0x30, &extensions);
+    buf.extend_from_slice(&header(0xa0, explicit.len()));
+    buf.extend_from_slice(&explicit);
+
+    // Fill the reserved space backwards: entries' SEQUENCE header (absent
+    // when empty, RFC 5280 §5.1.2.6), the head, the TBSCertList header.
+    let mut front = head;
+    if entries_len > 0 {
+        front.extend_from_slice(&header(0x30, entries_len));
+    }
+    let tbs_len = front.len() + (buf.len() - reserve);
+    let mut tbs_front = header(0x30, tbs_len);
+    tbs_front.extend_from_slice(&front);
+    let tbs_start = reserve - tbs_front.len();
+    buf[tbs_start..reserve].copy_from_slice(&tbs_front);
+
+    let signature = signer.sign(&buf[tbs_start..])?;
+    buf.extend_from_slice(&algorithm);
+    buf.push(0x03);
+    push_len(&mut buf, signature.len() + 1);
+    buf.push(0x00);
+    buf.extend_from_slice(&signature);
+
+    let outer = header(0x30, buf.len() - tbs_start);
+    let start = tbs_start
+        .checked_sub(outer.len())
+        .ok_or_else(|| Error::Crypto("CRL header space".into()))?;
+    buf[start..tbs_start].copy_from_slice(&outer);
+    buf.drain(..start);
+    Ok(CrlDer(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signer::FileSigner;
+
+    fn ca(algorithm: KeyAlgorithm) -> (CaCertificate, FileSigner) {
+        let signer = FileSigner::new(algorithm.generate().unwrap()).unwrap();
+        let subject = crate::x509::parse_subject("CN=Test CA,O=Example,C=DE").unwrap();
+        let der = crate::x509::build_ca_certificate(
+            subject,
+            &signer,
+            crate::now(),
+            time::Duration::days(30),
+        )
+        .unwrap();
+        (CaCertificate::from_der(der.0).unwrap(), signer)
+    }
+
+    #[test]
+    fn crls_verify_with_openssl_and_carry_every_entry() {
+        for algorithm in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Rsa2048,
+        ] {
+            let (ca, signer) = ca(algorithm);
+            let now = crate::now();
+            let entries: Vec<RevokedEntry> = (0..300)
+                .map(|i| RevokedEntry {
+                    serial: Serial::random().unwrap(),
+                    revoked_at: now - time::Duration::minutes(i),
+                    reason: RevocationReason::ALL[i as usize % RevocationReason::ALL.len()],
+                    invalidity_date: (i % 3 == 0).then(|| now - time::Duration::days(1)),
+                })
+                .collect();
+            for list in [&entries[..0], &entries[..1], &entries[..]] {
+                let der = build_crl(
+                    &ca,
+                    &signer,
+                    0x80_0000 + list.len() as u64,
+                    now,
+                    now + time::Duration::hours(24),
+                    list,
+                )
+                .unwrap();
+                let crl = openssl::x509::X509Crl::from_der(&der.0).unwrap();
+                let key = openssl::x509::X509::from_der(&ca.der().0)
+                    .unwrap()
+                    .public_key()
+                    .unwrap();
+                assert!(crl.verify(&key).unwrap(), "{algorithm}");
+                assert_eq!(crl.get_revoked().map(|r| r.len()).unwrap_or(0), list.len());
+                let parsed = crate::gateway::verify_crl(&der.0, &ca.der().0, now).unwrap();
+                assert_eq!(parsed.number, 0x80_0000 + list.len() as u64);
+                assert_eq!(parsed.revoked, list.len());
+            }
+        }
+    }
 }

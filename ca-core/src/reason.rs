@@ -83,20 +83,6 @@ impl RevocationReason {
     pub fn from_code(code: i64) -> Option<Self> {
         Self::ALL.into_iter().find(|r| i64::from(r.code()) == code)
     }
-
-    pub(crate) fn to_rcgen(self) -> rcgen::RevocationReason {
-        use rcgen::RevocationReason as R;
-        match self {
-            Self::Unspecified => R::Unspecified,
-            Self::KeyCompromise => R::KeyCompromise,
-            Self::CaCompromise => R::CaCompromise,
-            Self::AffiliationChanged => R::AffiliationChanged,
-            Self::Superseded => R::Superseded,
-            Self::CessationOfOperation => R::CessationOfOperation,
-            Self::CertificateHold => R::CertificateHold,
-            Self::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
-        }
-    }
 }
 
 impl fmt::Display for RevocationReason {
