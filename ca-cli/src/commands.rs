@@ -405,16 +405,14 @@ async fn crl(ctx: &Context, args: crate::cli::CrlArgs) -> Result<()> {
     }
     let ca = ctx.open(true).await?;
     let crl = ca.publish_crl(&ctx.actor).await?;
-    let der = ca_core::CrlDer(crl.der.clone());
     if let Some(out) = &args.out {
-        let bytes = if args.pem {
-            der.to_pem().into_bytes()
+        if args.pem {
+            fsutil::write_file(out, ca_core::pem_encode("X509 CRL", &crl.der).as_bytes())?;
         } else {
-            der.0.clone()
-        };
-        fsutil::write_file(out, &bytes)?;
+            fsutil::write_file(out, &crl.der)?;
+        }
     }
-    let entries = ca_core::crl_revoked_count(&crl.der);
+    let entries = crl.entries;
     ctx.print(
         json!({
             "crl_number": crl.number,

@@ -671,12 +671,15 @@ impl Ca {
             next_update,
             &entries,
         )?;
+        let count = entries.len() as u64;
+        drop(entries); // a large CRL's entries are not kept alongside its DER
         let crl = PublishedCrl {
             number,
             this_update,
             next_update,
             der: der.0,
             revision,
+            entries: count,
         };
         let draft = AuditDraft::new(actor, "crl", format!("crl {number}"));
         self.store.publish_crl(&crl, draft).await?;

@@ -197,7 +197,12 @@ pub fn build_crl(
 
     // Room in front for the head and the three headers written last.
     let reserve = head.len() + 3 * 8;
-    let mut buf = Vec::with_capacity(reserve + entries.len() * 48 + 1024);
+    // 54 bytes an entry with a reason code, 21 more with an invalidity date.
+    let estimate: usize = entries
+        .iter()
+        .map(|e| 54 + if e.invalidity_date.is_some() { 21 } else { 0 })
+        .sum();
+    let mut buf = Vec::with_capacity(reserve + estimate + 1024);
     buf.resize(reserve, 0);
     for entry in entries {
         push_entry(&mut buf, entry);
