@@ -156,6 +156,25 @@ def wrk(url, path, duration, connections, body_file="", method="POST", env_extra
     }
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid, timeout=60):
+    """Waits until the server has finished work left over from the last run
+    (e.g. RSA key generation for requests whose clients gave up), so it does
+    not bleed into the next measurement."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(0.3)
+        if cpu_seconds(pid) - before < 0.03:
+            return
+    log("server did not settle; continuing")
+
+
 def repeat(n, fn):
     return [fn() for _ in range(n)]
 
@@ -241,7 +260,7 @@ def bench_issuance(ca, args, rows):
         with open(body, "w") as f:
             json.dump({"policy": policy}, f)
         for conns in (1, 32):
-            results = repeat(args.runs, lambda: wrk(ca.url, "/v1/tenants/bench/admins/a{n}/certificates", args.duration, conns, body, env_extra=env))
+            results = repeat(args.runs, lambda: (settle(ca.server.pid), wrk(ca.url, "/v1/tenants/bench/admins/a{n}/certificates", args.duration, conns, body, env_extra=env))[1])
             rows.append(("Issuance via API, durable", f"{label}, c{conns}", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results))
             log(f"issuance {policy} c{conns}: {fmt(results, 'rps')}/s")
     return rows
@@ -268,7 +287,8 @@ def openssl_pipeline(work, key_kind, n):
     return n / (time.perf_counter() - t0)
 
 
-def bench_openssl_pipeline(args, rows, ours):
+def bench_openssl_pipeline(args, rows, ours, server_pid):
+    settle(server_pid)
     n = 5 if args.smoke else 40
     for kind, label, our_key in [("ec", "P-256, modern PKCS#12", "P-256, modern PKCS#12, c32"),
                                  ("rsa", "RSA-2048, modern PKCS#12", "RSA-2048, modern PKCS#12, c32")]:
@@ -303,7 +323,7 @@ def bench_csr(ca, args, rows):
         json.dump({"policy": "automation-csr", "csr": csr}, f)
     env = {"BENCH_TOKEN": ca.token}
     for conns in (1, 32):
-        results = repeat(args.runs, lambda: wrk(ca.url, "/v1/tenants/bench/admins/r{n}/csr", args.duration, conns, body, env_extra=env))
+        results = repeat(args.runs, lambda: (settle(ca.server.pid), wrk(ca.url, "/v1/tenants/bench/admins/r{n}/csr", args.duration, conns, body, env_extra=env))[1])
         rows.append(("CSR signing via API, durable", f"c{conns}", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results))
         log(f"csr c{conns}: {fmt(results, 'rps')}/s")
     if not have("cfssl"):
@@ -354,7 +374,7 @@ def bench_ocsp(ca, args, rows):
     nonce = ocsp_request_file(WORK, leaf, ca.ca_pem, "ocsp-nonce.der", nonce=True)
     env = {"BENCH_CONTENT_TYPE": "application/ocsp-request"}
     for label, body in [("pre-signed (no nonce)", plain), ("live (nonce)", nonce)]:
-        results = repeat(args.runs, lambda: wrk(ca.url, "/ocsp", args.duration, 32, body, env_extra=env))
+        results = repeat(args.runs, lambda: (settle(ca.server.pid), wrk(ca.url, "/ocsp", args.duration, 32, body, env_extra=env))[1])
         rows.append(("OCSP, ours", f"{label}, c32", fmt(results, "rps"), fmt(results, "p50_ms", 2), fmt(results, "p99_ms", 2), results))
         log(f"ocsp {label}: {fmt(results, 'rps')}/s")
     return plain
@@ -653,7 +673,8 @@ def main():
         ca.start()
         if "issuance" in parts:
             bench_issuance(ca, args, rows)
-            bench_openssl_pipeline(args, rows, rows)
+            bench_openssl_pipeline(args, rows, rows, ca.server.pid)
+        settle(ca.server.pid)
         if "csr" in parts:
             if args.smoke:
                 csr = make_csr(WORK)
