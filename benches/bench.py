@@ -661,8 +661,9 @@ def main():
     if not have("wrk"):
         raise SystemExit("wrk is required (apt-get install wrk)")
     profile = "release"
-    BIN_CLI = os.path.join(ROOT, "target", profile, "ca-cli")
-    BIN_SERVER = os.path.join(ROOT, "target", profile, "ca-server")
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    BIN_CLI = os.path.join(target, profile, "ca-cli")
+    BIN_SERVER = os.path.join(target, profile, "ca-server")
     log("building release binaries")
     run(["cargo", "build", "--release", "-q", "-p", "ca-cli", "-p", "ca-server"], cwd=ROOT)
     WORK = tempfile.mkdtemp(prefix="ca-bench-")
