@@ -471,13 +471,10 @@ impl Ca {
         let (policy, tenant, admin) = (policy.clone(), tenant.clone(), admin.clone());
         // Key generation, signing and PBKDF2 are CPU work: keep them off the async workers.
         let (record, bundle, password) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let key: PKey<Private> = policy.generated_key().generate()?;
-            let public_key = PublicKey::from_pkey(&key)?;
-            let record = sign_leaf(
+            let (key, record) = generate_and_sign(
                 &policy,
                 &tenant,
                 &admin,
-                &public_key,
                 signer.as_ref(),
                 &ca_cert,
                 &endpoints,
@@ -849,14 +846,11 @@ impl Ca {
             .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", passphrase_hint())))?;
         let (ca_cert, endpoints) = (self.ca_cert.clone(), self.endpoints.clone());
         let (record, key_text, key) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let key = policy.generated_key().generate()?;
-            let public_key = PublicKey::from_pkey(&key)?;
             let (tenant, admin) = (TenantId::parse(OCSP_TENANT)?, AdminId::parse(OCSP_ADMIN)?);
-            let record = sign_leaf(
+            let (key, record) = generate_and_sign(
                 &policy,
                 &tenant,
                 &admin,
-                &public_key,
                 signer.as_ref(),
                 &ca_cert,
                 &endpoints,
@@ -957,6 +951,29 @@ impl Ca {
             head: head.1,
         })
     }
+}
+
+/// A fresh key of the policy's type and its signed certificate.
+fn generate_and_sign(
+    policy: &Policy,
+    tenant: &TenantId,
+    admin: &AdminId,
+    signer: &dyn Signer,
+    ca_cert: &CaCertificate,
+    endpoints: &Endpoints,
+) -> Result<(PKey<Private>, CertificateRecord)> {
+    let key = policy.generated_key().generate()?;
+    let public_key = PublicKey::from_pkey(&key)?;
+    let record = sign_leaf(
+        policy,
+        tenant,
+        admin,
+        &public_key,
+        signer,
+        ca_cert,
+        endpoints,
+    )?;
+    Ok((key, record))
 }
 
 fn sign_leaf(

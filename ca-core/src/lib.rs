@@ -61,8 +61,7 @@ pub use store::{
 pub use tokens::{token_id, Action, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};
 pub use x509::{
-    certificate_serial_hex, crl_revoked_count, pem_encode, subject_line, CaCertificate,
-    CertificateDer, Endpoints,
+    certificate_serial_hex, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,
 };
 
 pub use time::format_description::well_known::Rfc3339;

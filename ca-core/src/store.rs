@@ -322,6 +322,19 @@ fn from_ts(secs: i64) -> Result<OffsetDateTime> {
         .map_err(|e| Error::Store(format!("bad timestamp {secs}: {e}")))
 }
 
+/// The single row a statement returns. (Reads use `fetch_all`; see the note at the top.)
+trait OneRow {
+    fn one(self) -> Result<AnyRow>;
+}
+
+impl OneRow for Vec<AnyRow> {
+    fn one(self) -> Result<AnyRow> {
+        self.into_iter()
+            .next()
+            .ok_or_else(|| sqlx::Error::RowNotFound.into())
+    }
+}
+
 /// Revoked entries read per query when building a CRL.
 const CRL_CHUNK: i64 = 20_000;
 
@@ -487,9 +500,7 @@ async fn open_audit(
     let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_all(&mut *conn)
         .await?
-        .into_iter()
-        .next()
-        .ok_or(sqlx::Error::RowNotFound)?;
+        .one()?;
     let seq: i64 = row.try_get("seq")?;
     Ok(OpenAudit {
         _writer: None,
@@ -897,9 +908,7 @@ impl Store for SqlStore {
             let state = sqlx::query("SELECT last_number, revision FROM crl_state WHERE id = 1")
                 .fetch_all(&mut *tx)
                 .await?
-                .into_iter()
-                .next()
-                .ok_or(sqlx::Error::RowNotFound)?;
+                .one()?;
             tx.commit().await?;
             (
                 state.try_get::<i64, _>("last_number")?,
@@ -927,9 +936,7 @@ impl Store for SqlStore {
         .bind(ts(now))
         .fetch_all(&self.pool)
         .await?
-        .into_iter()
-        .next()
-        .ok_or(sqlx::Error::RowNotFound)?
+        .one()?
         .try_get("n")?;
         let mut entries = Vec::with_capacity(total.max(0) as usize);
         let mut after = String::new();
@@ -939,9 +946,7 @@ impl Store for SqlStore {
                 .bind(&after)
                 .fetch_all(&self.pool)
                 .await?
-                .into_iter()
-                .next()
-                .ok_or(sqlx::Error::RowNotFound)?;
+                .one()?;
             let n: i64 = row.try_get("n")?;
             if n == 0 {
                 break;
@@ -962,7 +967,7 @@ impl Store for SqlStore {
         let row = sqlx::query(
             "SELECT revision, published_revision, published_number, this_update, next_update FROM crl_state WHERE id = 1",
         )
-        .fetch_all(&self.pool).await?.into_iter().next().ok_or(sqlx::Error::RowNotFound)?;
+        .fetch_all(&self.pool).await?.one()?;
         Ok(CrlStatus {
             revision: row.try_get::<i64, _>("revision")? as u64,
             published_revision: row.try_get::<i64, _>("published_revision")? as u64,
@@ -1031,7 +1036,7 @@ impl Store for SqlStore {
         let row = sqlx::query(
             "SELECT published_number, published_revision, entries, this_update, next_update, der FROM crl_state WHERE id = 1",
         )
-        .fetch_all(&self.pool).await?.into_iter().next().ok_or(sqlx::Error::RowNotFound)?;
+        .fetch_all(&self.pool).await?.one()?;
         let number: i64 = row.try_get("published_number")?;
         if number == 0 {
             return Ok(None);
@@ -1086,9 +1091,7 @@ impl Store for SqlStore {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_all(&self.pool)
             .await?
-            .into_iter()
-            .next()
-            .ok_or(sqlx::Error::RowNotFound)?;
+            .one()?;
         Ok((row.try_get::<i64, _>("seq")? as u64, row.try_get("hash")?))
     }
 

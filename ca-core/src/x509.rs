@@ -436,14 +436,6 @@ pub fn subject_line(der: &[u8]) -> String {
     parts.join(", ")
 }
 
-/// The number of entries on a DER CRL (0 if it cannot be parsed).
-pub fn crl_revoked_count(der: &[u8]) -> usize {
-    openssl::x509::X509Crl::from_der(der)
-        .ok()
-        .and_then(|c| c.get_revoked().map(|r| r.len()))
-        .unwrap_or(0)
-}
-
 /// The serial of a DER certificate as lower-case hex (empty if it cannot be parsed).
 pub fn certificate_serial_hex(der: &[u8]) -> String {
     openssl::x509::X509::from_der(der)
