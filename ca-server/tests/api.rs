@@ -708,3 +708,48 @@ async fn concurrent_issues_commit_together_and_conflicts_stay_isolated() {
     assert_eq!(issues, 10);
     assert!(report.events >= 10);
 }
+
+#[tokio::test]
+async fn csr_signing_returns_the_certificate_pem() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, csr) = (dir.path().join("k.pem"), dir.path().join("r.csr"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=robot",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let body = json!({"policy": "automation-csr", "csr": std::fs::read_to_string(&csr).unwrap()});
+    let (status, v) = f
+        .call(
+            "POST",
+            "/v1/tenants/acme/admins/robot/csr",
+            Some(&f.admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert!(
+        v["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"),
+        "{v}"
+    );
+    assert_eq!(v["policy"], "automation-csr");
+    assert_eq!(v["serial"].as_str().unwrap().len(), 32);
+}

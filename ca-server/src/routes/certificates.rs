@@ -94,7 +94,8 @@ pub struct CsrResponse {
     /// The certificate.
     #[serde(flatten)]
     pub certificate: CertificateView,
-    /// PEM.
+    /// The certificate, PEM (DESIGN §7: `certificate`).
+    #[serde(rename = "certificate")]
     pub certificate_pem: String,
 }
 
