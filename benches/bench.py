@@ -140,6 +140,10 @@ def wrk(url, path, duration, connections, body_file="", method="POST", env_extra
             f.write(WRK_SCRIPT)
     env = dict(os.environ)
     env.update(env_extra or {})
+    # Every run gets its own names: wrk's Lua random generator is unseeded, so
+    # without this a second run would replay the first run's admins and meet
+    # conflicts (409s), which are not counted as answers.
+    path = path.replace("{n}", f"{time.time_ns() % 10**12}-{{n}}")
     cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
            "-s", script, url, "--", path, body_file, method]
     res = run(cmd, env=env, check=False, timeout=duration + 60)
