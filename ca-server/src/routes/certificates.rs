@@ -73,16 +73,19 @@ pub struct RevokeBody {
     pub invalidity_date: Option<String>,
 }
 
-/// A new certificate with its bundle. The password is returned only here.
-#[derive(Debug, Serialize, ToSchema)]
+/// A new certificate with its bundle. The password is returned only here;
+/// both secrets are wiped from memory once the response is written.
+#[derive(Serialize, ToSchema)]
 pub struct IssueResponse {
     /// The certificate.
     #[serde(flatten)]
     pub certificate: CertificateView,
     /// PKCS#12 bundle, base64.
-    pub pkcs12: String,
+    #[schema(value_type = String)]
+    pub pkcs12: Zeroizing<String>,
     /// Bundle password (deliver by a separate channel).
-    pub password: String,
+    #[schema(value_type = String)]
+    pub password: Zeroizing<String>,
     /// Serials revoked in the same transaction (reissue only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked: Option<Vec<String>>,
@@ -136,12 +139,8 @@ fn issue_response(issuance: Issuance, reissue: bool) -> IssueResponse {
         .map(|b| base64::engine::general_purpose::STANDARD.encode(&b.0[..]));
     IssueResponse {
         certificate: CertificateView::new(&issuance.record, now()),
-        pkcs12: bundle.unwrap_or_default(),
-        password: issuance
-            .password
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        pkcs12: Zeroizing::new(bundle.unwrap_or_default()),
+        password: issuance.password.unwrap_or_default(),
         revoked: reissue.then(|| issuance.revoked.iter().map(Serial::to_hex).collect()),
     }
 }
