@@ -307,11 +307,7 @@ impl StaticServer {
             .expect("python3");
         let url = format!("http://127.0.0.1:{port}/");
         for _ in 0..100 {
-            if stdout(&tool(
-                "curl",
-                &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url],
-            )) == "200"
-            {
+            if http_code(&url, &[]) == "200" {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -149,22 +149,8 @@ fn issue_reissue_and_crl_over_http_with_real_clients() {
 
     // Conditional GET: 304 with the ETag.
     let headers = stdout(&server.curl(&["-s", "-D", "-", "-o", "/dev/null", &server.url("/crl")]));
-    let etag = headers
-        .lines()
-        .find_map(|l| l.strip_prefix("etag: "))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let code = stdout(&server.curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-H",
-        &format!("If-None-Match: {etag}"),
-        &server.url("/crl"),
-    ]));
+    let etag = header_value(&headers, "etag").unwrap().to_owned();
+    let code = http_code(&server.url("/crl"), &[&format!("If-None-Match: {etag}")]);
     assert_eq!(code, "304");
 
     // Graceful stop; nothing secret in the log.

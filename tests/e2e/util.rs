@@ -264,15 +264,7 @@ impl Server {
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let out = server.curl(&[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &server.url("/readyz"),
-            ]);
-            if stdout(&out) == "200" {
+            if http_code(&server.url("/readyz"), &[]) == "200" {
                 return server;
             }
             assert!(
@@ -352,4 +344,23 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// The value of a response header in `curl -D -` output (names lower-case).
+pub fn header_value<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("{name}: ");
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(str::trim)
+}
+
+/// GETs `url` with curl and extra request headers; returns the HTTP status code.
+pub fn http_code(url: &str, headers: &[&str]) -> String {
+    let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+    for h in headers {
+        args.extend_from_slice(&["-H", h]);
+    }
+    args.push(url);
+    stdout(&tool("curl", &args))
 }
