@@ -93,6 +93,13 @@ def rss_mb(pid):
     return 0.0
 
 
+def self_signed_ca(key, crt, subject):
+    """A P-256 CA for a peer, made with the OpenSSL CLI."""
+    env = dict(os.environ, SSL_CERT_FILE="/dev/null", SSL_CERT_DIR="/nonexistent")
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+         "-out", crt, "-days", "3650", "-subj", subject], env=env)
+
+
 def have(tool):
     return shutil.which(tool) is not None
 
@@ -278,8 +285,7 @@ def openssl_pipeline(work, key_kind, n):
     ca_crt = os.path.join(d, "ca.crt")
     env = dict(os.environ, SSL_CERT_FILE="/dev/null", SSL_CERT_DIR="/nonexistent")
     if not os.path.exists(ca_crt):
-        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca_key,
-             "-out", ca_crt, "-days", "3650", "-subj", "/CN=OpenSSL Bench CA"], env=env)
+        self_signed_ca(ca_key, ca_crt, "/CN=OpenSSL Bench CA")
     t0 = time.perf_counter()
     for i in range(n):
         key, csr, crt, p12 = (os.path.join(d, f"l.{x}") for x in ("key", "csr", "crt", "p12"))
@@ -336,8 +342,7 @@ def bench_csr(ca, args, rows):
     d = os.path.join(WORK, "cfssl")
     os.makedirs(d, exist_ok=True)
     ca_key, ca_crt = os.path.join(d, "ca-key.pem"), os.path.join(d, "ca.pem")
-    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca_key,
-         "-out", ca_crt, "-days", "3650", "-subj", "/CN=cfssl Bench CA"])
+    self_signed_ca(ca_key, ca_crt, "/CN=cfssl Bench CA")
     port = free_port()
     p = start(["cfssl", "serve", "-address", "127.0.0.1", "-port", str(port), "-ca", ca_crt, "-ca-key", ca_key, "-loglevel", "5"])
     url = f"http://127.0.0.1:{port}"
@@ -392,8 +397,7 @@ def bench_openssl_ocsp(args, rows):
     d = os.path.join(WORK, "openssl-ocsp")
     os.makedirs(d, exist_ok=True)
     key, crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
-    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
-         "-out", crt, "-days", "3650", "-subj", "/CN=OpenSSL OCSP CA"])
+    self_signed_ca(key, crt, "/CN=OpenSSL OCSP CA")
     leaf_key, leaf_csr, leaf = (os.path.join(d, x) for x in ("leaf.key", "leaf.csr", "leaf.pem"))
     run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", leaf_key,
          "-out", leaf_csr, "-subj", "/CN=admin"])
@@ -516,8 +520,7 @@ def openssl_gencrl(d, n, runs):
     os.makedirs(p, exist_ok=True)
     key, crt = os.path.join(p, "ca.key"), os.path.join(p, "ca.pem")
     if not os.path.exists(crt):
-        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
-             "-out", crt, "-days", "3650", "-subj", "/CN=OpenSSL CRL CA"])
+        self_signed_ca(key, crt, "/CN=OpenSSL CRL CA")
     expiry = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() + 365 * 86400))
     revoked = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() - 60))
     with open(os.path.join(p, "index.txt"), "w") as f:
@@ -539,8 +542,7 @@ def cfssl_gencrl(d, n, runs):
     os.makedirs(p, exist_ok=True)
     key, crt = os.path.join(p, "ca-key.pem"), os.path.join(p, "ca.pem")
     if not os.path.exists(crt):
-        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
-             "-out", crt, "-days", "3650", "-subj", "/CN=cfssl CRL CA"])
+        self_signed_ca(key, crt, "/CN=cfssl CRL CA")
     serials = os.path.join(p, "serials.txt")
     with open(serials, "w") as f:
         for i in range(n):

@@ -139,6 +139,17 @@ impl Fixture {
     }
 }
 
+/// POSTs `{}` to `uri` on its own app instance (for concurrent requests); returns the status.
+async fn post_status(state: AppState, token: &str, uri: String) -> StatusCode {
+    let request = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::from("{}"))
+        .unwrap();
+    app(state).oneshot(request).await.unwrap().status()
+}
+
 #[tokio::test]
 async fn issue_returns_bundle_password_and_the_json_contract() {
     let f = fixture().await;
@@ -618,13 +629,12 @@ async fn concurrent_reissues_leave_exactly_one_active_certificate() {
         let state = f.state.clone();
         let token = f.admin.clone();
         handles.push(tokio::spawn(async move {
-            let request = Request::builder()
-                .method("POST")
-                .uri("/v1/tenants/acme/admins/alice/reissue")
-                .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                .body(Body::from("{}"))
-                .unwrap();
-            app(state).oneshot(request).await.unwrap().status()
+            post_status(
+                state,
+                &token,
+                "/v1/tenants/acme/admins/alice/reissue".into(),
+            )
+            .await
         }));
     }
     let mut created = 0;
@@ -656,16 +666,8 @@ async fn concurrent_issues_commit_together_and_conflicts_stay_isolated() {
         let token = f.admin.clone();
         handles.push(tokio::spawn(async move {
             // Two requests per admin: exactly one may win.
-            let request = Request::builder()
-                .method("POST")
-                .uri(format!(
-                    "/v1/tenants/acme/admins/admin{}/certificates",
-                    i % 10
-                ))
-                .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                .body(Body::from("{}"))
-                .unwrap();
-            app(state).oneshot(request).await.unwrap().status()
+            let uri = format!("/v1/tenants/acme/admins/admin{}/certificates", i % 10);
+            post_status(state, &token, uri).await
         }));
     }
     let mut statuses = Vec::new();

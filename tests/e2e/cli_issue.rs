@@ -273,27 +273,7 @@ fn second_issue_is_a_conflict_that_changes_nothing() {
 #[test]
 fn sign_csr_checks_the_signature_and_replaces_the_subject() {
     let ca = TestCa::init();
-    let key = ca.path_str("client.key");
-    let csr = ca.path_str("client.csr");
-    let out = tool(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=evil.example.com/O=Someone Else",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (key, csr) = ca.new_csr("client", P256, "/CN=evil.example.com/O=Someone Else");
     let cert = ca.path_str("client.pem");
     let v = ca.json(&[
         "sign-csr",
@@ -338,24 +318,7 @@ fn sign_csr_checks_the_signature_and_replaces_the_subject() {
     assert!(pkilint_errors("lint_pkix_cert", &[], &cert).is_empty());
 
     // RSA CSRs are accepted by this policy too.
-    let csr2 = ca.path_str("rsa.csr");
-    let out = tool(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &ca.path_str("rsa.key"),
-            "-out",
-            &csr2,
-            "-subj",
-            "/CN=x",
-        ],
-    );
-    assert!(out.status.success());
+    let (_, csr2) = ca.new_csr("rsa", &["-newkey", "rsa:2048"], "/CN=x");
     ca.json(&[
         "sign-csr",
         "--tenant",

@@ -204,24 +204,14 @@ fn pull(
 #[test]
 fn a_lost_device_is_locked_out_at_the_nginx_gateway() {
     let ca = TestCa::init();
-    let operator = ca.json(&["token", "create", "--role", "operator"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let operator = ca.token("operator");
     let server = Server::start(&ca);
     let ca_pem = ca.ca_pem();
     let bootstrap = ca.path("bootstrap-crl.pem");
     let out = pull(&ca, &server.url("/crl"), &ca_pem, &bootstrap, None);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let (status, issued) = server.api(
-        "POST",
-        "/v1/tenants/acme/admins/alice/certificates",
-        &operator,
-        "{}",
-        &[],
-    );
-    assert_eq!(status, 201);
+    let issued = server.issue(&operator, "alice", "{}");
     let (old_cert, old_key) = extract(&ca, &issued, "old");
     let nginx = Nginx::start(&ca, "portal.conf", Some(&bootstrap), Path::new(&ca_pem));
     assert_eq!(

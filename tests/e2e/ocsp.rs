@@ -52,20 +52,10 @@ fn response_text(response: &Path) -> String {
 #[test]
 fn good_revoked_unknown_with_nonce_and_revocation_within_a_second() {
     let ca = TestCa::init();
-    let operator = ca.json(&["token", "create", "--role", "operator"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let operator = ca.token("operator");
     let server = Server::start(&ca);
     let ca_pem = ca.ca_pem();
-    let (status, issued) = server.api(
-        "POST",
-        "/v1/tenants/acme/admins/alice/certificates",
-        &operator,
-        "{}",
-        &[],
-    );
-    assert_eq!(status, 201);
+    let issued = server.issue(&operator, "alice", "{}");
     let (old_cert, _) = extract(&ca, &issued, "old");
 
     // Good, with a nonce (openssl's default) that must be echoed and verify.
@@ -436,19 +426,9 @@ fn the_responder_certificate_is_delegated_and_rotates() {
 fn nginx_with_ssl_ocsp_refuses_a_reissued_device() {
     let port = free_port();
     let ca = TestCa::init_for(&format!("http://127.0.0.1:{port}"), &[]);
-    let operator = ca.json(&["token", "create", "--role", "operator"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let operator = ca.token("operator");
     let server = Server::start_on(&ca, port, &[]);
-    let (status, issued) = server.api(
-        "POST",
-        "/v1/tenants/acme/admins/alice/certificates",
-        &operator,
-        "{}",
-        &[],
-    );
-    assert_eq!(status, 201);
+    let issued = server.issue(&operator, "alice", "{}");
     let (cert, key) = extract(&ca, &issued, "alice");
     let ca_pem = ca.ca_pem();
     let nginx = Nginx::start(&ca, "portal-ocsp.conf", None, Path::new(&ca_pem));

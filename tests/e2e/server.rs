@@ -7,13 +7,6 @@ use base64::Engine as _;
 
 use crate::util::*;
 
-fn token(ca: &TestCa, role: &str) -> String {
-    ca.json(&["token", "create", "--role", role, "--name", "e2e"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Polls /crl until `serial` is listed; returns how long it took.
 fn wait_for_crl_listing(ca: &TestCa, server: &Server, serial: &str, since: Instant) -> Duration {
     let file = ca.path_str("fetched.crl");
@@ -38,17 +31,10 @@ fn wait_for_crl_listing(ca: &TestCa, server: &Server, serial: &str, since: Insta
 #[test]
 fn issue_reissue_and_crl_over_http_with_real_clients() {
     let ca = TestCa::init();
-    let operator = token(&ca, "operator");
+    let operator = ca.token("operator");
     let server = Server::start(&ca);
 
-    let (status, issued) = server.api(
-        "POST",
-        "/v1/tenants/acme/admins/alice/certificates",
-        &operator,
-        r#"{"policy":"portal-admin"}"#,
-        &[],
-    );
-    assert_eq!(status, 201, "{issued}");
+    let issued = server.issue(&operator, "alice", r#"{"policy":"portal-admin"}"#);
     let old_serial = issued["serial"].as_str().unwrap().to_owned();
     let password = issued["password"].as_str().unwrap().to_owned();
     let p12 = ca.path_str("alice.p12");
@@ -198,7 +184,7 @@ fn renewal_job_retried_never_issues_twice() {
     for admin in ["a1", "a2", "a3"] {
         ca.issue("acme", admin, "portal-admin", &format!("{admin}.p12"));
     }
-    let renewer = token(&ca, "renewer");
+    let renewer = ca.token("renewer");
     let server = Server::start(&ca);
     let (status, due) = server.api(
         "GET",

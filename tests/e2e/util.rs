@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// `openssl req -newkey` arguments for a P-256 key.
+pub const P256: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
 /// Directory holding the workspace binaries (target/debug or target/release).
@@ -173,6 +176,28 @@ impl TestCa {
         path
     }
 
+    /// Creates an API token with `role`; returns the secret.
+    pub fn token(&self, role: &str) -> String {
+        self.json(&["token", "create", "--role", role, "--name", "e2e"])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Makes a key and a CSR for it with `openssl req`; returns (key path, CSR path).
+    pub fn new_csr(&self, name: &str, newkey: &[&str], subject: &str) -> (String, String) {
+        let (key, csr) = (
+            self.path_str(&format!("{name}.key")),
+            self.path_str(&format!("{name}.csr")),
+        );
+        let mut args = vec!["req", "-new"];
+        args.extend_from_slice(newkey);
+        args.extend_from_slice(&["-nodes", "-keyout", &key, "-out", &csr, "-subj", subject]);
+        let out = tool("openssl", &args);
+        assert!(out.status.success(), "openssl req: {}", stderr(&out));
+        (key, csr)
+    }
+
     pub fn db(&self) -> PathBuf {
         self.data_dir().join("ca.db")
     }
@@ -322,6 +347,14 @@ impl Server {
             code.parse().unwrap(),
             serde_json::from_str(body).unwrap_or(Value::Null),
         )
+    }
+
+    /// Issues a bundle for acme/`admin` over the API; the answer must be 201.
+    pub fn issue(&self, token: &str, admin: &str, body: &str) -> Value {
+        let path = format!("/v1/tenants/acme/admins/{admin}/certificates");
+        let (status, answer) = self.api("POST", &path, token, body, &[]);
+        assert_eq!(status, 201, "{answer}");
+        answer
     }
 
     pub fn log_text(&self) -> String {
