@@ -304,7 +304,7 @@ pub(crate) enum TokenCommand {
     },
     /// List tokens (never their secrets).
     List,
-    /// Revoke a token by id; it stops working at once.
+    /// Revoke a token by id; running servers refuse it within a second (they poll the store every 250 ms).
     Revoke {
         /// Token id (from `token list`).
         id: String,

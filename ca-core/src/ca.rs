@@ -158,6 +158,7 @@ pub struct Ca {
     /// Kept (zeroized on drop) to unlock and protect the OCSP responder key.
     passphrase: Option<Zeroizing<Vec<u8>>>,
     issuer_hashes: IssuerHashes,
+    tokens: crate::tokens::TokenCache,
 }
 
 fn load_policies(config: &Config, layout: &Layout) -> Result<Policies> {
@@ -244,6 +245,7 @@ impl Ca {
         let ca = Ca {
             store: Arc::new(store),
             issuer_hashes: IssuerHashes::new(&ca_cert)?,
+            tokens: Default::default(),
             ca_cert,
             endpoints,
             policies: load_policies(config, &layout)?,
@@ -291,6 +293,7 @@ impl Ca {
         Ok(Ca {
             store: Arc::new(store),
             issuer_hashes: IssuerHashes::new(&ca_cert)?,
+            tokens: Default::default(),
             ca_cert,
             endpoints: Endpoints::new(&base_url)?,
             policies: load_policies(config, &layout)?,
@@ -518,22 +521,7 @@ impl Ca {
                 policy.name
             )));
         }
-        let request = openssl::x509::X509Req::from_pem(csr)
-            .or_else(|_| openssl::x509::X509Req::from_der(csr))
-            .map_err(|_| {
-                Error::InvalidInput(
-                    "the CSR is not a PEM or DER PKCS#10 certificate request".into(),
-                )
-            })?;
-        let key = request
-            .public_key()
-            .map_err(|_| Error::InvalidInput("the CSR's public key cannot be read".into()))?;
-        if !request.verify(&key).unwrap_or(false) {
-            return Err(Error::InvalidInput(
-                "the CSR's signature does not verify: it was not signed by the key it carries (or was altered)".into(),
-            ));
-        }
-        let public_key = PublicKey::from_pkey(&key)?;
+        let public_key = crate::csr::verified_public_key(csr)?;
         if !policy.keys.contains(&public_key.algorithm()) {
             return Err(Error::InvalidInput(format!(
                 "the CSR's key is {} but policy {} accepts {}",
@@ -547,7 +535,8 @@ impl Ca {
                     .join(", ")
             )));
         }
-        self.check_no_active(&tenant, &admin, &policy.name).await?;
+        // No look-up of an active certificate first: signing is cheap, and the
+        // insertion refuses a second active certificate with the same message.
         let record = sign_leaf(
             policy,
             &tenant,
@@ -743,14 +732,31 @@ impl Ca {
     /// Revokes a token.
     pub async fn revoke_token(&self, id: &str, actor: &str) -> Result<()> {
         let draft = AuditDraft::new(actor, "token-revoke", id);
-        self.store.revoke_token(id, draft, now()).await
+        let revoked = self.store.revoke_token(id, draft, now()).await;
+        self.tokens.clear();
+        revoked
+    }
+
+    /// Notices tokens revoked by other processes (servers call this on every
+    /// store poll; until then, tokens are not cached).
+    pub async fn refresh_token_cache(&self) -> Result<()> {
+        let count = self.store.revoked_token_count().await?;
+        self.tokens.observe_revoked(count);
+        Ok(())
     }
 
     /// Checks a presented bearer token.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal> {
         let unauthenticated = || Error::Unauthenticated("invalid or revoked API token".into());
         let (id, secret) = crate::tokens::split(presented).ok_or_else(unauthenticated)?;
-        let (record, stored_hash) = self.store.token(id).await?.ok_or_else(unauthenticated)?;
+        let (record, stored_hash) = match self.tokens.get(id) {
+            Ok(cached) => cached,
+            Err(epoch) => {
+                let (record, hash) = self.store.token(id).await?.ok_or_else(unauthenticated)?;
+                self.tokens.insert(epoch, &record, &hash);
+                (record, hash)
+            }
+        };
         let matches =
             crate::tokens::digests_equal(&crate::tokens::hash_secret(secret), &stored_hash);
         if !matches || record.revoked_at.is_some() {

@@ -93,6 +93,23 @@ impl KeyAlgorithm {
         }
     }
 
+    /// The curve of an EC algorithm, built once per process.
+    pub(crate) fn ec_group(self) -> Option<&'static EcGroup> {
+        static P256: std::sync::OnceLock<EcGroup> = std::sync::OnceLock::new();
+        static P384: std::sync::OnceLock<EcGroup> = std::sync::OnceLock::new();
+        let cell = match self {
+            Self::EcdsaP256 => &P256,
+            Self::EcdsaP384 => &P384,
+            _ => return None,
+        };
+        let nid = self.curve()?;
+        Some(
+            cell.get_or_init(|| {
+                EcGroup::from_curve_name(nid).expect("OpenSSL knows the NIST curves")
+            }),
+        )
+    }
+
     /// Recognises the algorithm of an existing key, if it is one we support.
     pub fn of_key<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> Result<Self> {
         let unsupported = |what: String| {
@@ -156,22 +173,55 @@ impl PublicKey {
     /// From any OpenSSL key (private or public).
     pub fn from_pkey<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> Result<Self> {
         let algorithm = KeyAlgorithm::of_key(key)?;
-        let spki = key.public_key_to_der()?;
-        let bits = match key.ec_key() {
-            Ok(ec) => {
-                let mut ctx = openssl::bn::BigNumContext::new()?;
-                ec.public_key().to_bytes(
-                    ec.group(),
-                    openssl::ec::PointConversionForm::UNCOMPRESSED,
-                    &mut ctx,
-                )?
+        if let Ok(ec) = key.ec_key() {
+            let mut ctx = openssl::bn::BigNumContext::new()?;
+            let point = ec.public_key().to_bytes(
+                ec.group(),
+                openssl::ec::PointConversionForm::UNCOMPRESSED,
+                &mut ctx,
+            )?;
+            return Self::from_ec_point(algorithm, point);
+        }
+        Ok(PublicKey {
+            algorithm,
+            spki: key.public_key_to_der()?,
+            bits: key.rsa()?.public_key_to_der_pkcs1()?,
+        })
+    }
+
+    /// From an uncompressed EC point already known to lie on the curve of
+    /// `algorithm`. The SubjectPublicKeyInfo (RFC 5480, named curve) is
+    /// written here: OpenSSL 3's generic key encoder costs more than the
+    /// signature a certificate needs.
+    pub(crate) fn from_ec_point(algorithm: KeyAlgorithm, point: Vec<u8>) -> Result<Self> {
+        // SEQUENCE { SEQUENCE { id-ecPublicKey, namedCurve }, BIT STRING (0 unused bits)
+        const P256_SPKI_PREFIX: &[u8] = &[
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        const P384_SPKI_PREFIX: &[u8] = &[
+            0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+        ];
+        let (prefix, point_len) = match algorithm {
+            KeyAlgorithm::EcdsaP256 => (P256_SPKI_PREFIX, 65),
+            KeyAlgorithm::EcdsaP384 => (P384_SPKI_PREFIX, 97),
+            other => {
+                return Err(Error::Crypto(format!("{other} is not an EC algorithm")));
             }
-            Err(_) => key.rsa()?.public_key_to_der_pkcs1()?,
         };
+        if point.len() != point_len || point[0] != 0x04 {
+            return Err(Error::InvalidInput(format!(
+                "the {algorithm} public key is not an uncompressed point"
+            )));
+        }
+        let mut spki = Vec::with_capacity(prefix.len() + point_len);
+        spki.extend_from_slice(prefix);
+        spki.extend_from_slice(&point);
         Ok(PublicKey {
             algorithm,
             spki,
-            bits,
+            bits: point,
         })
     }
 

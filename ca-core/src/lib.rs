@@ -23,6 +23,7 @@ mod audit;
 mod ca;
 mod config;
 mod crl;
+mod csr;
 mod duration;
 mod error;
 pub mod fsutil;

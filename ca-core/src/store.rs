@@ -299,6 +299,10 @@ pub trait Store: Send + Sync {
 
     /// Revokes a token.
     async fn revoke_token(&self, id: &str, audit: AuditDraft, now: OffsetDateTime) -> Result<()>;
+
+    /// How many tokens are revoked (it only grows: tokens are never deleted
+    /// nor un-revoked), so a change means a revocation.
+    async fn revoked_token_count(&self) -> Result<u64>;
 }
 
 /// [`Store`] over SQLite or PostgreSQL.
@@ -419,12 +423,12 @@ fn record_from_row(row: &AnyRow) -> Result<CertificateRecord> {
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-/// The chain head read under the row lock taken by the first statement.
+/// A stand-alone audited transaction: the chain head it locked, and the
+/// event it will append on commit.
 struct OpenAudit {
-    /// Held by stand-alone transactions; batched inserts hold it for the batch.
-    _writer: Option<OwnedMutexGuard<()>>,
-    seq: u64,
-    prev_hash: String,
+    /// Write transactions of this process take turns (see [`SqlStore::writer`]).
+    _writer: OwnedMutexGuard<()>,
+    head: ChainHead,
     at: i64,
     draft: AuditDraft,
 }
@@ -469,77 +473,141 @@ impl SqlStore {
         })
     }
 
-    /// Starts an audited transaction: bumps the chain head first, which takes
+    /// Starts an audited transaction: locks the chain head first, which takes
     /// the write lock (SQLite) or the head row lock (PostgreSQL) and so
     /// serialises all state changes.
     async fn begin(&self, draft: AuditDraft, now: OffsetDateTime) -> Result<(Tx, OpenAudit)> {
         let writer = Arc::clone(&self.writer).lock_owned().await;
         let mut tx = self.pool.begin().await?;
-        let mut open = open_audit(&mut tx, draft, now).await?;
-        open._writer = Some(writer);
+        let head = lock_audit_head(&mut tx).await?;
+        let open = OpenAudit {
+            _writer: writer,
+            head,
+            at: ts(now),
+            draft,
+        };
         Ok((tx, open))
     }
 
     /// Appends the event, moves the head, commits.
-    async fn commit(&self, mut tx: Tx, open: OpenAudit) -> Result<()> {
-        close_audit(&mut tx, &open).await?;
+    async fn commit(&self, mut tx: Tx, mut open: OpenAudit) -> Result<()> {
+        let event = open.head.append(&open.draft, open.at);
+        insert_events(&mut tx, &[event]).await?;
+        store_audit_head(&mut tx, &open.head).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-/// Bumps the chain head and reads it, on an open transaction.
-async fn open_audit(
-    conn: &mut AnyConnection,
+/// The audit chain's head as a transaction moves it: events are chained in
+/// memory and written together with the new head before the commit.
+struct ChainHead {
+    seq: u64,
+    hash: String,
+}
+
+/// An audit event chained to its predecessor, not yet written.
+struct ChainedEvent {
+    seq: u64,
+    at: i64,
     draft: AuditDraft,
-    now: OffsetDateTime,
-) -> Result<OpenAudit> {
-    sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
-        .execute(&mut *conn)
-        .await?;
-    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+    serials: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl ChainHead {
+    fn append(&mut self, draft: &AuditDraft, at: i64) -> ChainedEvent {
+        let seq = self.seq + 1;
+        let serials = draft.serials.join(",");
+        let hash = event_hash(
+            &self.hash,
+            seq,
+            at,
+            [
+                &draft.actor,
+                &draft.action,
+                &draft.subject,
+                &serials,
+                &draft.details,
+            ],
+        );
+        let prev_hash = std::mem::replace(&mut self.hash, hash.clone());
+        self.seq = seq;
+        ChainedEvent {
+            seq,
+            at,
+            draft: draft.clone(),
+            serials,
+            prev_hash,
+            hash,
+        }
+    }
+}
+
+/// Reads the chain head with a no-op update, which takes the write lock
+/// (SQLite) or the head row lock (PostgreSQL) until the transaction ends.
+async fn lock_audit_head(conn: &mut AnyConnection) -> Result<ChainHead> {
+    let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
         .fetch_all(&mut *conn)
         .await?
         .one()?;
-    let seq: i64 = row.try_get("seq")?;
-    Ok(OpenAudit {
-        _writer: None,
-        seq: seq as u64,
-        prev_hash: row.try_get("hash")?,
-        at: ts(now),
-        draft,
+    Ok(ChainHead {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        hash: row.try_get("hash")?,
     })
 }
 
-/// Appends the event and moves the chain head, on the same transaction.
-async fn close_audit(conn: &mut AnyConnection, open: &OpenAudit) -> Result<()> {
-    let d = &open.draft;
-    let serials = d.serials.join(",");
-    let hash = event_hash(
-        &open.prev_hash,
-        open.seq,
-        open.at,
-        [&d.actor, &d.action, &d.subject, &serials, &d.details],
-    );
-    sqlx::query(
-        "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(open.seq as i64)
-    .bind(open.at)
-    .bind(&d.actor)
-    .bind(&d.action)
-    .bind(&d.subject)
-    .bind(&serials)
-    .bind(&d.details)
-    .bind(&open.prev_hash)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(&hash)
+async fn store_audit_head(conn: &mut AnyConnection, head: &ChainHead) -> Result<()> {
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(head.seq as i64)
+        .bind(&head.hash)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Most rows one multi-row INSERT carries (9 values each, well inside the
+/// bind limits of SQLite and PostgreSQL).
+const ROWS_PER_INSERT: usize = 128;
+
+/// `($1, $2, …), ($n+1, …)…` for `rows` rows of `columns` values.
+fn values_list(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+async fn insert_events(conn: &mut AnyConnection, events: &[ChainedEvent]) -> Result<()> {
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) VALUES {}",
+            values_list(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for e in chunk {
+            query = query
+                .bind(e.seq as i64)
+                .bind(e.at)
+                .bind(&e.draft.actor)
+                .bind(&e.draft.action)
+                .bind(&e.draft.subject)
+                .bind(&e.serials)
+                .bind(&e.draft.details)
+                .bind(&e.prev_hash)
+                .bind(&e.hash);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -593,33 +661,110 @@ async fn run_inserts(
 
 async fn commit_batch(pool: &AnyPool, batch: &mut [InsertJob]) -> Result<Vec<Result<Vec<Serial>>>> {
     let mut tx = pool.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch.iter_mut() {
+    let mut head = lock_audit_head(&mut tx).await?;
+    let mut events = Vec::with_capacity(batch.len());
+    let mut results: Vec<Option<Result<Vec<Serial>>>> = batch.iter().map(|_| None).collect();
+
+    // Plain issuances (no reissue, no idempotency key) share one INSERT;
+    // a row that meets a conflict is skipped there and retried alone below,
+    // where an expired-but-active predecessor is retired first.
+    let plain: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].supersede.is_none() && batch[i].idempotency.is_none())
+        .collect();
+    let inserted = insert_plain(&mut tx, batch, &plain).await?;
+    for &i in &plain {
+        let job = &batch[i];
+        if inserted.contains(&job.record.serial) {
+            let draft = job.draft(Vec::new(), "");
+            events.push(head.append(&draft, ts(job.now)));
+            results[i] = Some(Ok(Vec::new()));
+        }
+    }
+
+    // The rest one at a time, each in a savepoint: one failing (a conflict,
+    // say) leaves the others alone.
+    for (job, result) in batch.iter_mut().zip(results.iter_mut()) {
+        if result.is_some() {
+            continue;
+        }
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
-        let result = insert_one(&mut tx, job).await;
-        let end = if result.is_ok() {
-            "RELEASE SAVEPOINT job"
-        } else {
-            "ROLLBACK TO SAVEPOINT job"
-        };
-        sqlx::query(end).execute(&mut *tx).await?;
-        if result.is_err() {
-            sqlx::query("RELEASE SAVEPOINT job")
+        let outcome = insert_one(&mut tx, job).await;
+        if outcome.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT job")
                 .execute(&mut *tx)
                 .await?;
         }
-        results.push(result);
+        sqlx::query("RELEASE SAVEPOINT job")
+            .execute(&mut *tx)
+            .await?;
+        *result = Some(outcome.map(|(revoked, draft)| {
+            events.push(head.append(&draft, ts(job.now)));
+            revoked
+        }));
     }
+
+    insert_events(&mut tx, &events).await?;
+    store_audit_head(&mut tx, &head).await?;
     tx.commit().await?;
-    Ok(results)
+    Ok(results.into_iter().flatten().collect())
 }
 
-/// The statements of one insertion (see [`Store::insert_certificate`]).
-async fn insert_one(conn: &mut AnyConnection, job: &mut InsertJob) -> Result<Vec<Serial>> {
+impl InsertJob {
+    /// The job's audit event: the new serial first, then those it revoked.
+    fn draft(&self, revoked: Vec<String>, extra: &str) -> AuditDraft {
+        let mut draft = self.audit.clone();
+        draft.serials = std::iter::once(self.record.serial.to_hex())
+            .chain(revoked)
+            .collect();
+        draft.details.push_str(extra);
+        draft
+    }
+}
+
+/// Inserts the `plain` jobs' rows with `ON CONFLICT DO NOTHING`; returns the
+/// serials that went in.
+async fn insert_plain(
+    conn: &mut AnyConnection,
+    batch: &[InsertJob],
+    plain: &[usize],
+) -> Result<std::collections::HashSet<Serial>> {
+    let mut inserted = std::collections::HashSet::with_capacity(plain.len());
+    for chunk in plain.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
+             VALUES {} ON CONFLICT DO NOTHING RETURNING serial",
+            values_list(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for &i in chunk {
+            let (record, now) = (&batch[i].record, batch[i].now);
+            query = query
+                .bind(record.serial.to_hex())
+                .bind(&record.tenant)
+                .bind(&record.admin)
+                .bind(&record.policy)
+                .bind(0_i64)
+                .bind(ts(record.not_before))
+                .bind(ts(record.not_after))
+                .bind(ts(now))
+                .bind(&record.der);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let serial: String = row.try_get("serial")?;
+            inserted.insert(Serial::parse(&serial)?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// The statements of one insertion (see [`Store::insert_certificate`]), and
+/// its audit event.
+async fn insert_one(
+    conn: &mut AnyConnection,
+    job: &mut InsertJob,
+) -> Result<(Vec<Serial>, AuditDraft)> {
     let (record, now) = (&job.record, job.now);
-    let mut draft = job.audit.clone();
-    draft.serials = vec![record.serial.to_hex()];
-    let mut open = open_audit(conn, draft, now).await?;
+    let mut details = String::new();
     if let Some(idem) = &job.idempotency {
         // Keys expire after 24 h; an expired one may be used afresh.
         sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND created_at <= $2")
@@ -645,7 +790,7 @@ async fn insert_one(conn: &mut AnyConnection, job: &mut InsertJob) -> Result<Vec
             }
             Err(e) => return Err(e.into()),
         }
-        open.draft.details.push_str(&format!(
+        details.push_str(&format!(
             " idempotency_key_sha256={}",
             hex::encode(openssl::sha::sha256(idem.key.as_bytes()))
         ));
@@ -683,12 +828,7 @@ async fn insert_one(conn: &mut AnyConnection, job: &mut InsertJob) -> Result<Vec
                 .execute(&mut *conn)
                 .await?;
         }
-        open.draft
-            .serials
-            .extend(revoked.iter().map(Serial::to_hex));
-        open.draft
-            .details
-            .push_str(&format!(" reason={}", supersede.reason.name()));
+        details.push_str(&format!(" reason={}", supersede.reason.name()));
     }
     let inserted = sqlx::query(
         "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
@@ -707,15 +847,27 @@ async fn insert_one(conn: &mut AnyConnection, job: &mut InsertJob) -> Result<Vec
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
+            let active = sqlx::query(
+                "SELECT serial FROM certificates WHERE tenant = $1 AND admin = $2 AND policy = $3 AND state = 0",
+            )
+            .bind(&record.tenant)
+            .bind(&record.admin)
+            .bind(&record.policy)
+            .fetch_all(&mut *conn)
+            .await?;
+            let serial = match active.first() {
+                Some(row) => format!(" (serial {})", row.try_get::<String, _>("serial")?),
+                None => String::new(),
+            };
             return Err(Error::Conflict(format!(
-                "{}/{} already has an active certificate under policy {}: use reissue to replace it",
+                "{}/{} already has an active certificate under policy {}{serial}: use reissue to replace it",
                 record.tenant, record.admin, record.policy
             )));
         }
         Err(e) => return Err(e.into()),
     }
-    close_audit(conn, &open).await?;
-    Ok(revoked)
+    let draft = job.draft(revoked.iter().map(Serial::to_hex).collect(), &details);
+    Ok((revoked, draft))
 }
 
 #[async_trait]
@@ -1159,6 +1311,15 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoked_token_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT count(*) AS n FROM tokens WHERE revoked_at IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?
+            .one()?
+            .try_get("n")?;
+        Ok(n as u64)
     }
 
     async fn revoke_token(&self, id: &str, audit: AuditDraft, now: OffsetDateTime) -> Result<()> {

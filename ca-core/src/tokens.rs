@@ -237,3 +237,118 @@ mod tests {
         assert!(split("Bearer x").is_none() && split("cat_zz_x").is_none());
     }
 }
+
+/// Tokens already read from the store, so authenticating a request does not
+/// wait on it. A token never changes except by being revoked, so an entry
+/// stays good until a revocation: one through this process clears the cache
+/// at once ([`TokenCache::clear`]); one by another process is noticed by
+/// [`TokenCache::observe_revoked`], which a server calls on every store poll.
+/// Until the first observation nothing is cached (a process that does not
+/// poll always reads the store).
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    inner: std::sync::Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    /// Revoked tokens in the store at the last observation.
+    revoked: Option<u64>,
+    /// Bumped on every clear: a store read that began before a clear must
+    /// not be cached after it.
+    epoch: u64,
+    entries: std::collections::HashMap<String, (TokenRecord, String)>,
+}
+
+/// Most tokens cached (there are few; this bounds memory if ids are made up).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+impl TokenCache {
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached record and secret hash, or the epoch to pass to
+    /// [`TokenCache::insert`] after reading the store.
+    pub(crate) fn get(&self, id: &str) -> Result<(TokenRecord, String), u64> {
+        let state = self.state();
+        state.entries.get(id).cloned().ok_or(state.epoch)
+    }
+
+    /// Caches what a store read begun at `epoch` returned, unless the cache
+    /// was cleared meanwhile or is not in use.
+    pub(crate) fn insert(&self, epoch: u64, record: &TokenRecord, hash: &str) {
+        let mut state = self.state();
+        if state.revoked.is_none() || state.epoch != epoch {
+            return;
+        }
+        if state.entries.len() >= TOKEN_CACHE_MAX {
+            state.entries.clear();
+        }
+        state
+            .entries
+            .insert(record.id.clone(), (record.clone(), hash.to_owned()));
+    }
+
+    /// Forgets every entry.
+    pub(crate) fn clear(&self) {
+        let mut state = self.state();
+        state.entries.clear();
+        state.epoch += 1;
+    }
+
+    /// Takes the store's count of revoked tokens; clears on any change.
+    pub(crate) fn observe_revoked(&self, count: u64) {
+        let mut state = self.state();
+        if state.revoked != Some(count) {
+            state.entries.clear();
+            state.epoch += 1;
+            state.revoked = Some(count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn record(id: &str) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            role: Role::Operator,
+            tenant: None,
+            name: String::new(),
+            created_at: String::new(),
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn caches_only_once_observing_and_never_across_a_clear() {
+        let cache = TokenCache::default();
+        let epoch = cache.get("a").unwrap_err();
+        cache.insert(epoch, &record("a"), "h");
+        assert!(
+            cache.get("a").is_err(),
+            "not in use before the first observation"
+        );
+
+        cache.observe_revoked(0);
+        let epoch = cache.get("a").unwrap_err();
+        cache.insert(epoch, &record("a"), "h");
+        assert_eq!(cache.get("a").unwrap().1, "h");
+
+        // A read that started before a revocation is not cached after it.
+        let epoch = cache.get("b").unwrap_err();
+        cache.clear();
+        cache.insert(epoch, &record("b"), "h");
+        assert!(cache.get("b").is_err());
+
+        let epoch = cache.get("a").unwrap_err();
+        cache.insert(epoch, &record("a"), "h");
+        cache.observe_revoked(0);
+        assert!(cache.get("a").is_ok(), "unchanged count keeps entries");
+        cache.observe_revoked(1);
+        assert!(cache.get("a").is_err(), "a revocation elsewhere clears");
+    }
+}

@@ -66,6 +66,7 @@ impl AppState {
         self.crl.refresh(&self.ca, &self.metrics).await?;
         self.ocsp
             .observe_revision(self.ca.crl_status().await?.revision);
+        self.ca.refresh_token_cache().await?;
         self.ocsp.refresh_responder(&self.ca).await
     }
 
@@ -90,6 +91,9 @@ impl AppState {
                 match state.ca.crl_status().await {
                     Ok(status) => state.ocsp.observe_revision(status.revision),
                     Err(e) => tracing::error!(error = %e, "cannot read the store; will retry"),
+                }
+                if let Err(e) = state.ca.refresh_token_cache().await {
+                    tracing::error!(error = %e, "cannot read the store's tokens; will retry");
                 }
                 ticks += 1;
                 // About every 5 s: responder rotation (ours or another process's).

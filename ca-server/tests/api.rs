@@ -741,7 +741,7 @@ async fn csr_signing_returns_the_certificate_pem() {
             "POST",
             "/v1/tenants/acme/admins/robot/csr",
             Some(&f.admin),
-            Some(body),
+            Some(body.clone()),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
@@ -753,5 +753,51 @@ async fn csr_signing_returns_the_certificate_pem() {
         "{v}"
     );
     assert_eq!(v["policy"], "automation-csr");
-    assert_eq!(v["serial"].as_str().unwrap().len(), 32);
+    let serial = v["serial"].as_str().unwrap();
+    assert_eq!(serial.len(), 32);
+
+    // A second CSR for the same admin and policy meets the first one.
+    let (status, again) = f
+        .call(
+            "POST",
+            "/v1/tenants/acme/admins/robot/csr",
+            Some(&f.admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    let message = again["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(serial) && message.contains("reissue"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn revoked_tokens_stop_working_though_they_were_cached() {
+    let f = fixture().await;
+    let token = f.token(Role::Auditor, None).await;
+    let id = ca_core::token_id(&token).unwrap().to_owned();
+    let (status, _) = f.call("GET", "/v1/certificates", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Revoked through this process: refused at once.
+    f.state.ca.revoke_token(&id, "test").await.unwrap();
+    let (status, _) = f.call("GET", "/v1/certificates", Some(&token), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Revoked by another process (a CLI): refused after the next store poll.
+    let other = f.token(Role::Auditor, None).await;
+    let (status, _) = f.call("GET", "/v1/certificates", Some(&other), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let config = Config {
+        data_dir: f._dir.path().join("ca-data"),
+        ..Config::default()
+    };
+    let cli = Ca::open(&config, None).await.unwrap();
+    cli.revoke_token(ca_core::token_id(&other).unwrap(), "test")
+        .await
+        .unwrap();
+    f.state.ca.refresh_token_cache().await.unwrap();
+    let (status, _) = f.call("GET", "/v1/certificates", Some(&other), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

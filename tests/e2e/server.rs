@@ -179,6 +179,38 @@ fn a_revocation_made_with_the_cli_reaches_the_servers_crl() {
 }
 
 #[test]
+fn a_token_revoked_with_the_cli_stops_working_on_the_running_server() {
+    let ca = TestCa::init();
+    let created = ca.json(&["token", "create", "--role", "auditor", "--name", "e2e"]);
+    let (id, token) = (
+        created["id"].as_str().unwrap(),
+        created["token"].as_str().unwrap(),
+    );
+    let server = Server::start(&ca);
+    // Used once, so the server holds it in its token cache.
+    let (status, body) = server.api("GET", "/v1/certificates", token, "", &[]);
+    assert_eq!(status, 200, "{body}");
+    ca.ok(&["token", "revoke", id]);
+    let revoked = Instant::now();
+    loop {
+        let (status, _) = server.api("GET", "/v1/certificates", token, "", &[]);
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "a revoked token still works a second later"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "ca-cli token revoke -> refused by server: {:?}",
+        revoked.elapsed()
+    );
+}
+
+#[test]
 fn renewal_job_retried_never_issues_twice() {
     let ca = TestCa::init();
     for admin in ["a1", "a2", "a3"] {

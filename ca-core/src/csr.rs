@@ -1,0 +1,222 @@
+//! PKCS#10 certificate requests: proof of possession, and the key they carry.
+//!
+//! Only the key and the request's signature matter; the subject and the
+//! requested extensions are ignored (the policy decides those).
+//!
+//! ECDSA requests on P-256/P-384 — what automation clients send — are parsed
+//! here and verified with OpenSSL's low-level ECDSA. Going through
+//! `X509_REQ` instead made OpenSSL 3 run its generic key decoder and encoder
+//! (provider lookups under global locks), which cost five times the signature
+//! check itself and was most of the CPU a signed CSR took. Every other request
+//! (RSA, compressed points, other digests) takes OpenSSL's general path.
+
+use openssl::bn::BigNumContext;
+use openssl::ec::{EcKey, EcPoint};
+use openssl::ecdsa::EcdsaSig;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::prelude::FromDer;
+
+use crate::error::{Error, Result};
+use crate::keys::{KeyAlgorithm, PublicKey};
+
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+const OID_P384: &str = "1.3.132.0.34";
+const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+const OID_ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
+
+fn not_a_csr() -> Error {
+    Error::InvalidInput("the CSR is not a PEM or DER PKCS#10 certificate request".into())
+}
+
+fn bad_signature() -> Error {
+    Error::InvalidInput(
+        "the CSR's signature does not verify: it was not signed by the key it carries (or was altered)"
+            .into(),
+    )
+}
+
+/// Checks that a CSR (PEM or DER) is signed by the key it carries and
+/// returns that key. The key's algorithm is not checked against any policy.
+pub(crate) fn verified_public_key(csr: &[u8]) -> Result<PublicKey> {
+    let der = to_der(csr)?;
+    let (rest, request) = X509CertificationRequest::from_der(&der).map_err(|_| not_a_csr())?;
+    if !rest.is_empty() {
+        return Err(not_a_csr());
+    }
+    match verify_ecdsa(&request)? {
+        Some(key) => Ok(key),
+        None => verify_with_openssl(&der),
+    }
+}
+
+/// The DER of a PEM `CERTIFICATE REQUEST` block, or the input itself.
+fn to_der(csr: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    let text = csr.trim_ascii_start();
+    if !text.starts_with(b"-----BEGIN") {
+        return Ok(std::borrow::Cow::Borrowed(csr));
+    }
+    let (_, pem) = x509_parser::pem::parse_x509_pem(text).map_err(|_| not_a_csr())?;
+    if pem.label != "CERTIFICATE REQUEST" && pem.label != "NEW CERTIFICATE REQUEST" {
+        return Err(Error::InvalidInput(format!(
+            "expected a PEM CERTIFICATE REQUEST block, found {}",
+            pem.label
+        )));
+    }
+    Ok(std::borrow::Cow::Owned(pem.contents))
+}
+
+/// The fast path: a named-curve ECDSA request with an uncompressed point.
+/// `None` when the request is of another kind.
+fn verify_ecdsa(request: &X509CertificationRequest<'_>) -> Result<Option<PublicKey>> {
+    let spki = &request.certification_request_info.subject_pki;
+    if spki.algorithm.algorithm.to_id_string() != OID_EC_PUBLIC_KEY {
+        return Ok(None);
+    }
+    let Some(curve) = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+    else {
+        return Ok(None);
+    };
+    let algorithm = match curve.to_id_string().as_str() {
+        OID_P256 => KeyAlgorithm::EcdsaP256,
+        OID_P384 => KeyAlgorithm::EcdsaP384,
+        _ => return Ok(None),
+    };
+    let digest = match request
+        .signature_algorithm
+        .algorithm
+        .to_id_string()
+        .as_str()
+    {
+        OID_ECDSA_SHA256 if request.signature_algorithm.parameters.is_none() => {
+            openssl::sha::sha256(request.certification_request_info.raw).to_vec()
+        }
+        OID_ECDSA_SHA384 if request.signature_algorithm.parameters.is_none() => {
+            openssl::sha::sha384(request.certification_request_info.raw).to_vec()
+        }
+        _ => return Ok(None),
+    };
+    let point_bytes = spki.subject_public_key.data.as_ref();
+    if point_bytes.first() != Some(&0x04) {
+        return Ok(None);
+    }
+    let Some(group) = algorithm.ec_group() else {
+        return Ok(None);
+    };
+    let mut ctx = BigNumContext::new()?;
+    // Rejects points that are not on the curve.
+    let point = EcPoint::from_bytes(group, point_bytes, &mut ctx).map_err(|_| {
+        Error::InvalidInput(format!(
+            "the CSR's public key is not a valid {algorithm} point"
+        ))
+    })?;
+    let key = EcKey::from_public_key(group, &point)?;
+    let signature = request.signature_value.data.as_ref();
+    let sig = EcdsaSig::from_der(signature).map_err(|_| bad_signature())?;
+    // Only the one DER encoding of a signature is accepted, as OpenSSL does.
+    if sig.to_der()? != signature || !sig.verify(&digest, &key)? {
+        return Err(bad_signature());
+    }
+    PublicKey::from_ec_point(algorithm, point_bytes.to_vec()).map(Some)
+}
+
+/// The general path, for RSA and anything the fast path does not take.
+fn verify_with_openssl(der: &[u8]) -> Result<PublicKey> {
+    let request = openssl::x509::X509Req::from_der(der).map_err(|_| not_a_csr())?;
+    let key = request
+        .public_key()
+        .map_err(|_| Error::InvalidInput("the CSR's public key cannot be read".into()))?;
+    if !request.verify(&key).unwrap_or(false) {
+        return Err(bad_signature());
+    }
+    PublicKey::from_pkey(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509NameBuilder, X509ReqBuilder};
+
+    fn csr(
+        algorithm: KeyAlgorithm,
+        digest: MessageDigest,
+    ) -> (PKey<openssl::pkey::Private>, Vec<u8>) {
+        let key = algorithm.generate().unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "robot").unwrap();
+        let mut builder = X509ReqBuilder::new().unwrap();
+        builder.set_subject_name(&name.build()).unwrap();
+        builder.set_pubkey(&key).unwrap();
+        builder.sign(&key, digest).unwrap();
+        (key, builder.build().to_der().unwrap())
+    }
+
+    #[test]
+    fn every_supported_key_round_trips_with_the_spki_openssl_writes() {
+        for (algorithm, digest) in [
+            (KeyAlgorithm::EcdsaP256, MessageDigest::sha256()),
+            (KeyAlgorithm::EcdsaP384, MessageDigest::sha384()),
+            (KeyAlgorithm::EcdsaP256, MessageDigest::sha512()), // general path
+            (KeyAlgorithm::Rsa2048, MessageDigest::sha256()),
+        ] {
+            let (key, der) = csr(algorithm, digest);
+            let pem = openssl::x509::X509Req::from_der(&der)
+                .unwrap()
+                .to_pem()
+                .unwrap();
+            for input in [&der, &pem] {
+                let public = verified_public_key(input).unwrap();
+                assert_eq!(public.algorithm(), algorithm);
+                assert_eq!(public.spki_der(), key.public_key_to_der().unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn altered_requests_and_other_inputs_are_refused() {
+        let (_, der) = csr(KeyAlgorithm::EcdsaP256, MessageDigest::sha256());
+        // Flip one byte of the subject (inside the signed info).
+        let cn = der.windows(5).position(|w| w == b"robot").unwrap();
+        let mut altered = der.clone();
+        altered[cn] ^= 0x01;
+        let err = verified_public_key(&altered).unwrap_err().to_string();
+        assert!(err.contains("does not verify"), "{err}");
+
+        // A signature from a different key over the same body.
+        let (_, other) = csr(KeyAlgorithm::EcdsaP256, MessageDigest::sha256());
+        let mut spliced = der.clone();
+        let (ours, theirs) = (sig_start(&der), sig_start(&other));
+        spliced.truncate(ours);
+        spliced.extend_from_slice(&other[theirs..]);
+        fix_outer_length(&mut spliced);
+        assert!(verified_public_key(&spliced).is_err());
+
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert!(verified_public_key(&trailing).is_err());
+        assert!(verified_public_key(b"not a request").is_err());
+        let cert_pem = b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        let err = verified_public_key(cert_pem).unwrap_err().to_string();
+        assert!(err.contains("CERTIFICATE REQUEST"), "{err}");
+    }
+
+    /// Offset of the signature BIT STRING (the last element of the request).
+    fn sig_start(der: &[u8]) -> usize {
+        let (_, request) = X509CertificationRequest::from_der(der).unwrap();
+        let len = request.signature_value.data.len();
+        // tag + one-byte length + unused-bits byte
+        der.len() - len - 3
+    }
+
+    fn fix_outer_length(der: &mut [u8]) {
+        // Test requests are 128..=255 bytes long: 0x30 0x81 LEN.
+        assert_eq!(der[1], 0x81);
+        der[2] = (der.len() - 3) as u8;
+    }
+}
