@@ -14,11 +14,11 @@ use zeroize::Zeroizing;
 
 use crate::audit::{verify_chain, AuditDraft, AuditEvent};
 use crate::config::Config;
-use crate::crl::build_crl;
+use crate::crl::CrlBuilder;
 use crate::duration::Duration;
 use crate::error::{Error, Result};
 use crate::ids::{AdminId, Serial, TenantId};
-use crate::keys::{write_encrypted_key, KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
+use crate::keys::{write_encrypted_key, KeyAlgorithm, Passphrase, PublicKey, MIN_PASSPHRASE_LEN};
 use crate::ocsp::{CertState, IssuerHashes, OcspFailure, OcspQuery, OcspResponder};
 use crate::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
 use crate::policy::{Policies, Policy, PolicyKind};
@@ -156,7 +156,7 @@ pub struct Ca {
     ocsp_validity: Duration,
     signer: Option<Arc<dyn Signer>>,
     /// Kept (zeroized on drop) to unlock and protect the OCSP responder key.
-    passphrase: Option<Zeroizing<Vec<u8>>>,
+    passphrase: Option<Arc<Passphrase>>,
     issuer_hashes: IssuerHashes,
     tokens: crate::tokens::TokenCache,
 }
@@ -223,7 +223,8 @@ impl Ca {
                 "the database already belongs to a CA (refusing to overwrite it)".into(),
             ));
         }
-        write_encrypted_key(&layout.ca_key(), &key, &request.passphrase)?;
+        let passphrase = Arc::new(Passphrase::new(&request.passphrase));
+        write_encrypted_key(&layout.ca_key(), &key, &passphrase)?;
         crate::fsutil::write_file(&layout.ca_cert(), der.to_pem().as_bytes())?;
         if config.policies_dir.is_none() && !layout.policies().exists() {
             std::fs::create_dir_all(layout.policies())
@@ -253,7 +254,7 @@ impl Ca {
             crl_validity: config.crl_validity,
             ocsp_validity: config.ocsp_validity,
             signer: Some(Arc::new(signer)),
-            passphrase: Some(request.passphrase.clone()),
+            passphrase: Some(passphrase),
         };
         ca.publish_crl(actor).await?;
         Ok(ca)
@@ -272,9 +273,10 @@ impl Ca {
         let pem =
             std::fs::read(layout.ca_cert()).map_err(Error::io("cannot read", layout.ca_cert()))?;
         let ca_cert = CaCertificate::from_der(crate::x509::certificate_der_from_pem_or_der(&pem)?)?;
-        let signer: Option<Arc<dyn Signer>> = match passphrase {
+        let passphrase = passphrase.map(|p| Arc::new(Passphrase::new(p)));
+        let signer: Option<Arc<dyn Signer>> = match &passphrase {
             Some(p) => {
-                let signer = FileSigner::open(&layout.ca_key(), p)?;
+                let signer = FileSigner::unlock(&layout.ca_key(), p)?;
                 crate::signer::check_matches(&signer, ca_cert.public_key().spki_der())?;
                 Some(Arc::new(signer))
             }
@@ -300,10 +302,7 @@ impl Ca {
             default_policy: config.default_policy.clone(),
             crl_validity: config.crl_validity,
             ocsp_validity: config.ocsp_validity,
-            passphrase: signer
-                .as_ref()
-                .and(passphrase)
-                .map(|p| Zeroizing::new(p.to_vec())),
+            passphrase: signer.as_ref().and(passphrase),
             signer,
         })
     }
@@ -648,17 +647,13 @@ impl Ca {
         let signer = self.signer()?;
         let this_update = now();
         let next_update = this_update + self.crl_validity.to_time();
-        let (number, revision, entries) = self.store.begin_crl(this_update).await?;
-        let der = build_crl(
-            &self.ca_cert,
-            signer,
-            number,
-            this_update,
-            next_update,
-            &entries,
-        )?;
-        let count = entries.len() as u64;
-        drop(entries); // a large CRL's entries are not kept alongside its DER
+        let (number, revision) = self.store.begin_crl().await?;
+        let mut builder = CrlBuilder::new(&self.ca_cert, signer, number, this_update, next_update)?;
+        self.store
+            .revoked_entries(this_update, &mut |entry| builder.push(&entry))
+            .await?;
+        let count = builder.entries();
+        let der = builder.finish(signer)?;
         let crl = PublishedCrl {
             number,
             this_update,

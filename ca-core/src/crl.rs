@@ -86,19 +86,13 @@ fn push_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
 }
 
 /// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
+/// `UTCTime` before 2050, `GeneralizedTime` from then on (RFC 5280 §5.1.2.4).
 fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
     let t = t.to_offset(time::UtcOffset::UTC);
     if t.year() < 2050 {
-        let text = format!(
-            "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-            t.year() % 100,
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
-        tlv(out, 0x17, text.as_bytes());
+        out.extend_from_slice(&[0x17, 13]);
+        push_digits(out, (t.year() % 100) as u32, 2);
+        push_clock(out, t);
     } else {
         push_generalized_time(out, t);
     }
@@ -106,19 +100,31 @@ fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
 
 fn push_generalized_time(out: &mut Vec<u8>, t: OffsetDateTime) {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let text = format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
-        t.year(),
+    out.extend_from_slice(&[0x18, 15]);
+    push_digits(out, t.year().clamp(0, 9999) as u32, 4);
+    push_clock(out, t);
+}
+
+/// `MMDDHHMMSSZ`.
+fn push_clock(out: &mut Vec<u8>, t: OffsetDateTime) {
+    for field in [
         u8::from(t.month()),
         t.day(),
         t.hour(),
         t.minute(),
-        t.second()
-    );
-    tlv(out, 0x18, text.as_bytes());
+        t.second(),
+    ] {
+        push_digits(out, field.into(), 2);
+    }
+    out.push(b'Z');
 }
 
-/// Extension ::= SEQUENCE { extnID, extnValue OCTET STRING } (non-critical).
+fn push_digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+    }
+}
+
 fn push_extension(out: &mut Vec<u8>, oid: &[u8], value: &[u8]) {
     let mut inner = Vec::with_capacity(oid.len() + value.len() + 8);
     tlv(&mut inner, 0x06, oid);
@@ -126,32 +132,45 @@ fn push_extension(out: &mut Vec<u8>, oid: &[u8], value: &[u8]) {
     tlv(out, 0x30, &inner);
 }
 
-fn push_entry(out: &mut Vec<u8>, entry: &RevokedEntry) {
-    let mut body = Vec::with_capacity(64);
-    push_uint(&mut body, entry.serial.as_bytes());
-    push_time(&mut body, entry.revoked_at);
-    let mut extensions = Vec::new();
+/// Appends one `revokedCertificates` entry; `scratch` is reused between calls.
+fn push_entry(out: &mut Vec<u8>, scratch: &mut Vec<u8>, entry: &RevokedEntry) {
+    scratch.clear();
+    push_uint(scratch, entry.serial.as_bytes());
+    push_time(scratch, entry.revoked_at);
+    let body_len = scratch.len();
     if entry.reason != RevocationReason::Unspecified {
-        // CRLReason ::= ENUMERATED
-        push_extension(
-            &mut extensions,
-            OID_REASON_CODE,
-            &[0x0a, 0x01, entry.reason.code()],
-        );
+        push_extension(scratch, OID_REASON_CODE, &[0x0a, 0x01, entry.reason.code()]);
     }
     if let Some(at) = entry.invalidity_date {
-        // RFC 5280 §5.3.2: always GeneralizedTime.
-        let mut value = Vec::new();
+        let mut value = Vec::with_capacity(17);
         push_generalized_time(&mut value, at);
-        push_extension(&mut extensions, OID_INVALIDITY_DATE, &value);
+        push_extension(scratch, OID_INVALIDITY_DATE, &value);
     }
-    if !extensions.is_empty() {
-        tlv(&mut body, 0x30, &extensions);
+    let extensions_len = scratch.len() - body_len;
+    let mut entry_len = scratch.len();
+    if extensions_len > 0 {
+        entry_len += header_len(extensions_len);
     }
-    tlv(out, 0x30, &body);
+    out.push(0x30);
+    push_len(out, entry_len);
+    out.extend_from_slice(&scratch[..body_len]);
+    if extensions_len > 0 {
+        out.push(0x30);
+        push_len(out, extensions_len);
+        out.extend_from_slice(&scratch[body_len..]);
+    }
 }
 
-/// AlgorithmIdentifier of the signature the CA key makes.
+/// Bytes a tag and a length of `len` take.
+fn header_len(len: usize) -> usize {
+    let length_octets = if len < 0x80 {
+        1
+    } else {
+        1 + (usize::BITS - len.leading_zeros()).div_ceil(8) as usize
+    };
+    1 + length_octets
+}
+
 fn signature_algorithm(algorithm: KeyAlgorithm) -> Vec<u8> {
     match algorithm {
         // ecdsa-with-SHA256 / SHA384, no parameters (RFC 5758 §3.2).
@@ -169,7 +188,128 @@ fn signature_algorithm(algorithm: KeyAlgorithm) -> Vec<u8> {
     }
 }
 
-/// Builds and signs a v2 CRL with CRL number and AKI.
+/// A CRL being written: entries are pushed one at a time, straight into
+/// the DER buffer, so no list of entries is held beside it.
+pub struct CrlBuilder {
+    /// `reserve` bytes kept free for the headers, then the entries.
+    buf: Vec<u8>,
+    reserve: usize,
+    /// version, signature, issuer, thisUpdate, nextUpdate.
+    head: Vec<u8>,
+    algorithm: Vec<u8>,
+    aki: Vec<u8>,
+    number: u64,
+    entries: u64,
+    scratch: Vec<u8>,
+}
+
+impl CrlBuilder {
+    /// Starts CRL `number` of `ca`, to be signed by `signer` (its key must be
+    /// the CA certificate's).
+    pub fn new(
+        ca: &CaCertificate,
+        signer: &dyn Signer,
+        number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Self> {
+        crate::signer::check_matches(signer, ca.public_key().spki_der())?;
+        if next_update <= this_update {
+            return Err(Error::Crypto(
+                "CRL nextUpdate must follow thisUpdate".into(),
+            ));
+        }
+        let algorithm = signature_algorithm(signer.public_key().algorithm());
+        let issuer = ca.subject_der();
+        let mut head = Vec::with_capacity(issuer.len() + 64);
+        head.extend_from_slice(&[0x02, 0x01, 0x01]); // v2
+        head.extend_from_slice(&algorithm);
+        head.extend_from_slice(issuer);
+        push_time(&mut head, this_update);
+        push_time(&mut head, next_update);
+        // Outer SEQUENCE, TBS SEQUENCE and revokedCertificates headers: at
+        // most 6 bytes each for any length that fits in memory.
+        let reserve = head.len() + 3 * 8;
+        Ok(CrlBuilder {
+            buf: vec![0; reserve],
+            reserve,
+            head,
+            algorithm,
+            aki: ca.public_key().key_identifier(),
+            number,
+            entries: 0,
+            scratch: Vec::with_capacity(96),
+        })
+    }
+
+    /// Lists one revoked certificate (callers push in serial order).
+    pub fn push(&mut self, entry: &RevokedEntry) {
+        push_entry(&mut self.buf, &mut self.scratch, entry);
+        self.entries += 1;
+    }
+
+    /// Entries pushed so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Adds the CRL extensions, signs, and returns the DER.
+    pub fn finish(self, signer: &dyn Signer) -> Result<CrlDer> {
+        let CrlBuilder {
+            mut buf,
+            reserve,
+            head,
+            algorithm,
+            aki,
+            number,
+            ..
+        } = self;
+        let entries_len = buf.len() - reserve;
+
+        // crlExtensions [0]: authorityKeyIdentifier, cRLNumber.
+        let mut extensions = Vec::new();
+        let mut key_id = Vec::new();
+        tlv(&mut key_id, 0x80, &aki);
+        let mut aki_value = Vec::new();
+        tlv(&mut aki_value, 0x30, &key_id);
+        push_extension(&mut extensions, OID_AKI, &aki_value);
+        let mut crl_number = Vec::new();
+        push_uint(&mut crl_number, &number.to_be_bytes());
+        push_extension(&mut extensions, OID_CRL_NUMBER, &crl_number);
+        let mut explicit = Vec::new();
+        tlv(&mut explicit, 0x30, &extensions);
+        buf.extend_from_slice(&header(0xa0, explicit.len()));
+        buf.extend_from_slice(&explicit);
+
+        // An empty list is omitted, not encoded empty (RFC 5280 §5.1.2.6).
+        let mut front = head;
+        if entries_len > 0 {
+            front.extend_from_slice(&header(0x30, entries_len));
+        }
+        let tbs_len = front.len() + (buf.len() - reserve);
+        let mut tbs_front = header(0x30, tbs_len);
+        tbs_front.extend_from_slice(&front);
+        let tbs_start = reserve - tbs_front.len();
+        buf[tbs_start..reserve].copy_from_slice(&tbs_front);
+
+        let signature = signer.sign(&buf[tbs_start..])?;
+        buf.extend_from_slice(&algorithm);
+        buf.push(0x03);
+        push_len(&mut buf, signature.len() + 1);
+        buf.push(0x00);
+        buf.extend_from_slice(&signature);
+
+        let outer = header(0x30, buf.len() - tbs_start);
+        let start = tbs_start
+            .checked_sub(outer.len())
+            .ok_or_else(|| Error::Crypto("CRL header space".into()))?;
+        buf[start..tbs_start].copy_from_slice(&outer);
+        buf.drain(..start);
+        Ok(CrlDer(buf))
+    }
+}
+
+/// Builds and signs a CRL listing `entries` (in serial order).
 pub fn build_crl(
     ca: &CaCertificate,
     signer: &dyn Signer,
@@ -178,78 +318,11 @@ pub fn build_crl(
     next_update: OffsetDateTime,
     entries: &[RevokedEntry],
 ) -> Result<CrlDer> {
-    crate::signer::check_matches(signer, ca.public_key().spki_der())?;
-    if next_update <= this_update {
-        return Err(Error::Crypto(
-            "CRL nextUpdate must follow thisUpdate".into(),
-        ));
-    }
-    let algorithm = signature_algorithm(signer.public_key().algorithm());
-    let issuer = ca.subject_der();
-
-    // Head of TBSCertList: version v2, signature, issuer, thisUpdate, nextUpdate.
-    let mut head = Vec::with_capacity(issuer.len() + 64);
-    head.extend_from_slice(&[0x02, 0x01, 0x01]);
-    head.extend_from_slice(&algorithm);
-    head.extend_from_slice(issuer);
-    push_time(&mut head, this_update);
-    push_time(&mut head, next_update);
-
-    // Room in front for the head and the three headers written last.
-    let reserve = head.len() + 3 * 8;
-    // 54 bytes an entry with a reason code, 21 more with an invalidity date.
-    let estimate: usize = entries
-        .iter()
-        .map(|e| 54 + if e.invalidity_date.is_some() { 21 } else { 0 })
-        .sum();
-    let mut buf = Vec::with_capacity(reserve + estimate + 1024);
-    buf.resize(reserve, 0);
+    let mut builder = CrlBuilder::new(ca, signer, number, this_update, next_update)?;
     for entry in entries {
-        push_entry(&mut buf, entry);
+        builder.push(entry);
     }
-    let entries_len = buf.len() - reserve;
-
-    // crlExtensions [0] EXPLICIT: AKI (keyIdentifier) and CRL number.
-    let mut extensions = Vec::new();
-    let mut aki = Vec::new();
-    tlv(&mut aki, 0x80, &ca.public_key().key_identifier());
-    let mut aki_value = Vec::new();
-    tlv(&mut aki_value, 0x30, &aki);
-    push_extension(&mut extensions, OID_AKI, &aki_value);
-    let mut crl_number = Vec::new();
-    push_uint(&mut crl_number, &number.to_be_bytes());
-    push_extension(&mut extensions, OID_CRL_NUMBER, &crl_number);
-    let mut explicit = Vec::new();
-    tlv(&mut explicit, 0x30, &extensions);
-    buf.extend_from_slice(&header(0xa0, explicit.len()));
-    buf.extend_from_slice(&explicit);
-
-    // Fill the reserved space backwards: entries' SEQUENCE header (absent
-    // when empty, RFC 5280 §5.1.2.6), the head, the TBSCertList header.
-    let mut front = head;
-    if entries_len > 0 {
-        front.extend_from_slice(&header(0x30, entries_len));
-    }
-    let tbs_len = front.len() + (buf.len() - reserve);
-    let mut tbs_front = header(0x30, tbs_len);
-    tbs_front.extend_from_slice(&front);
-    let tbs_start = reserve - tbs_front.len();
-    buf[tbs_start..reserve].copy_from_slice(&tbs_front);
-
-    let signature = signer.sign(&buf[tbs_start..])?;
-    buf.extend_from_slice(&algorithm);
-    buf.push(0x03);
-    push_len(&mut buf, signature.len() + 1);
-    buf.push(0x00);
-    buf.extend_from_slice(&signature);
-
-    let outer = header(0x30, buf.len() - tbs_start);
-    let start = tbs_start
-        .checked_sub(outer.len())
-        .ok_or_else(|| Error::Crypto("CRL header space".into()))?;
-    buf[start..tbs_start].copy_from_slice(&outer);
-    buf.drain(..start);
-    Ok(CrlDer(buf))
+    builder.finish(signer)
 }
 
 #[cfg(test)]

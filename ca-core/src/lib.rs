@@ -43,7 +43,7 @@ mod x509;
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, Layout, PreparedIssuance};
 pub use config::{Config, KeySource, LogFormat};
-pub use crl::{build_crl, CrlDer, RevokedEntry};
+pub use crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
 pub use duration::{Duration, DURATION_FORMAT};
 pub use error::{Error, Result};
 pub use gateway::{compare_crl, verify_crl, CrlUpdate, VerifiedCrl};

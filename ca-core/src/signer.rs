@@ -8,7 +8,7 @@ use std::path::Path;
 use openssl::pkey::{PKey, Private};
 
 use crate::error::{Error, Result};
-use crate::keys::{read_encrypted_key, KeyAlgorithm, PublicKey};
+use crate::keys::{read_encrypted_key, KeyAlgorithm, Passphrase, PublicKey};
 
 /// A private key that can sign, wherever it is kept.
 pub trait Signer: Send + Sync {
@@ -37,6 +37,11 @@ impl FileSigner {
 
     /// Decrypts and loads the key file at `path`.
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Self> {
+        Self::unlock(path, &Passphrase::new(passphrase))
+    }
+
+    /// Like [`FileSigner::open`], remembering the derived key in `passphrase`.
+    pub(crate) fn unlock(path: &Path, passphrase: &Passphrase) -> Result<Self> {
         Self::new(read_encrypted_key(path, passphrase)?)
     }
 }
