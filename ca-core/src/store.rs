@@ -1450,3 +1450,52 @@ impl Store for SqlStore {
         self.commit(tx, open).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crl(number: u64, len: usize) -> PublishedCrl {
+        let now = crate::now();
+        PublishedCrl {
+            number,
+            this_update: now,
+            next_update: now + time::Duration::days(1),
+            der: (0..len).map(|i| (i * 7 + number as usize) as u8).collect(),
+            revision: number,
+            entries: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_published_crl_is_stored_in_pieces_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        assert!(store.latest_crl().await.unwrap().is_none());
+
+        // Larger than two pieces, not a multiple of the piece size.
+        let first = crl(1, 2 * CRL_DER_CHUNK + 12_345);
+        let draft = || AuditDraft::new("test", "crl", "crl");
+        assert!(store.publish_crl(&first, draft()).await.unwrap());
+        assert_eq!(store.latest_crl().await.unwrap().unwrap().der, first.der);
+
+        let second = crl(2, CRL_DER_CHUNK / 3);
+        assert!(store.publish_crl(&second, draft()).await.unwrap());
+        let latest = store.latest_crl().await.unwrap().unwrap();
+        assert_eq!((latest.number, latest.der), (2, second.der.clone()));
+        // The first CRL's pieces are gone; an older number is refused.
+        let left: i64 = sqlx::query("SELECT count(*) AS n FROM crl_der_chunks")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .one()
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(left, 1);
+        assert!(!store.publish_crl(&first, draft()).await.unwrap());
+        assert_eq!(store.latest_crl().await.unwrap().unwrap().der, second.der);
+    }
+}
