@@ -744,7 +744,8 @@ async fn commit_batch(pool: &AnyPool, batch: &mut [InsertJob]) -> Result<Vec<Res
     let plain: Vec<usize> = (0..batch.len())
         .filter(|&i| batch[i].supersede.is_none() && batch[i].idempotency.is_none())
         .collect();
-    let inserted = insert_plain(&mut tx, batch, &plain).await?;
+    let plain_jobs: Vec<&InsertJob> = plain.iter().map(|&i| &batch[i]).collect();
+    let inserted = insert_rows(&mut tx, &plain_jobs).await?;
     for &i in &plain {
         let job = &batch[i];
         if inserted.contains(&job.record.serial) {
@@ -794,23 +795,22 @@ impl InsertJob {
     }
 }
 
-/// Inserts the `plain` jobs' rows with `ON CONFLICT DO NOTHING`; returns the
-/// serials that went in.
-async fn insert_plain(
+/// Inserts the jobs' certificate rows with `ON CONFLICT DO NOTHING`;
+/// returns the serials that went in (a missing one met a conflict).
+async fn insert_rows(
     conn: &mut AnyConnection,
-    batch: &[InsertJob],
-    plain: &[usize],
+    jobs: &[&InsertJob],
 ) -> Result<std::collections::HashSet<Serial>> {
-    let mut inserted = std::collections::HashSet::with_capacity(plain.len());
-    for chunk in plain.chunks(ROWS_PER_INSERT) {
+    let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
+    for chunk in jobs.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
              VALUES {} ON CONFLICT DO NOTHING RETURNING serial",
             values_list(chunk.len(), 9)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for &i in chunk {
-            let (record, now) = (&batch[i].record, batch[i].now);
+        for job in chunk {
+            let (record, now) = (&job.record, job.now);
             query = query
                 .bind(record.serial.to_hex())
                 .bind(&record.tenant)
@@ -903,24 +903,8 @@ async fn insert_one(
         }
         details.push_str(&format!(" reason={}", supersede.reason.name()));
     }
-    let inserted = sqlx::query(
-        "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
-         VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
-    )
-    .bind(record.serial.to_hex())
-    .bind(&record.tenant)
-    .bind(&record.admin)
-    .bind(&record.policy)
-    .bind(ts(record.not_before))
-    .bind(ts(record.not_after))
-    .bind(ts(now))
-    .bind(&record.der)
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            let active = sqlx::query(
+    if insert_rows(conn, &[&*job]).await?.is_empty() {
+        let active = sqlx::query(
                 "SELECT serial FROM certificates WHERE tenant = $1 AND admin = $2 AND policy = $3 AND state = 0",
             )
             .bind(&record.tenant)
@@ -928,16 +912,14 @@ async fn insert_one(
             .bind(&record.policy)
             .fetch_all(&mut *conn)
             .await?;
-            let serial = match active.first() {
-                Some(row) => format!(" (serial {})", row.try_get::<String, _>("serial")?),
-                None => String::new(),
-            };
-            return Err(Error::Conflict(format!(
+        let serial = match active.first() {
+            Some(row) => format!(" (serial {})", row.try_get::<String, _>("serial")?),
+            None => String::new(),
+        };
+        return Err(Error::Conflict(format!(
                 "{}/{} already has an active certificate under policy {}{serial}: use reissue to replace it",
                 record.tenant, record.admin, record.policy
             )));
-        }
-        Err(e) => return Err(e.into()),
     }
     let draft = job.draft(revoked.iter().map(Serial::to_hex).collect(), &details);
     Ok((revoked, draft))
