@@ -237,7 +237,7 @@ impl Ca {
         store
             .set_meta(
                 "ca_spki_sha256",
-                &hex::encode(openssl::sha::sha256(ca_cert.public_key().spki_der())),
+                &hex::encode(crate::hash::sha256(ca_cert.public_key().spki_der())),
             )
             .await?;
         let mut draft = AuditDraft::new(actor, "init", request.subject.clone());
@@ -781,27 +781,34 @@ impl Ca {
     ) -> std::result::Result<Vec<CertState>, OcspFailure> {
         let mut states = Vec::with_capacity(query.serials.len());
         for serial in &query.serials {
-            let state = match serial {
-                None => CertState::Unknown,
-                Some(serial) => match self
-                    .store
-                    .certificate(serial)
-                    .await
-                    .map_err(|_| OcspFailure::Internal)?
-                {
-                    None => CertState::Unknown,
-                    Some(record) => match record.revoked_at {
-                        Some(at) => CertState::Revoked {
-                            at,
-                            reason: record.reason.unwrap_or(RevocationReason::Unspecified),
-                        },
-                        None => CertState::Good,
-                    },
-                },
-            };
-            states.push(state);
+            states.push(self.ocsp_state(serial.as_ref()).await?);
         }
         Ok(states)
+    }
+
+    /// The status of one certificate as OCSP reports it (`None`: not a serial of ours).
+    pub async fn ocsp_state(
+        &self,
+        serial: Option<&Serial>,
+    ) -> std::result::Result<CertState, OcspFailure> {
+        let Some(serial) = serial else {
+            return Ok(CertState::Unknown);
+        };
+        let record = self
+            .store
+            .certificate(serial)
+            .await
+            .map_err(|_| OcspFailure::Internal)?;
+        Ok(match record {
+            None => CertState::Unknown,
+            Some(record) => match record.revoked_at {
+                Some(at) => CertState::Revoked {
+                    at,
+                    reason: record.reason.unwrap_or(RevocationReason::Unspecified),
+                },
+                None => CertState::Good,
+            },
+        })
     }
 
     /// The delegated OCSP responder in the store, if one was issued.
@@ -908,7 +915,7 @@ impl Ca {
             .store
             .meta(OCSP_CERT_META)
             .await?
-            .map(|pem| hex::encode(openssl::sha::sha256(pem.as_bytes()))))
+            .map(|pem| hex::encode(crate::hash::sha256(pem.as_bytes()))))
     }
 
     /// The published CRL.

@@ -93,10 +93,10 @@ fn verify_ecdsa(request: &X509CertificationRequest<'_>) -> Result<Option<PublicK
         .as_str()
     {
         OID_ECDSA_SHA256 if request.signature_algorithm.parameters.is_none() => {
-            openssl::sha::sha256(request.certification_request_info.raw).to_vec()
+            crate::hash::sha256(request.certification_request_info.raw).to_vec()
         }
         OID_ECDSA_SHA384 if request.signature_algorithm.parameters.is_none() => {
-            openssl::sha::sha384(request.certification_request_info.raw).to_vec()
+            crate::hash::sha384(request.certification_request_info.raw).to_vec()
         }
         _ => return Ok(None),
     };

@@ -245,7 +245,7 @@ impl PublicKey {
 
     /// RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits.
     pub fn key_identifier(&self) -> Vec<u8> {
-        openssl::sha::sha1(&self.bits).to_vec()
+        crate::hash::sha1(&self.bits).to_vec()
     }
 }
 

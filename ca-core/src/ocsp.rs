@@ -4,22 +4,15 @@
 
 use std::sync::Arc;
 
-use der::asn1::{BitString, OctetString};
 use der::{Decode, Encode};
-use spki::{
-    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, ObjectIdentifier,
-    SignatureBitStringEncoding,
-};
+use spki::ObjectIdentifier;
 use time::OffsetDateTime;
-use x509_ocsp::builder::OcspResponseBuilder;
 use x509_ocsp::ext::Nonce;
-use x509_ocsp::{
-    CertId, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse, RevokedInfo, SingleResponse,
-};
+use x509_ocsp::{CertId, OcspRequest, OcspResponse};
 
+use crate::derw::{push_extension, push_generalized_time, push_len, signature_algorithm, tlv};
 use crate::error::{Error, Result};
 use crate::ids::Serial;
-use crate::keys::KeyAlgorithm;
 use crate::reason::RevocationReason;
 use crate::signer::Signer;
 use crate::x509::CaCertificate;
@@ -27,6 +20,9 @@ use crate::x509::CaCertificate;
 const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2");
+// The same OIDs as DER content octets, for writing.
+const OID_NONCE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
+const OID_OCSP_BASIC: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
 
 /// Longest nonce accepted (RFC 8954 §2.1).
 pub const MAX_NONCE_LEN: usize = 32;
@@ -92,8 +88,8 @@ impl IssuerHashes {
         let key_bits = parsed.public_key().subject_public_key.data.to_vec();
         let name = ca.subject_der();
         Ok(IssuerHashes {
-            sha1: (openssl::sha::sha1(name), openssl::sha::sha1(&key_bits)),
-            sha256: (openssl::sha::sha256(name), openssl::sha::sha256(&key_bits)),
+            sha1: (crate::hash::sha1(name), crate::hash::sha1(&key_bits)),
+            sha256: (crate::hash::sha256(name), crate::hash::sha256(&key_bits)),
         })
     }
 
@@ -103,12 +99,10 @@ impl IssuerHashes {
     pub fn fixed_for_fuzzing() -> Self {
         let mut sha1 = ([0u8; 20], [0u8; 20]);
         let mut sha256 = ([0u8; 32], [0u8; 32]);
-        sha1.0.copy_from_slice(&openssl::sha::sha1(b"fuzz-name"));
-        sha1.1.copy_from_slice(&openssl::sha::sha1(b"fuzz-key"));
-        sha256
-            .0
-            .copy_from_slice(&openssl::sha::sha256(b"fuzz-name"));
-        sha256.1.copy_from_slice(&openssl::sha::sha256(b"fuzz-key"));
+        sha1.0.copy_from_slice(&crate::hash::sha1(b"fuzz-name"));
+        sha1.1.copy_from_slice(&crate::hash::sha1(b"fuzz-key"));
+        sha256.0.copy_from_slice(&crate::hash::sha256(b"fuzz-name"));
+        sha256.1.copy_from_slice(&crate::hash::sha256(b"fuzz-key"));
         IssuerHashes { sha1, sha256 }
     }
 
@@ -190,7 +184,7 @@ pub fn decode_get_path(encoded: &str) -> std::result::Result<Vec<u8>, OcspFailur
 
 /// A strong HTTP validator for a response (RFC 5019 §6.2 suggests a hash of it).
 pub fn etag(der: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(openssl::sha::sha1(der)))
+    format!("\"{}\"", hex::encode(crate::hash::sha1(der)))
 }
 
 /// What the CA knows about a serial.
@@ -212,9 +206,14 @@ pub enum CertState {
 /// The delegated responder: its certificate (issued by the CA with
 /// id-kp-OCSPSigning and id-pkix-ocsp-nocheck) and its key behind the `Signer` seam.
 pub struct OcspResponder {
-    certificate: x509_cert::Certificate,
     certificate_der: Vec<u8>,
-    key_hash: OctetString,
+    /// `responderID` as encoded in every response: `byKey`, the SHA-1 of the
+    /// responder's public key bits.
+    responder_id: Vec<u8>,
+    /// `signatureAlgorithm`, encoded.
+    algorithm: Vec<u8>,
+    /// `certs [0] EXPLICIT SEQUENCE OF Certificate`, encoded: the responder certificate.
+    certs: Vec<u8>,
     signer: Arc<dyn Signer>,
     not_after: OffsetDateTime,
 }
@@ -247,8 +246,14 @@ impl OcspResponder {
             .subject_public_key_info
             .subject_public_key
             .raw_bytes();
-        let key_hash = OctetString::new(openssl::sha::sha1(bits).to_vec())
-            .map_err(|e| Error::Crypto(e.to_string()))?;
+        let mut key_hash = Vec::with_capacity(22);
+        tlv(&mut key_hash, 0x04, &crate::hash::sha1(bits));
+        let mut responder_id = Vec::with_capacity(24);
+        tlv(&mut responder_id, 0xa2, &key_hash);
+        let mut chain = Vec::with_capacity(certificate_der.len() + 4);
+        tlv(&mut chain, 0x30, &certificate_der);
+        let mut certs = Vec::with_capacity(chain.len() + 4);
+        tlv(&mut certs, 0xa0, &chain);
         let not_after = OffsetDateTime::from_unix_timestamp(
             certificate
                 .tbs_certificate
@@ -259,9 +264,10 @@ impl OcspResponder {
         )
         .map_err(|e| Error::Crypto(e.to_string()))?;
         Ok(OcspResponder {
-            certificate,
+            algorithm: signature_algorithm(signer.public_key().algorithm()),
             certificate_der,
-            key_hash,
+            responder_id,
+            certs,
             signer,
             not_after,
         })
@@ -290,6 +296,9 @@ impl OcspResponder {
             .map_err(|_| OcspFailure::Internal)
     }
 
+    /// Writes the response DER by hand (RFC 6960 §4.2.1): this runs for every
+    /// nonce request, and a tree of values re-encoding the responder
+    /// certificate each time cost as much as the signature.
     fn sign_inner(
         &self,
         query: &OcspQuery,
@@ -298,101 +307,78 @@ impl OcspResponder {
         validity: time::Duration,
     ) -> Result<Vec<u8>> {
         let bad = |e: &dyn std::fmt::Display| Error::Crypto(format!("OCSP response: {e}"));
-        let this_update = generalized(now)?;
-        let next_update = generalized(now + validity)?;
-        let mut builder =
-            OcspResponseBuilder::new(x509_ocsp::ResponderId::ByKey(self.key_hash.clone()));
+        if now.unix_timestamp() < 0 {
+            return Err(Error::Crypto("OCSP response: time before 1970".into()));
+        }
+        let mut this_update = Vec::with_capacity(17);
+        push_generalized_time(&mut this_update, now);
+        let mut next_update = Vec::with_capacity(19);
+        let mut time = Vec::with_capacity(17);
+        push_generalized_time(&mut time, now + validity);
+        tlv(&mut next_update, 0xa0, &time);
+
+        let mut responses = Vec::with_capacity(states.len() * 128);
+        let mut single = Vec::with_capacity(128);
         for (id, state) in query.cert_ids.iter().zip(states) {
-            let status = match state {
-                CertState::Good => CertStatus::good(),
-                CertState::Unknown => CertStatus::unknown(),
-                CertState::Revoked { at, reason } => CertStatus::revoked(RevokedInfo {
-                    revocation_time: generalized(*at)?,
-                    revocation_reason: Some(crl_reason(*reason)),
-                }),
-            };
-            builder = builder.with_single_response(
-                SingleResponse::new(id.clone(), status, this_update).with_next_update(next_update),
-            );
-        }
-        if let Some(nonce) = &query.nonce {
-            builder = builder
-                .with_extension(Nonce::new(nonce.clone()).map_err(|e| bad(&e))?)
-                .map_err(|e| bad(&e))?;
-        }
-        let mut signer = OcspSigner(self.signer.as_ref());
-        let response = builder
-            .sign(
-                &mut signer,
-                Some(vec![self.certificate.clone()]),
-                this_update,
-            )
-            .map_err(|e| bad(&e))?;
-        response.to_der().map_err(|e| bad(&e))
-    }
-}
-
-fn generalized(t: OffsetDateTime) -> Result<OcspGeneralizedTime> {
-    let secs =
-        u64::try_from(t.unix_timestamp()).map_err(|_| Error::Crypto("time before 1970".into()))?;
-    let time = der::asn1::GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(secs))
-        .map_err(|e| Error::Crypto(e.to_string()))?;
-    Ok(OcspGeneralizedTime(time))
-}
-
-fn crl_reason(reason: RevocationReason) -> x509_cert::ext::pkix::CrlReason {
-    use x509_cert::ext::pkix::CrlReason as R;
-    match reason {
-        RevocationReason::Unspecified => R::Unspecified,
-        RevocationReason::KeyCompromise => R::KeyCompromise,
-        RevocationReason::CaCompromise => R::CaCompromise,
-        RevocationReason::AffiliationChanged => R::AffiliationChanged,
-        RevocationReason::Superseded => R::Superseded,
-        RevocationReason::CessationOfOperation => R::CessationOfOperation,
-        RevocationReason::CertificateHold => R::CertificateHold,
-        RevocationReason::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
-    }
-}
-
-/// Presents a [`Signer`] to the RustCrypto `signature` traits the OCSP builder uses.
-struct OcspSigner<'a>(&'a dyn Signer);
-
-struct OcspSignature(Vec<u8>);
-
-impl SignatureBitStringEncoding for OcspSignature {
-    fn to_bitstring(&self) -> der::Result<BitString> {
-        BitString::from_bytes(&self.0)
-    }
-}
-
-impl signature::Signer<OcspSignature> for OcspSigner<'_> {
-    fn try_sign(&self, message: &[u8]) -> std::result::Result<OcspSignature, signature::Error> {
-        self.0
-            .sign(message)
-            .map(OcspSignature)
-            .map_err(|_| signature::Error::new())
-    }
-}
-
-impl DynSignatureAlgorithmIdentifier for OcspSigner<'_> {
-    fn signature_algorithm_identifier(&self) -> spki::Result<AlgorithmIdentifierOwned> {
-        // RFC 5758 §3.2: ECDSA identifiers carry no parameters; RFC 4055: RSA carries NULL.
-        Ok(match self.0.public_key().algorithm() {
-            KeyAlgorithm::EcdsaP256 => AlgorithmIdentifierOwned {
-                oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"),
-                parameters: None,
-            },
-            KeyAlgorithm::EcdsaP384 => AlgorithmIdentifierOwned {
-                oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3"),
-                parameters: None,
-            },
-            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
-                AlgorithmIdentifierOwned {
-                    oid: ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11"),
-                    parameters: Some(der::asn1::Null.into()),
+            single.clear();
+            id.encode_to_vec(&mut single).map_err(|e| bad(&e))?;
+            match state {
+                CertState::Good => single.extend_from_slice(&[0x80, 0x00]),
+                CertState::Unknown => single.extend_from_slice(&[0x82, 0x00]),
+                CertState::Revoked { at, reason } => {
+                    // revocationTime, revocationReason [0] EXPLICIT CRLReason.
+                    let mut info = Vec::with_capacity(24);
+                    push_generalized_time(&mut info, *at);
+                    info.extend_from_slice(&[0xa0, 0x03, 0x0a, 0x01, reason.code()]);
+                    tlv(&mut single, 0xa1, &info);
                 }
             }
-        })
+            single.extend_from_slice(&this_update);
+            single.extend_from_slice(&next_update);
+            tlv(&mut responses, 0x30, &single);
+        }
+
+        // ResponseData: version v1 (the default, omitted), responderID,
+        // producedAt, responses, responseExtensions [1] with the nonce echoed
+        // (RFC 8954 §2.1: its value is the nonce as an OCTET STRING).
+        let mut data = Vec::with_capacity(responses.len() + 128);
+        data.extend_from_slice(&self.responder_id);
+        data.extend_from_slice(&this_update);
+        tlv(&mut data, 0x30, &responses);
+        if let Some(nonce) = &query.nonce {
+            let mut value = Vec::with_capacity(nonce.len() + 2);
+            tlv(&mut value, 0x04, nonce);
+            let mut extension = Vec::with_capacity(value.len() + 16);
+            push_extension(&mut extension, OID_NONCE, &value);
+            let mut extensions = Vec::with_capacity(extension.len() + 2);
+            tlv(&mut extensions, 0x30, &extension);
+            tlv(&mut data, 0xa1, &extensions);
+        }
+        let mut basic = Vec::with_capacity(data.len() + self.certs.len() + 160);
+        tlv(&mut basic, 0x30, &data);
+        let signature = self.signer.sign(&basic)?;
+        basic.extend_from_slice(&self.algorithm);
+        basic.push(0x03);
+        push_len(&mut basic, signature.len() + 1);
+        basic.push(0x00);
+        basic.extend_from_slice(&signature);
+        basic.extend_from_slice(&self.certs);
+
+        // OCSPResponse: successful, responseBytes [0] EXPLICIT
+        // { id-pkix-ocsp-basic, OCTET STRING { BasicOCSPResponse } }.
+        let mut basic_sequence = Vec::with_capacity(basic.len() + 4);
+        tlv(&mut basic_sequence, 0x30, &basic);
+        let mut bytes = Vec::with_capacity(basic_sequence.len() + 20);
+        tlv(&mut bytes, 0x06, OID_OCSP_BASIC);
+        tlv(&mut bytes, 0x04, &basic_sequence);
+        let mut response_bytes = Vec::with_capacity(bytes.len() + 4);
+        tlv(&mut response_bytes, 0x30, &bytes);
+        let mut body = Vec::with_capacity(response_bytes.len() + 8);
+        body.extend_from_slice(&[0x0a, 0x01, 0x00]);
+        tlv(&mut body, 0xa0, &response_bytes);
+        let mut out = Vec::with_capacity(body.len() + 4);
+        tlv(&mut out, 0x30, &body);
+        Ok(out)
     }
 }
 
@@ -434,6 +420,102 @@ mod tests {
         ] {
             let der = f.response();
             assert!(OcspResponse::from_der(&der).is_ok());
+        }
+    }
+
+    #[test]
+    fn hand_written_responses_decode_and_verify() {
+        use crate::keys::KeyAlgorithm;
+        use crate::signer::FileSigner;
+        use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponseStatus};
+
+        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
+            let signer = Arc::new(FileSigner::new(algorithm.generate().unwrap()).unwrap());
+            let subject = crate::x509::parse_subject("CN=Test Responder").unwrap();
+            let now = crate::now();
+            let certificate = crate::x509::build_ca_certificate(
+                subject,
+                signer.as_ref(),
+                now,
+                time::Duration::days(1),
+            )
+            .unwrap();
+            let responder = OcspResponder::new(certificate.0.clone(), signer.clone()).unwrap();
+            let id = |serial: u8| CertId {
+                hash_algorithm: spki::AlgorithmIdentifierOwned {
+                    oid: SHA1,
+                    parameters: None,
+                },
+                issuer_name_hash: der::asn1::OctetString::new([1u8; 20]).unwrap(),
+                issuer_key_hash: der::asn1::OctetString::new([2u8; 20]).unwrap(),
+                serial_number: x509_cert::serial_number::SerialNumber::new(&[0x40, serial])
+                    .unwrap(),
+            };
+            let revoked_at = now - time::Duration::hours(1);
+            let query = OcspQuery {
+                cert_ids: vec![id(1), id(2), id(3)],
+                serials: vec![None, None, None],
+                nonce: Some(vec![7u8; 32]),
+            };
+            let states = [
+                CertState::Good,
+                CertState::Revoked {
+                    at: revoked_at,
+                    reason: RevocationReason::KeyCompromise,
+                },
+                CertState::Unknown,
+            ];
+            let der = responder
+                .sign(&query, &states, now, time::Duration::hours(4))
+                .unwrap();
+
+            let response = OcspResponse::from_der(&der).unwrap();
+            assert_eq!(response.response_status, OcspResponseStatus::Successful);
+            let bytes = response.response_bytes.unwrap();
+            let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+            assert_eq!(
+                basic.to_der().unwrap(),
+                bytes.response.as_bytes(),
+                "canonical DER"
+            );
+            let data = &basic.tbs_response_data;
+            assert_eq!(data.responses.len(), 3);
+            for (single, expected) in data.responses.iter().zip(&query.cert_ids) {
+                assert_eq!(&single.cert_id, expected);
+                let this = single.this_update.0.to_unix_duration().as_secs() as i64;
+                let next = single.next_update.unwrap().0.to_unix_duration().as_secs() as i64;
+                assert_eq!((this, next - this), (now.unix_timestamp(), 4 * 3600));
+            }
+            assert!(matches!(data.responses[0].cert_status, CertStatus::Good(_)));
+            match &data.responses[1].cert_status {
+                CertStatus::Revoked(info) => {
+                    assert_eq!(
+                        info.revocation_time.0.to_unix_duration().as_secs() as i64,
+                        revoked_at.unix_timestamp()
+                    );
+                    assert_eq!(
+                        info.revocation_reason,
+                        Some(x509_cert::ext::pkix::CrlReason::KeyCompromise)
+                    );
+                }
+                other => panic!("expected revoked, got {other:?}"),
+            }
+            assert!(matches!(
+                data.responses[2].cert_status,
+                CertStatus::Unknown(_)
+            ));
+            let extensions = data.response_extensions.as_ref().unwrap();
+            let nonce = Nonce::from_der(extensions[0].extn_value.as_bytes()).unwrap();
+            assert_eq!(nonce.0.as_bytes(), &[7u8; 32]);
+            let certs = basic.certs.as_ref().unwrap();
+            assert_eq!(certs[0].to_der().unwrap(), certificate.0);
+
+            // The signature covers the ResponseData exactly as sent.
+            let public =
+                openssl::pkey::PKey::public_key_from_der(signer.public_key().spki_der()).unwrap();
+            let mut verifier = openssl::sign::Verifier::new(algorithm.digest(), &public).unwrap();
+            verifier.update(&data.to_der().unwrap()).unwrap();
+            assert!(verifier.verify(basic.signature.raw_bytes()).unwrap());
         }
     }
 }

@@ -5,6 +5,9 @@
 
 use std::path::Path;
 
+use crate::hash::{sha256, sha384};
+use openssl::ec::EcKey;
+use openssl::ecdsa::EcdsaSig;
 use openssl::pkey::{PKey, Private};
 
 use crate::error::{Error, Result};
@@ -25,6 +28,10 @@ pub trait Signer: Send + Sync {
 /// OpenSSL clears the key's memory when it is freed.
 pub struct FileSigner {
     key: PKey<Private>,
+    /// The same key as an `EC_KEY` for ECDSA keys: signing through it skips
+    /// OpenSSL 3's per-call provider look-up (`EVP_DigestSignInit`), which
+    /// costs a third of a P-256 signature.
+    ec: Option<EcKey<Private>>,
     public: PublicKey,
 }
 
@@ -32,7 +39,11 @@ impl FileSigner {
     /// Wraps an in-memory key.
     pub fn new(key: PKey<Private>) -> Result<Self> {
         let public = PublicKey::from_pkey(&key)?;
-        Ok(FileSigner { key, public })
+        let ec = match public.algorithm() {
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => Some(key.ec_key()?),
+            _ => None,
+        };
+        Ok(FileSigner { key, ec, public })
     }
 
     /// Decrypts and loads the key file at `path`.
@@ -52,6 +63,13 @@ impl Signer for FileSigner {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        if let Some(ec) = &self.ec {
+            let signature = match self.public.algorithm() {
+                KeyAlgorithm::EcdsaP384 => EcdsaSig::sign(&sha384(message), ec)?,
+                _ => EcdsaSig::sign(&sha256(message), ec)?,
+            };
+            return Ok(signature.to_der()?);
+        }
         let digest = self.public.algorithm().digest();
         let mut signer = openssl::sign::Signer::new(digest, &self.key)?;
         if matches!(
@@ -92,4 +110,28 @@ pub(crate) fn check_matches(signer: &dyn Signer, certificate_spki: &[u8]) -> Res
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_under_the_public_key_for_every_algorithm() {
+        let message = b"tbsCertificate bytes";
+        for algorithm in KeyAlgorithm::ALL {
+            let signer = FileSigner::new(algorithm.generate().unwrap()).unwrap();
+            let signature = signer.sign(message).unwrap();
+            let public = PKey::public_key_from_der(signer.public_key().spki_der()).unwrap();
+            let mut verifier = openssl::sign::Verifier::new(algorithm.digest(), &public).unwrap();
+            verifier.update(message).unwrap();
+            assert!(verifier.verify(&signature).unwrap(), "{algorithm:?}");
+            let mut verifier = openssl::sign::Verifier::new(algorithm.digest(), &public).unwrap();
+            verifier.update(b"other bytes").unwrap();
+            assert!(
+                !verifier.verify(&signature).unwrap_or(false),
+                "{algorithm:?}"
+            );
+        }
+    }
 }

@@ -865,7 +865,7 @@ async fn insert_one(
         }
         details.push_str(&format!(
             " idempotency_key_sha256={}",
-            hex::encode(openssl::sha::sha256(idem.key.as_bytes()))
+            hex::encode(crate::hash::sha256(idem.key.as_bytes()))
         ));
     }
     // An issued certificate past its not-after no longer counts as active.
@@ -1224,7 +1224,7 @@ impl Store for SqlStore {
             "crl_number={} next_update={} sha256={}",
             crl.number,
             crate::rfc3339(crl.next_update),
-            hex::encode(openssl::sha::sha256(&crl.der))
+            hex::encode(crate::hash::sha256(&crl.der))
         );
         let (mut tx, open) = self.begin(audit, crl.this_update).await?;
         let changed = sqlx::query(

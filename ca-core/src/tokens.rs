@@ -177,7 +177,7 @@ pub(crate) fn generate() -> Result<(String, Zeroizing<String>, String)> {
 }
 
 pub(crate) fn hash_secret(secret: &str) -> String {
-    hex::encode(openssl::sha::sha256(secret.as_bytes()))
+    hex::encode(crate::hash::sha256(secret.as_bytes()))
 }
 
 /// The public id part of a presented token, if it has our shape (safe to log).

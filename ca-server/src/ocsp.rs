@@ -1,6 +1,7 @@
 //! The OCSP responder's serving side: a cache of pre-signed responses keyed by
 //! the request bytes (requests without a nonce are deterministic), live signing
-//! for nonces, and invalidation whenever any certificate's status changes.
+//! for nonces from a cache of certificate states, and invalidation of both
+//! whenever any certificate's status changes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::body::Bytes;
 use ca_core::ocsp::{parse_request, CertState, OcspFailure, OcspResponder};
-use ca_core::Ca;
+use ca_core::{Ca, Serial};
 
 /// Bound on cached responses; past it the cache starts over (a flood of
 /// distinct requests cannot grow memory without limit).
@@ -55,6 +56,11 @@ pub struct OcspService {
     responder: RwLock<Option<Arc<OcspResponder>>>,
     fingerprint: Mutex<Option<String>>,
     cache: RwLock<HashMap<Bytes, Cached>>,
+    /// Good and revoked states read from the store, so a nonce request (signed
+    /// live every time) costs no store read. Unknown serials are not kept.
+    states: RwLock<HashMap<Serial, CertState>>,
+    /// Bumped on every invalidation: an answer or state read before a change
+    /// is not cached after it.
     generation: AtomicU64,
     /// The store's revocation revision the cache reflects.
     revision: AtomicU64,
@@ -75,6 +81,7 @@ impl OcspService {
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.write().unwrap().clear();
+        self.states.write().unwrap().clear();
     }
 
     /// Prometheus lines for the responder.
@@ -196,9 +203,32 @@ impl OcspService {
         }
     }
 
+    /// One certificate's state, from memory when a store read since the last
+    /// status change has seen it.
+    async fn state(&self, ca: &Ca, serial: Option<&Serial>) -> Result<CertState, OcspFailure> {
+        if let Some(state) = serial.and_then(|s| self.states.read().unwrap().get(s).copied()) {
+            return Ok(state);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let state = ca.ocsp_state(serial).await?;
+        if let (Some(serial), false) = (serial, state == CertState::Unknown) {
+            let mut states = self.states.write().unwrap();
+            if self.generation.load(Ordering::SeqCst) == generation {
+                if states.len() >= MAX_ENTRIES {
+                    states.clear();
+                }
+                states.insert(*serial, state);
+            }
+        }
+        Ok(state)
+    }
+
     async fn sign(&self, ca: &Ca, request: &[u8]) -> Result<(Answer, bool), OcspFailure> {
         let query = parse_request(request, ca.issuer_hashes())?;
-        let states = ca.ocsp_states(&query).await?;
+        let mut states = Vec::with_capacity(query.serials.len());
+        for serial in &query.serials {
+            states.push(self.state(ca, serial.as_ref()).await?);
+        }
         let responder = self
             .responder
             .read()

@@ -103,6 +103,13 @@ fn good_revoked_unknown_with_nonce_and_revocation_within_a_second() {
     );
     assert!(text.contains("Revocation Time"), "{text}");
     assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    // And signed live for a nonce: the state remembered from the first
+    // nonce request above was dropped with the revocation.
+    let text = openssl_ocsp(&server, &ca_pem, &["-cert", &old_cert]);
+    assert!(
+        text.contains(": revoked") && text.contains("Response verify OK"),
+        "{text}"
+    );
     let metrics = stdout(&server.curl(&["-s", &server.url("/metrics")]));
     assert!(
         metrics.contains("ca_ocsp_responses_total{kind=\"cache_hit\"}"),
@@ -122,16 +129,21 @@ fn a_revocation_by_the_cli_reaches_cached_ocsp_answers() {
     let cert = ca.cert_pem(&serial);
     let ca_pem = ca.ca_pem();
     let server = Server::start(&ca);
-    let text = openssl_ocsp(&server, &ca_pem, &["-cert", &cert, "-no_nonce"]);
-    assert!(text.contains(": good"), "{text}");
+    // Both the pre-signed answer and the remembered state (nonce requests) are cached.
+    for nonce in [&["-no_nonce"][..], &[]] {
+        let text = openssl_ocsp(&server, &ca_pem, &[&["-cert", &cert][..], nonce].concat());
+        assert!(text.contains(": good"), "{text}");
+    }
     let before = Instant::now();
     ca.ok(&["revoke", &serial, "--reason", "affiliation-changed"]);
     println!("ca-cli revoke took {:?}", before.elapsed());
     let started = Instant::now();
     loop {
-        let text = openssl_ocsp(&server, &ca_pem, &["-cert", &cert, "-no_nonce"]);
-        if text.contains(": revoked") {
-            assert!(text.contains("affiliationChanged"), "{text}");
+        let cached = openssl_ocsp(&server, &ca_pem, &["-cert", &cert, "-no_nonce"]);
+        let live = openssl_ocsp(&server, &ca_pem, &["-cert", &cert]);
+        if cached.contains(": revoked") && live.contains(": revoked") {
+            assert!(cached.contains("affiliationChanged"), "{cached}");
+            assert!(live.contains("affiliationChanged"), "{live}");
             break;
         }
         assert!(
