@@ -4,7 +4,8 @@
 //! mapping, caching headers, metrics and the CRL refresher. No CA logic.
 //!
 //! ```text
-//!  request ─► observe (log line + metrics) ─► body limit 1 MiB ─► route ─► Auth ─► ca_core::Ca
+//!  request ─┬─► POST /ocsp, GET /ocsp/… ─► routes::ocsp::fast ─► OcspService ─► ca_core::Ca
+//!           └─► observe (log line + metrics) ─► body limit 1 MiB ─► route ─► Auth ─► ca_core::Ca
 //!                                                                  │
 //!  CrlCache::run ◄── revocations (notify) / store polling ◄────────┘
 //! ```
@@ -19,11 +20,15 @@ mod ocsp;
 mod openapi;
 mod routes;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -107,9 +112,10 @@ impl AppState {
     }
 }
 
-/// The whole API.
-pub fn app(state: AppState) -> Router {
-    Router::new()
+/// The whole API, as one service: OCSP's hot routes are answered before the
+/// router (see `routes::ocsp::fast`), everything else goes through it.
+pub fn app(state: AppState) -> Api {
+    let router = Router::new()
         .merge(routes::public::router())
         .merge(routes::certificates::router())
         .merge(routes::audit::router())
@@ -121,19 +127,43 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .with_state(state.clone());
+    Api { state, router }
+}
+
+/// The service [`app`] returns; serve it with `axum::serve(listener, app.into_make_service())`.
+#[derive(Clone)]
+pub struct Api {
+    state: AppState,
+    router: Router,
+}
+
+impl tower::Service<Request> for Api {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match routes::ocsp::fast_route(&request) {
+            Some(route) => {
+                let state = self.state.clone();
+                Box::pin(async move { Ok(routes::ocsp::fast(state, request, route).await) })
+            }
+            None => Box::pin(self.router.call(request)),
+        }
+    }
 }
 
 /// One log line and the metrics for every request. Logs the token's public id,
 /// never the token, and never a body.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -142,13 +172,32 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .and_then(|t| ca_core::token_id(t.trim()))
         .map(str::to_owned);
     let response = next.run(request).await;
-    let elapsed = start.elapsed();
-    let status = response.status().as_u16();
-    state
-        .metrics
-        .request(&method, &route, status, elapsed.as_secs_f64());
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let token = token.as_deref().unwrap_or("-");
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    record(
+        &state,
+        &method,
+        route,
+        response.status(),
+        start,
+        token.as_deref(),
+    );
+    response
+}
+
+/// Counts a finished request and logs it.
+fn record(
+    state: &AppState,
+    method: &Method,
+    route: &str,
+    status: StatusCode,
+    start: Instant,
+    token: Option<&str>,
+) {
+    let elapsed = start.elapsed().as_secs_f64();
+    let status = status.as_u16();
+    state.metrics.request(method, route, status, elapsed);
+    let latency_ms = elapsed * 1000.0;
+    let token = token.unwrap_or("-");
     // Gateways poll these at high rates: their lines are debug-level (CA_LOG=debug).
     if route.starts_with("/ocsp")
         || route.starts_with("/crl")
@@ -159,5 +208,4 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     } else {
         tracing::info!(method = %method, route = %route, status, latency_ms, token, "request");
     }
-    response
 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use axum::ServiceExt as _;
 use clap::Parser;
 use zeroize::Zeroizing;
 
@@ -87,7 +88,7 @@ async fn serve(config: ca_core::Config) -> Result<(), ca_core::Error> {
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(listen = %address, data_dir = %config.data_dir.display(), "ca-server ready");
-    axum::serve(listener, ca_server::app(state))
+    axum::serve(listener, ca_server::app(state).into_make_service())
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(|e| ca_core::Error::Config(format!("server: {e}")))?;

@@ -5,14 +5,19 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use axum::http::Method;
+
 /// Latency buckets (seconds).
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// What one route has answered: counts by (method, status) and a latency histogram.
 #[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
+struct RouteStats {
+    /// A handful of entries per route; scanned, not hashed.
+    responses: Vec<(Method, u16, u64)>,
+    buckets: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
 }
@@ -20,8 +25,9 @@ struct Histogram {
 /// Counters and histograms of the server.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// By route. A request takes one lock and allocates nothing once its
+    /// route has been seen.
+    routes: Mutex<BTreeMap<String, RouteStats>>,
     issued: Mutex<BTreeMap<(String, String), u64>>,
     revocations: AtomicU64,
     crls_published: AtomicU64,
@@ -29,22 +35,27 @@ pub struct Metrics {
 
 impl Metrics {
     /// Records one finished request.
-    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
-        let mut latency = self.latency.lock().unwrap();
-        let h = latency.entry(route.to_owned()).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.counts[i] += 1;
+    pub fn request(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+        let mut routes = self.routes.lock().unwrap();
+        if !routes.contains_key(route) {
+            routes.insert(route.to_owned(), RouteStats::default());
+        }
+        let stats = routes.get_mut(route).expect("inserted above");
+        match stats
+            .responses
+            .iter_mut()
+            .find(|(m, s, _)| m == method && *s == status)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => stats.responses.push((method.clone(), status, 1)),
+        }
+        for (count, bound) in stats.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
             }
         }
-        h.count += 1;
-        h.sum += seconds;
+        stats.count += 1;
+        stats.sum += seconds;
     }
 
     /// Records an issuance (`issue`, `reissue`, `sign-csr`).
@@ -71,12 +82,17 @@ impl Metrics {
     pub fn render(&self, crl: Option<(u64, i64, i64)>, now: i64) -> String {
         let mut out = String::new();
         out.push_str("# HELP ca_http_requests_total HTTP requests by method, route and status.\n# TYPE ca_http_requests_total counter\n");
-        for ((method, route, status), n) in self.requests.lock().unwrap().iter() {
-            let _ = writeln!(out, "ca_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
+        let routes = self.routes.lock().unwrap();
+        for (route, h) in routes.iter() {
+            let mut responses = h.responses.clone();
+            responses.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+            for (method, status, n) in responses {
+                let _ = writeln!(out, "ca_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
+            }
         }
         out.push_str("# HELP ca_http_request_duration_seconds Request latency by route.\n# TYPE ca_http_request_duration_seconds histogram\n");
-        for (route, h) in self.latency.lock().unwrap().iter() {
-            for (bound, count) in BUCKETS.iter().zip(h.counts) {
+        for (route, h) in routes.iter() {
+            for (bound, count) in BUCKETS.iter().zip(h.buckets) {
                 let _ = writeln!(out, "ca_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}");
             }
             let _ = writeln!(
@@ -95,6 +111,7 @@ impl Metrics {
                 h.count
             );
         }
+        drop(routes);
         out.push_str("# HELP ca_certificates_issued_total Certificates issued by this server.\n# TYPE ca_certificates_issued_total counter\n");
         for ((operation, policy), n) in self.issued.lock().unwrap().iter() {
             let _ = writeln!(

@@ -801,3 +801,122 @@ async fn revoked_tokens_stop_working_though_they_were_cached() {
     let (status, _) = f.call("GET", "/v1/certificates", Some(&other), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// OCSP's fast path (answered before the router) against OpenSSL's own OCSP
+/// code: POST and GET (percent-encoded), the body limit, what falls through to
+/// the router, and the metrics and cache it shares with the rest.
+#[tokio::test]
+async fn ocsp_fast_path_answers_like_the_router_and_is_counted() {
+    use openssl::hash::MessageDigest;
+    use openssl::ocsp::{
+        OcspCertId, OcspCertStatus, OcspRequest, OcspResponse, OcspResponseStatus,
+    };
+    use openssl::x509::X509;
+
+    let f = fixture().await;
+    let serial = f.issue("acme", "alice").await;
+    let (_, shown) = f
+        .call(
+            "GET",
+            &format!("/v1/certificates/{serial}"),
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    let leaf = X509::from_pem(shown["pem"].as_str().unwrap().as_bytes()).unwrap();
+    let (_, _, ca_pem) = f.raw("GET", "/ca.pem", None, None, &[]).await;
+    let issuer = X509::from_pem(&ca_pem).unwrap();
+    let id = OcspCertId::from_cert(MessageDigest::sha1(), &leaf, &issuer).unwrap();
+    let mut request = OcspRequest::new().unwrap();
+    request.add_id(id).unwrap();
+    let der = request.to_der().unwrap();
+    let status_of = |body: &[u8]| {
+        let response = OcspResponse::from_der(body).unwrap();
+        assert_eq!(response.status(), OcspResponseStatus::SUCCESSFUL);
+        let basic = response.basic().unwrap();
+        let id = OcspCertId::from_cert(MessageDigest::sha1(), &leaf, &issuer).unwrap();
+        basic.find_status(&id).unwrap().status
+    };
+
+    let ocsp_type = [("content-type", "application/ocsp-request")];
+    let (status, headers, body) = f
+        .raw("POST", "/ocsp", None, Some(der.clone()), &ocsp_type)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/ocsp-response");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(status_of(&body), OcspCertStatus::GOOD);
+
+    // GET with '+', '/' and '=' percent-encoded, as RFC 5019 clients send them.
+    use base64::Engine as _;
+    let encoded: String = base64::engine::general_purpose::STANDARD
+        .encode(&der)
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let (status, headers, get_body) = f
+        .raw("GET", &format!("/ocsp/{encoded}"), None, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CACHE_CONTROL]
+        .to_str()
+        .unwrap()
+        .starts_with("public, max-age="));
+    assert_eq!(get_body, body, "GET and POST share the pre-signed answer");
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let (status, _, _) = f
+        .raw(
+            "GET",
+            &format!("/ocsp/{encoded}"),
+            None,
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+    // A revocation through the API reaches the fast path at once.
+    let (status, v) = f
+        .call(
+            "POST",
+            &format!("/v1/certificates/{serial}/revoke"),
+            Some(&f.admin),
+            Some(json!({"reason": "key-compromise"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, _, body) = f
+        .raw("POST", "/ocsp", None, Some(der.clone()), &ocsp_type)
+        .await;
+    assert_eq!(status_of(&body), OcspCertStatus::REVOKED);
+
+    // Garbage is an OCSP malformedRequest, not an HTTP error.
+    let (status, _, body) = f.raw("GET", "/ocsp/%FF%FE", None, None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        OcspResponse::from_der(&body).unwrap().status(),
+        OcspResponseStatus::MALFORMED_REQUEST
+    );
+    // Over the body limit: 413, as on every other route.
+    let big = vec![0x30; ca_server::BODY_LIMIT + 1];
+    let (status, _, _) = f.raw("POST", "/ocsp", None, Some(big), &ocsp_type).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // What the fast path does not claim goes through the router.
+    let (status, _, _) = f.raw("PUT", "/ocsp", None, None, &[]).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, _) = f.raw("GET", "/ocsp/", None, None, &[]).await;
+    assert!(status.is_client_error(), "{status}");
+
+    let (_, _, metrics) = f.raw("GET", "/metrics", None, None, &[]).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    for line in [
+        "ca_http_requests_total{method=\"POST\",route=\"/ocsp\",status=\"200\"} 2",
+        "ca_http_requests_total{method=\"POST\",route=\"/ocsp\",status=\"413\"} 1",
+        "ca_http_requests_total{method=\"GET\",route=\"/ocsp/{*request}\",status=\"200\"} 2",
+        "ca_http_requests_total{method=\"GET\",route=\"/ocsp/{*request}\",status=\"304\"} 1",
+        "ca_http_request_duration_seconds_count{route=\"/ocsp\"} 4",
+        "ca_ocsp_responses_total{kind=\"malformed_request\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+}

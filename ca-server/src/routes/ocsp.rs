@@ -1,8 +1,8 @@
 //! OCSP over HTTP (RFC 6960 Appendix A, RFC 5019): POST and GET.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -23,6 +23,11 @@ pub fn router() -> Router<AppState> {
     request_body(content = Vec<u8>, content_type = "application/ocsp-request", description = "DER OCSPRequest"),
     responses((status = 200, description = "DER OCSPResponse: successful (good/revoked/unknown), malformedRequest, unauthorized or internalError", content_type = "application/ocsp-response")))]
 pub async fn ocsp_post(State(state): State<AppState>, body: Bytes) -> Response {
+    post_response(&state, body).await
+}
+
+/// The answer to a POSTed request.
+pub(crate) async fn post_response(state: &AppState, body: Bytes) -> Response {
     let answer = state.ocsp.answer(&state.ca, body).await;
     // POST answers are not for shared caches (RFC 5019 §5).
     (
@@ -45,7 +50,12 @@ pub async fn ocsp_get(
     Path(request): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let der = match ca_core::ocsp::decode_get_path(&request) {
+    get_response(&state, &request, &headers).await
+}
+
+/// The answer to a GET of `/ocsp/{request}` (`request` URL-decoded).
+pub(crate) async fn get_response(state: &AppState, request: &str, headers: &HeaderMap) -> Response {
+    let der = match ca_core::ocsp::decode_get_path(request) {
         Ok(der) => der,
         Err(failure) => {
             state
@@ -103,4 +113,39 @@ pub async fn ocsp_get(
         }
     }
     (response_headers, answer.der.clone()).into_response()
+}
+
+/// The route a request would match in the router, if it is one the OCSP fast
+/// path answers: `POST /ocsp`, or `GET /ocsp/{request}` with a request.
+pub(crate) fn fast_route(request: &Request) -> Option<&'static str> {
+    let path = request.uri().path();
+    match *request.method() {
+        Method::POST if path == "/ocsp" => Some("/ocsp"),
+        Method::GET if path.len() > "/ocsp/".len() && path.starts_with("/ocsp/") => {
+            Some("/ocsp/{*request}")
+        }
+        _ => None,
+    }
+}
+
+/// Answers a request [`fast_route`] claimed, without the router: gateways ask
+/// on every login, and routing, extractors and the middleware stack cost as
+/// much as serving a pre-signed answer. Logged and counted like any route.
+pub(crate) async fn fast(state: AppState, request: Request, route: &'static str) -> Response {
+    let start = std::time::Instant::now();
+    let (parts, body) = request.into_parts();
+    let response = if parts.method == Method::POST {
+        match axum::body::to_bytes(body, crate::BODY_LIMIT).await {
+            Ok(body) => post_response(&state, body).await,
+            Err(_) => crate::ApiError::TooLarge.into_response(),
+        }
+    } else {
+        let encoded = &parts.uri.path()["/ocsp/".len()..];
+        match percent_encoding::percent_decode_str(encoded).decode_utf8() {
+            Ok(decoded) => get_response(&state, &decoded, &parts.headers).await,
+            Err(_) => get_response(&state, "!", &parts.headers).await,
+        }
+    };
+    crate::record(&state, &parts.method, route, response.status(), start, None);
+    response
 }
