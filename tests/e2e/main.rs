@@ -9,4 +9,5 @@ mod cli_issue;
 mod cli_revocation;
 mod gateway;
 mod ocsp;
+mod postgres;
 mod server;

@@ -55,6 +55,8 @@ pub fn stderr(o: &Output) -> String {
 /// A CA in its own temp directory.
 pub struct TestCa {
     pub dir: tempfile::TempDir,
+    /// `CA_DATABASE_URL` for every command and server (`None`: SQLite in the data directory).
+    pub database_url: Option<String>,
 }
 
 impl TestCa {
@@ -68,8 +70,18 @@ impl TestCa {
 
     /// A CA whose certificates point at `base_url` for CRL, OCSP and caIssuers.
     pub fn init_for(base_url: &str, extra: &[&str]) -> TestCa {
+        Self::init_full(base_url, extra, None)
+    }
+
+    /// A CA whose store is the PostgreSQL database at `database_url`.
+    pub fn init_on(database_url: &str) -> TestCa {
+        Self::init_full("http://127.0.0.1:8080", &[], Some(database_url.to_owned()))
+    }
+
+    fn init_full(base_url: &str, extra: &[&str], database_url: Option<String>) -> TestCa {
         let ca = TestCa {
             dir: tempfile::tempdir().unwrap(),
+            database_url,
         };
         let mut args = vec![
             "init",
@@ -104,6 +116,10 @@ impl TestCa {
         cmd.env("CA_KEY_PASSPHRASE", PASSPHRASE)
             .env_remove("CA_CONFIG")
             .env_remove("CA_DATA_DIR");
+        match &self.database_url {
+            Some(url) => cmd.env("CA_DATABASE_URL", url),
+            None => cmd.env_remove("CA_DATABASE_URL"),
+        };
         cmd
     }
 
@@ -278,6 +294,10 @@ impl Server {
             .env_remove("CA_CONFIG")
             .stdout(file.try_clone().unwrap())
             .stderr(file);
+        match &ca.database_url {
+            Some(url) => cmd.env("CA_DATABASE_URL", url),
+            None => cmd.env_remove("CA_DATABASE_URL"),
+        };
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -396,4 +416,81 @@ pub fn http_code(url: &str, headers: &[&str]) -> String {
     }
     args.push(url);
     stdout(&tool("curl", &args))
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards.
+///
+/// The server comes from `CA_TEST_POSTGRES_URL` (a URL to any database the
+/// test may `CREATE DATABASE` from; `.ci/run` sets it). In CI (`CI` set) an
+/// unset variable or an unreachable server fails the test; elsewhere an unset
+/// variable skips it with a note.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    /// URL of the new database.
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub fn create(tag: &str) -> Option<PgDatabase> {
+        let Ok(admin_url) = std::env::var("CA_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CA_TEST_POSTGRES_URL is not set: CI must run the PostgreSQL tests \
+                 (e.g. postgres://postgres@127.0.0.1:5432/test)"
+            );
+            eprintln!(
+                "skipping: set CA_TEST_POSTGRES_URL=postgres://user@host:5432/db to run the PostgreSQL tests"
+            );
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("ca_e2e_{tag}_{}_{nanos}", std::process::id());
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        let (base, query) = match admin_url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (admin_url.as_str(), String::new()),
+        };
+        let (server, _) = base
+            .rsplit_once('/')
+            .filter(|(server, _)| server.contains("://") && !server.ends_with('/'))
+            .unwrap_or_else(|| panic!("CA_TEST_POSTGRES_URL needs a database path: {admin_url}"));
+        let url = format!("{server}/{name}{query}");
+        Some(PgDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    /// Runs one SQL statement in this database; returns its unaligned output.
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &self.admin_url,
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+/// `psql URL -c SQL`, failing the test with psql's message.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = tool("psql", &[url, "-v", "ON_ERROR_STOP=1", "-tAc", sql]);
+    assert!(
+        out.status.success(),
+        "PostgreSQL unreachable or refused `{sql}` at {url}: {}",
+        stderr(&out)
+    );
+    stdout(&out)
 }
