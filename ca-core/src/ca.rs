@@ -19,7 +19,7 @@ use crate::duration::Duration;
 use crate::error::{Error, Result};
 use crate::ids::{AdminId, Serial, TenantId};
 use crate::keys::{write_encrypted_key, KeyAlgorithm, Passphrase, PublicKey, MIN_PASSPHRASE_LEN};
-use crate::ocsp::{CertState, IssuerHashes, OcspFailure, OcspQuery, OcspResponder};
+use crate::ocsp::{CertState, IssuerHashes, OcspFailure, OcspResponder};
 use crate::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
 use crate::policy::{Policies, Policy, PolicyKind};
 use crate::reason::RevocationReason;
@@ -772,18 +772,6 @@ impl Ca {
     /// Lifetime of OCSP responses (nextUpdate − thisUpdate).
     pub fn ocsp_validity(&self) -> Duration {
         self.ocsp_validity
-    }
-
-    /// The status of every CertID of a parsed OCSP request, from the store.
-    pub async fn ocsp_states(
-        &self,
-        query: &OcspQuery,
-    ) -> std::result::Result<Vec<CertState>, OcspFailure> {
-        let mut states = Vec::with_capacity(query.serials.len());
-        for serial in &query.serials {
-            states.push(self.ocsp_state(serial.as_ref()).await?);
-        }
-        Ok(states)
     }
 
     /// The status of one certificate as OCSP reports it (`None`: not a serial of ours).

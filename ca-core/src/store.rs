@@ -1506,12 +1506,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_published_crl_is_stored_in_pieces_and_read_back_whole() {
+    /// A migrated SQLite store in a temp directory (kept while the guard lives).
+    async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = SqlStore::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_published_crl_is_stored_in_pieces_and_read_back_whole() {
+        let (_dir, store) = sqlite_store().await;
         crl_pieces(&store).await;
     }
 
@@ -1626,10 +1632,7 @@ mod tests {
 
     #[tokio::test]
     async fn revoked_entries_come_in_pages_complete_and_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = SqlStore::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = sqlite_store().await;
         revoked_pages(&store).await;
     }
 

@@ -3,24 +3,7 @@
 use crate::util::*;
 
 fn verify(ca: &TestCa, crl: &str, cert: &str) -> (bool, String) {
-    let out = tool(
-        "openssl",
-        &[
-            "verify",
-            "-crl_check",
-            "-purpose",
-            "sslclient",
-            "-CAfile",
-            &ca.ca_pem(),
-            "-CRLfile",
-            crl,
-            cert,
-        ],
-    );
-    (
-        out.status.success(),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
+    verify_with_crl(&ca.ca_pem(), crl, cert)
 }
 
 #[test]

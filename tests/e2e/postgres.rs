@@ -7,26 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-/// `openssl verify -crl_check`; returns (verified, output).
-fn verify_with_crl(ca_pem: &str, crl_pem: &str, cert: &str) -> (bool, String) {
-    let out = tool(
-        "openssl",
-        &[
-            "verify",
-            "-crl_check",
-            "-CAfile",
-            ca_pem,
-            "-CRLfile",
-            crl_pem,
-            cert,
-        ],
-    );
-    (
-        out.status.success(),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
-}
-
 /// Polls `check` every 25 ms until it holds; returns how long that took.
 fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();

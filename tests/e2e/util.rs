@@ -494,3 +494,25 @@ pub fn psql(url: &str, sql: &str) -> String {
     );
     stdout(&out)
 }
+
+/// `openssl verify -crl_check -purpose sslclient`; returns (verified, output).
+pub fn verify_with_crl(ca_pem: &str, crl: &str, cert: &str) -> (bool, String) {
+    let out = tool(
+        "openssl",
+        &[
+            "verify",
+            "-crl_check",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            ca_pem,
+            "-CRLfile",
+            crl,
+            cert,
+        ],
+    );
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}

@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use ca_core::ocsp::OcspFailure;
+
 use crate::AppState;
 
 const OCSP_RESPONSE: &str = "application/ocsp-response";
@@ -55,23 +57,8 @@ pub async fn ocsp_get(
 
 /// The answer to a GET of `/ocsp/{request}` (`request` URL-decoded).
 pub(crate) async fn get_response(state: &AppState, request: &str, headers: &HeaderMap) -> Response {
-    let der = match ca_core::ocsp::decode_get_path(request) {
-        Ok(der) => der,
-        Err(failure) => {
-            state
-                .ocsp
-                .counters
-                .malformed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return (
-                [
-                    (header::CONTENT_TYPE, OCSP_RESPONSE),
-                    (header::CACHE_CONTROL, "no-store"),
-                ],
-                failure.response(),
-            )
-                .into_response();
-        }
+    let Ok(der) = ca_core::ocsp::decode_get_path(request) else {
+        return malformed(state);
     };
     let answer = state.ocsp.answer(&state.ca, Bytes::from(der)).await;
     let mut response_headers = HeaderMap::new();
@@ -115,6 +102,23 @@ pub(crate) async fn get_response(state: &AppState, request: &str, headers: &Head
     (response_headers, answer.der.clone()).into_response()
 }
 
+/// The unsigned `malformedRequest` answer to a GET path that is no request.
+fn malformed(state: &AppState) -> Response {
+    state
+        .ocsp
+        .counters
+        .malformed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (
+        [
+            (header::CONTENT_TYPE, OCSP_RESPONSE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        OcspFailure::Malformed.response(),
+    )
+        .into_response()
+}
+
 /// The route a request would match in the router, if it is one the OCSP fast
 /// path answers: `POST /ocsp`, or `GET /ocsp/{request}` with a request.
 pub(crate) fn fast_route(request: &Request) -> Option<&'static str> {
@@ -143,7 +147,7 @@ pub(crate) async fn fast(state: AppState, request: Request, route: &'static str)
         let encoded = &parts.uri.path()["/ocsp/".len()..];
         match percent_encoding::percent_decode_str(encoded).decode_utf8() {
             Ok(decoded) => get_response(&state, &decoded, &parts.headers).await,
-            Err(_) => get_response(&state, "!", &parts.headers).await,
+            Err(_) => malformed(&state),
         }
     };
     crate::record(&state, &parts.method, route, response.status(), start, None);
