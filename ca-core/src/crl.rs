@@ -220,15 +220,10 @@ mod tests {
     use crate::signer::FileSigner;
 
     fn ca(algorithm: KeyAlgorithm) -> (CaCertificate, FileSigner) {
-        let signer = FileSigner::new(algorithm.generate().unwrap()).unwrap();
-        let subject = crate::x509::parse_subject("CN=Test CA,O=Example,C=DE").unwrap();
-        let der = crate::x509::build_ca_certificate(
-            subject,
-            &signer,
-            crate::now(),
-            time::Duration::days(30),
-        )
-        .unwrap();
+        let (der, signer) = crate::x509::test_certificate(
+            algorithm.generate().unwrap(),
+            "CN=Test CA,O=Example,C=DE",
+        );
         (CaCertificate::from_der(der.0).unwrap(), signer)
     }
 

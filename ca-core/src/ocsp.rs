@@ -426,20 +426,13 @@ mod tests {
     #[test]
     fn hand_written_responses_decode_and_verify() {
         use crate::keys::KeyAlgorithm;
-        use crate::signer::FileSigner;
         use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponseStatus};
 
         for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
-            let signer = Arc::new(FileSigner::new(algorithm.generate().unwrap()).unwrap());
-            let subject = crate::x509::parse_subject("CN=Test Responder").unwrap();
+            let (certificate, signer) =
+                crate::x509::test_certificate(algorithm.generate().unwrap(), "CN=Test Responder");
+            let signer = Arc::new(signer);
             let now = crate::now();
-            let certificate = crate::x509::build_ca_certificate(
-                subject,
-                signer.as_ref(),
-                now,
-                time::Duration::days(1),
-            )
-            .unwrap();
             let responder = OcspResponder::new(certificate.0.clone(), signer.clone()).unwrap();
             let id = |serial: u8| CertId {
                 hash_algorithm: spki::AlgorithmIdentifierOwned {

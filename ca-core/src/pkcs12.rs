@@ -453,15 +453,7 @@ mod tests {
     #[test]
     fn modern_bundles_open_with_openssl_for_any_password() {
         let key = crate::keys::KeyAlgorithm::EcdsaP256.generate().unwrap();
-        let signer = crate::signer::FileSigner::new(key.clone()).unwrap();
-        let subject = crate::x509::parse_subject("CN=Bundle Test").unwrap();
-        let cert = crate::x509::build_ca_certificate(
-            subject,
-            &signer,
-            crate::now(),
-            time::Duration::days(1),
-        )
-        .unwrap();
+        let (cert, _) = crate::x509::test_certificate(key.clone(), "CN=Bundle Test");
         let long = "x".repeat(100);
         for password in ["Abcdefgh2345", "pässwörd-ünïcode-€-😀", long.as_str()] {
             let der =

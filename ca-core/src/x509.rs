@@ -98,6 +98,23 @@ fn rcgen_serial(serial: &Serial) -> SerialNumber {
     SerialNumber::from_slice(serial.as_bytes())
 }
 
+/// A self-signed CA certificate (one day) for `key`, and its signer: unit tests' issuer.
+#[cfg(test)]
+pub(crate) fn test_certificate(
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    subject: &str,
+) -> (CertificateDer, crate::signer::FileSigner) {
+    let signer = crate::signer::FileSigner::new(key).unwrap();
+    let der = build_ca_certificate(
+        parse_subject(subject).unwrap(),
+        &signer,
+        crate::now(),
+        time::Duration::days(1),
+    )
+    .unwrap();
+    (der, signer)
+}
+
 /// Builds the self-signed CA certificate: critical basicConstraints CA:TRUE
 /// pathLen 0 (it only issues end-entity certificates), keyCertSign + cRLSign.
 pub(crate) fn build_ca_certificate(

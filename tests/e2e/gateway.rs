@@ -229,14 +229,7 @@ fn a_lost_device_is_locked_out_at_the_nginx_gateway() {
 
     // Device lost: reissue with key-compromise, then the gateway's pull loop.
     let started = Instant::now();
-    let (status, reissued) = server.api(
-        "POST",
-        "/v1/tenants/acme/admins/alice/reissue",
-        &operator,
-        r#"{"reason":"key-compromise"}"#,
-        &[],
-    );
-    assert_eq!(status, 201, "{reissued}");
+    let reissued = server.reissue(&operator, "alice", "key-compromise");
     let reload = nginx.reload_command();
     let refused_after = loop {
         let out = pull(

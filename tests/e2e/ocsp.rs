@@ -86,14 +86,7 @@ fn good_revoked_unknown_with_nonce_and_revocation_within_a_second() {
 
     // Reissue: the old serial is revoked in OCSP at once, even from the cache.
     let started = Instant::now();
-    let (status, _) = server.api(
-        "POST",
-        "/v1/tenants/acme/admins/alice/reissue",
-        &operator,
-        r#"{"reason":"key-compromise"}"#,
-        &[],
-    );
-    assert_eq!(status, 201);
+    server.reissue(&operator, "alice", "key-compromise");
     let text = openssl_ocsp(&server, &ca_pem, &["-cert", &old_cert, "-no_nonce"]);
     let elapsed = started.elapsed();
     println!("reissue response -> OCSP revoked: {elapsed:?}");
@@ -451,14 +444,7 @@ fn nginx_with_ssl_ocsp_refuses_a_reissued_device() {
         nginx.error_log()
     );
     let started = Instant::now();
-    let (status, reissued) = server.api(
-        "POST",
-        "/v1/tenants/acme/admins/alice/reissue",
-        &operator,
-        r#"{"reason":"key-compromise"}"#,
-        &[],
-    );
-    assert_eq!(status, 201);
+    let reissued = server.reissue(&operator, "alice", "key-compromise");
     let code = nginx.get(&cert, &key);
     println!(
         "reissue response -> nginx (ssl_ocsp) refuses: {:?}",

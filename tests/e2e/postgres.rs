@@ -137,14 +137,7 @@ fn two_replicas_on_one_postgres_database() {
         assert!(text.contains(": good"), "{text}");
     }
     let started = Instant::now();
-    let (status, reissued) = a.api(
-        "POST",
-        "/v1/tenants/acme/admins/alice/reissue",
-        &operator,
-        r#"{"reason":"key-compromise"}"#,
-        &[],
-    );
-    assert_eq!(status, 201, "{reissued}");
+    let reissued = a.reissue(&operator, "alice", "key-compromise");
     assert_eq!(reissued["revoked"], serde_json::json!([alice_serial]));
     let took = within(
         Duration::from_secs(1),

@@ -377,6 +377,15 @@ impl Server {
         answer
     }
 
+    /// Reissues acme/`admin`'s certificate with `reason`; the answer must be 201.
+    pub fn reissue(&self, token: &str, admin: &str, reason: &str) -> Value {
+        let path = format!("/v1/tenants/acme/admins/{admin}/reissue");
+        let body = format!(r#"{{"reason":"{reason}"}}"#);
+        let (status, answer) = self.api("POST", &path, token, &body, &[]);
+        assert_eq!(status, 201, "{answer}");
+        answer
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
