@@ -23,6 +23,31 @@ pub(crate) fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
     out.extend_from_slice(content);
 }
 
+/// One TLV as a buffer of its own.
+pub(crate) fn wrap(tag: u8, content: &[u8]) -> Vec<u8> {
+    wrap_all(tag, &[content])
+}
+
+/// One TLV whose content is `parts`, back to back: `wrap_all(0x30, &[a, b])`
+/// is `SEQUENCE { a, b }`.
+pub(crate) fn wrap_all(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(header_len(len) + len);
+    out.push(tag);
+    push_len(&mut out, len);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// A positive INTEGER as a buffer of its own.
+pub(crate) fn uint(magnitude: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(magnitude.len() + 3);
+    push_uint(&mut out, magnitude);
+    out
+}
+
 pub(crate) fn header(tag: u8, len: usize) -> Vec<u8> {
     let mut out = vec![tag];
     push_len(&mut out, len);

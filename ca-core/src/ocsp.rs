@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use x509_ocsp::ext::Nonce;
 use x509_ocsp::{CertId, OcspRequest, OcspResponse};
 
-use crate::derw::{push_extension, push_generalized_time, push_len, signature_algorithm, tlv};
+use crate::derw::{push_extension, push_generalized_time, signature_algorithm, wrap, wrap_all};
 use crate::error::{Error, Result};
 use crate::ids::Serial;
 use crate::reason::RevocationReason;
@@ -246,14 +246,8 @@ impl OcspResponder {
             .subject_public_key_info
             .subject_public_key
             .raw_bytes();
-        let mut key_hash = Vec::with_capacity(22);
-        tlv(&mut key_hash, 0x04, &crate::hash::sha1(bits));
-        let mut responder_id = Vec::with_capacity(24);
-        tlv(&mut responder_id, 0xa2, &key_hash);
-        let mut chain = Vec::with_capacity(certificate_der.len() + 4);
-        tlv(&mut chain, 0x30, &certificate_der);
-        let mut certs = Vec::with_capacity(chain.len() + 4);
-        tlv(&mut certs, 0xa0, &chain);
+        let responder_id = wrap(0xa2, &wrap(0x04, &crate::hash::sha1(bits)));
+        let certs = wrap(0xa0, &wrap(0x30, &certificate_der));
         let not_after = OffsetDateTime::from_unix_timestamp(
             certificate
                 .tbs_certificate
@@ -312,73 +306,68 @@ impl OcspResponder {
         }
         let mut this_update = Vec::with_capacity(17);
         push_generalized_time(&mut this_update, now);
-        let mut next_update = Vec::with_capacity(19);
         let mut time = Vec::with_capacity(17);
         push_generalized_time(&mut time, now + validity);
-        tlv(&mut next_update, 0xa0, &time);
+        let next_update = wrap(0xa0, &time);
 
         let mut responses = Vec::with_capacity(states.len() * 128);
-        let mut single = Vec::with_capacity(128);
         for (id, state) in query.cert_ids.iter().zip(states) {
-            single.clear();
-            id.encode_to_vec(&mut single).map_err(|e| bad(&e))?;
-            match state {
-                CertState::Good => single.extend_from_slice(&[0x80, 0x00]),
-                CertState::Unknown => single.extend_from_slice(&[0x82, 0x00]),
+            let status = match state {
+                CertState::Good => vec![0x80, 0x00],
+                CertState::Unknown => vec![0x82, 0x00],
                 CertState::Revoked { at, reason } => {
                     // revocationTime, revocationReason [0] EXPLICIT CRLReason.
                     let mut info = Vec::with_capacity(24);
                     push_generalized_time(&mut info, *at);
                     info.extend_from_slice(&[0xa0, 0x03, 0x0a, 0x01, reason.code()]);
-                    tlv(&mut single, 0xa1, &info);
+                    wrap(0xa1, &info)
                 }
-            }
-            single.extend_from_slice(&this_update);
-            single.extend_from_slice(&next_update);
-            tlv(&mut responses, 0x30, &single);
+            };
+            let id = id.to_der().map_err(|e| bad(&e))?;
+            responses.extend(wrap_all(0x30, &[&id, &status, &this_update, &next_update]));
         }
 
         // ResponseData: version v1 (the default, omitted), responderID,
         // producedAt, responses, responseExtensions [1] with the nonce echoed
         // (RFC 8954 §2.1: its value is the nonce as an OCTET STRING).
-        let mut data = Vec::with_capacity(responses.len() + 128);
-        data.extend_from_slice(&self.responder_id);
-        data.extend_from_slice(&this_update);
-        tlv(&mut data, 0x30, &responses);
-        if let Some(nonce) = &query.nonce {
-            let mut value = Vec::with_capacity(nonce.len() + 2);
-            tlv(&mut value, 0x04, nonce);
-            let mut extension = Vec::with_capacity(value.len() + 16);
-            push_extension(&mut extension, OID_NONCE, &value);
-            let mut extensions = Vec::with_capacity(extension.len() + 2);
-            tlv(&mut extensions, 0x30, &extension);
-            tlv(&mut data, 0xa1, &extensions);
-        }
-        let mut basic = Vec::with_capacity(data.len() + self.certs.len() + 160);
-        tlv(&mut basic, 0x30, &data);
-        let signature = self.signer.sign(&basic)?;
-        basic.extend_from_slice(&self.algorithm);
-        basic.push(0x03);
-        push_len(&mut basic, signature.len() + 1);
-        basic.push(0x00);
-        basic.extend_from_slice(&signature);
-        basic.extend_from_slice(&self.certs);
+        let extensions = match &query.nonce {
+            Some(nonce) => {
+                let mut extension = Vec::with_capacity(nonce.len() + 16);
+                push_extension(&mut extension, OID_NONCE, &wrap(0x04, nonce));
+                wrap(0xa1, &wrap(0x30, &extension))
+            }
+            None => Vec::new(),
+        };
+        let data = wrap_all(
+            0x30,
+            &[
+                &self.responder_id,
+                &this_update,
+                &wrap(0x30, &responses),
+                &extensions,
+            ],
+        );
+        let signature = self.signer.sign(&data)?;
+        let mut bit_string = Vec::with_capacity(signature.len() + 1);
+        bit_string.push(0x00);
+        bit_string.extend_from_slice(&signature);
+        let basic = wrap_all(
+            0x30,
+            &[
+                &data,
+                &self.algorithm,
+                &wrap(0x03, &bit_string),
+                &self.certs,
+            ],
+        );
 
         // OCSPResponse: successful, responseBytes [0] EXPLICIT
         // { id-pkix-ocsp-basic, OCTET STRING { BasicOCSPResponse } }.
-        let mut basic_sequence = Vec::with_capacity(basic.len() + 4);
-        tlv(&mut basic_sequence, 0x30, &basic);
-        let mut bytes = Vec::with_capacity(basic_sequence.len() + 20);
-        tlv(&mut bytes, 0x06, OID_OCSP_BASIC);
-        tlv(&mut bytes, 0x04, &basic_sequence);
-        let mut response_bytes = Vec::with_capacity(bytes.len() + 4);
-        tlv(&mut response_bytes, 0x30, &bytes);
-        let mut body = Vec::with_capacity(response_bytes.len() + 8);
-        body.extend_from_slice(&[0x0a, 0x01, 0x00]);
-        tlv(&mut body, 0xa0, &response_bytes);
-        let mut out = Vec::with_capacity(body.len() + 4);
-        tlv(&mut out, 0x30, &body);
-        Ok(out)
+        let response_bytes = wrap_all(0x30, &[&wrap(0x06, OID_OCSP_BASIC), &wrap(0x04, &basic)]);
+        Ok(wrap_all(
+            0x30,
+            &[&[0x0a, 0x01, 0x00], &wrap(0xa0, &response_bytes)],
+        ))
     }
 }
 

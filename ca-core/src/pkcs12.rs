@@ -110,7 +110,7 @@ mod modern {
     use openssl::symm::Cipher;
     use zeroize::Zeroizing;
 
-    use crate::derw::{push_uint, tlv};
+    use crate::derw::{uint, wrap, wrap_all};
     use crate::error::Result;
     use crate::hash::sha1;
 
@@ -144,85 +144,65 @@ mod modern {
         friendly_name: &str,
         password: &str,
     ) -> Result<super::Pkcs12Der> {
-        let key_id = sha1(certificate_der);
-        let attributes = bag_attributes(friendly_name, &key_id);
+        let attributes = bag_attributes(friendly_name, &sha1(certificate_der));
 
-        // The certificates, encrypted: leaf (named) then the CA.
-        let mut certs = Vec::with_capacity(certificate_der.len() + ca_der.len() + 256);
-        cert_bag(&mut certs, certificate_der, Some(&attributes));
-        cert_bag(&mut certs, ca_der, None);
-        let mut cert_contents = Vec::with_capacity(certs.len() + 4);
-        tlv(&mut cert_contents, 0x30, &certs);
-        let (algorithm, encrypted) = pbes2_encrypt(password, iterations, &cert_contents)?;
-        let mut encrypted_content_info = Vec::with_capacity(encrypted.len() + 128);
-        tlv(&mut encrypted_content_info, 0x06, OID_DATA);
-        encrypted_content_info.extend_from_slice(&algorithm);
-        tlv(&mut encrypted_content_info, 0x80, &encrypted);
-        let mut encrypted_data = vec![0x02, 0x01, 0x00];
-        tlv(&mut encrypted_data, 0x30, &encrypted_content_info);
-        let mut encrypted_data_seq = Vec::with_capacity(encrypted_data.len() + 4);
-        tlv(&mut encrypted_data_seq, 0x30, &encrypted_data);
-        let mut first = Vec::with_capacity(encrypted_data_seq.len() + 16);
-        tlv(&mut first, 0x06, OID_ENCRYPTED_DATA);
-        tlv(&mut first, 0xa0, &encrypted_data_seq);
+        // The certificates, encrypted: leaf (named) then the CA. EncryptedData
+        // is version 0 and EncryptedContentInfo { data, algorithm, [0] IMPLICIT ciphertext }.
+        let certs = wrap_all(
+            0x30,
+            &[
+                &cert_bag(certificate_der, Some(&attributes)),
+                &cert_bag(ca_der, None),
+            ],
+        );
+        let (algorithm, encrypted) = pbes2_encrypt(password, iterations, &certs)?;
+        let encrypted_content = wrap_all(
+            0x30,
+            &[&wrap(0x06, OID_DATA), &algorithm, &wrap(0x80, &encrypted)],
+        );
+        let encrypted_data = wrap_all(0x30, &[&[0x02, 0x01, 0x00], &encrypted_content]);
+        let certificates = content_info(OID_ENCRYPTED_DATA, &encrypted_data);
 
         // The key, as a pkcs8ShroudedKeyBag inside plain data.
         let pkcs8 = Zeroizing::new(key.private_key_to_pkcs8()?);
         let (algorithm, encrypted) = pbes2_encrypt(password, iterations, &pkcs8)?;
-        let mut epki_body = algorithm;
-        tlv(&mut epki_body, 0x04, &encrypted);
-        let mut epki = Vec::with_capacity(epki_body.len() + 4);
-        tlv(&mut epki, 0x30, &epki_body);
-        let mut key_bags = Vec::with_capacity(epki.len() + attributes.len() + 32);
-        safe_bag(
-            &mut key_bags,
-            OID_SHROUDED_KEY_BAG,
-            &epki,
-            Some(&attributes),
+        let shrouded = wrap_all(0x30, &[&algorithm, &wrap(0x04, &encrypted)]);
+        let key_bags = wrap(
+            0x30,
+            &safe_bag(OID_SHROUDED_KEY_BAG, &shrouded, Some(&attributes)),
         );
-        let mut key_contents = Vec::with_capacity(key_bags.len() + 4);
-        tlv(&mut key_contents, 0x30, &key_bags);
-        let mut second = Vec::with_capacity(key_contents.len() + 32);
-        tlv(&mut second, 0x06, OID_DATA);
-        content_octets(&mut second, &key_contents);
+        let keys = content_info(OID_DATA, &wrap(0x04, &key_bags));
 
-        let mut safes = Vec::with_capacity(first.len() + second.len() + 16);
-        tlv(&mut safes, 0x30, &first);
-        tlv(&mut safes, 0x30, &second);
-        let mut authenticated_safe = Vec::with_capacity(safes.len() + 4);
-        tlv(&mut authenticated_safe, 0x30, &safes);
+        let authenticated_safe = wrap_all(0x30, &[&certificates, &keys]);
 
         // MAC over the AuthenticatedSafe, keyed by the PKCS#12 KDF (RFC 7292 App. B).
         let mac_salt = random::<SALT_LEN>()?;
         let mac_key = pkcs12_mac_key(password, &mac_salt, iterations);
         let mac = Hmac::new(&mac_key[..]).mac(&authenticated_safe);
-        let mut digest_algorithm = Vec::with_capacity(16);
-        tlv(&mut digest_algorithm, 0x06, OID_SHA256);
-        digest_algorithm.extend_from_slice(NULL);
-        let mut digest_info = Vec::with_capacity(64);
-        tlv(&mut digest_info, 0x30, &digest_algorithm);
-        tlv(&mut digest_info, 0x04, &mac);
-        let mut mac_data = Vec::with_capacity(96);
-        tlv(&mut mac_data, 0x30, &digest_info);
-        tlv(&mut mac_data, 0x04, &mac_salt);
-        push_uint(&mut mac_data, &iterations.to_be_bytes());
+        let digest_algorithm = wrap_all(0x30, &[&wrap(0x06, OID_SHA256), NULL]);
+        let mac_data = wrap_all(
+            0x30,
+            &[
+                &wrap_all(0x30, &[&digest_algorithm, &wrap(0x04, &mac)]),
+                &wrap(0x04, &mac_salt),
+                &uint(&iterations.to_be_bytes()),
+            ],
+        );
 
-        let mut pfx = vec![0x02, 0x01, 0x03];
-        let mut auth_safe = Vec::with_capacity(authenticated_safe.len() + 32);
-        tlv(&mut auth_safe, 0x06, OID_DATA);
-        content_octets(&mut auth_safe, &authenticated_safe);
-        tlv(&mut pfx, 0x30, &auth_safe);
-        tlv(&mut pfx, 0x30, &mac_data);
-        let mut out = Zeroizing::new(Vec::with_capacity(pfx.len() + 4));
-        tlv(&mut out, 0x30, &pfx);
-        Ok(super::Pkcs12Der(out))
+        let pfx = wrap_all(
+            0x30,
+            &[
+                &[0x02, 0x01, 0x03],
+                &content_info(OID_DATA, &wrap(0x04, &authenticated_safe)),
+                &mac_data,
+            ],
+        );
+        Ok(super::Pkcs12Der(Zeroizing::new(pfx)))
     }
 
-    /// `[0] EXPLICIT OCTET STRING`: the content of a `data` ContentInfo.
-    fn content_octets(out: &mut Vec<u8>, content: &[u8]) {
-        let mut octets = Vec::with_capacity(content.len() + 4);
-        tlv(&mut octets, 0x04, content);
-        tlv(out, 0xa0, &octets);
+    /// `ContentInfo { contentType, [0] EXPLICIT content }`.
+    fn content_info(content_type: &[u8], content: &[u8]) -> Vec<u8> {
+        wrap_all(0x30, &[&wrap(0x06, content_type), &wrap(0xa0, content)])
     }
 
     /// `SET OF Attribute` with friendlyName (BMPString) and localKeyId, in DER order.
@@ -232,46 +212,36 @@ mod modern {
             .flat_map(u16::to_be_bytes)
             .collect();
         let attribute = |oid: &[u8], tag: u8, value: &[u8]| {
-            let mut inner = Vec::with_capacity(value.len() + 4);
-            tlv(&mut inner, tag, value);
-            let mut set = Vec::with_capacity(inner.len() + 4);
-            tlv(&mut set, 0x31, &inner);
-            let mut body = Vec::with_capacity(set.len() + 16);
-            tlv(&mut body, 0x06, oid);
-            body.extend_from_slice(&set);
-            let mut attribute = Vec::with_capacity(body.len() + 4);
-            tlv(&mut attribute, 0x30, &body);
-            attribute
+            wrap_all(0x30, &[&wrap(0x06, oid), &wrap(0x31, &wrap(tag, value))])
         };
         let mut attributes = [
             attribute(OID_FRIENDLY_NAME, 0x1e, &bmp),
             attribute(OID_LOCAL_KEY_ID, 0x04, key_id),
         ];
         attributes.sort();
-        let mut set = Vec::with_capacity(bmp.len() + 64);
-        tlv(&mut set, 0x31, &attributes.concat());
-        set
+        wrap(0x31, &attributes.concat())
     }
 
-    fn safe_bag(out: &mut Vec<u8>, bag_id: &[u8], value: &[u8], attributes: Option<&[u8]>) {
-        let mut body = Vec::with_capacity(value.len() + 64);
-        tlv(&mut body, 0x06, bag_id);
-        tlv(&mut body, 0xa0, value);
-        if let Some(attributes) = attributes {
-            body.extend_from_slice(attributes);
-        }
-        tlv(out, 0x30, &body);
+    fn safe_bag(bag_id: &[u8], value: &[u8], attributes: Option<&[u8]>) -> Vec<u8> {
+        wrap_all(
+            0x30,
+            &[
+                &wrap(0x06, bag_id),
+                &wrap(0xa0, value),
+                attributes.unwrap_or_default(),
+            ],
+        )
     }
 
-    fn cert_bag(out: &mut Vec<u8>, certificate_der: &[u8], attributes: Option<&[u8]>) {
-        let mut body = Vec::with_capacity(certificate_der.len() + 32);
-        tlv(&mut body, 0x06, OID_X509_CERTIFICATE);
-        let mut octets = Vec::with_capacity(certificate_der.len() + 4);
-        tlv(&mut octets, 0x04, certificate_der);
-        tlv(&mut body, 0xa0, &octets);
-        let mut bag = Vec::with_capacity(body.len() + 4);
-        tlv(&mut bag, 0x30, &body);
-        safe_bag(out, OID_CERT_BAG, &bag, attributes);
+    fn cert_bag(certificate_der: &[u8], attributes: Option<&[u8]>) -> Vec<u8> {
+        let bag = wrap_all(
+            0x30,
+            &[
+                &wrap(0x06, OID_X509_CERTIFICATE),
+                &wrap(0xa0, &wrap(0x04, certificate_der)),
+            ],
+        );
+        safe_bag(OID_CERT_BAG, &bag, attributes)
     }
 
     /// Encrypts under PBES2 (RFC 8018 §6.2) with a fresh salt and IV; returns
@@ -282,27 +252,17 @@ mod modern {
         let key = pbkdf2_sha256(password.as_bytes(), &salt, iterations);
         let encrypted = openssl::symm::encrypt(Cipher::aes_256_cbc(), &key[..], Some(&iv), plain)?;
 
-        let mut prf = Vec::with_capacity(14);
-        tlv(&mut prf, 0x06, OID_HMAC_SHA256);
-        prf.extend_from_slice(NULL);
-        let mut params = Vec::with_capacity(48);
-        tlv(&mut params, 0x04, &salt);
-        push_uint(&mut params, &iterations.to_be_bytes());
-        tlv(&mut params, 0x30, &prf);
-        let mut kdf = Vec::with_capacity(64);
-        tlv(&mut kdf, 0x06, OID_PBKDF2);
-        tlv(&mut kdf, 0x30, &params);
-        let mut scheme = Vec::with_capacity(32);
-        tlv(&mut scheme, 0x06, OID_AES256_CBC);
-        tlv(&mut scheme, 0x04, &iv);
-        let mut pbes2_params = Vec::with_capacity(112);
-        tlv(&mut pbes2_params, 0x30, &kdf);
-        tlv(&mut pbes2_params, 0x30, &scheme);
-        let mut body = Vec::with_capacity(128);
-        tlv(&mut body, 0x06, OID_PBES2);
-        tlv(&mut body, 0x30, &pbes2_params);
-        let mut algorithm = Vec::with_capacity(132);
-        tlv(&mut algorithm, 0x30, &body);
+        let prf = wrap_all(0x30, &[&wrap(0x06, OID_HMAC_SHA256), NULL]);
+        let params = wrap_all(
+            0x30,
+            &[&wrap(0x04, &salt), &uint(&iterations.to_be_bytes()), &prf],
+        );
+        let kdf = wrap_all(0x30, &[&wrap(0x06, OID_PBKDF2), &params]);
+        let scheme = wrap_all(0x30, &[&wrap(0x06, OID_AES256_CBC), &wrap(0x04, &iv)]);
+        let algorithm = wrap_all(
+            0x30,
+            &[&wrap(0x06, OID_PBES2), &wrap_all(0x30, &[&kdf, &scheme])],
+        );
         Ok((algorithm, encrypted))
     }
 
