@@ -149,10 +149,10 @@ pub(crate) struct InitArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct IssueArgs {
-    /// Tenant id (1-64 of A-Z a-z 0-9 . _ @ -).
+    /// Tenant id (1-64 of A-Z a-z 0-9 . _ @ -, not only dots).
     #[arg(long)]
     pub(crate) tenant: String,
-    /// Admin id (1-64 of A-Z a-z 0-9 . _ @ -).
+    /// Admin id (1-64 of A-Z a-z 0-9 . _ @ -, not only dots).
     #[arg(long)]
     pub(crate) admin: String,
     /// Policy (default: default_policy from the config, else portal-admin).

@@ -162,7 +162,11 @@ async fn issue(ctx: &Context, args: IssueArgs, reissue: Option<RevocationReason>
     let ca = ctx.open(true).await?;
     let prepared = match reissue {
         None => ca.prepare_issue(&request).await?,
-        Some(reason) => ca.prepare_reissue(&request, reason).await?,
+        // The CLI is the CA operator: a reissue may also issue a first certificate.
+        Some(reason) => {
+            ca.prepare_reissue(&request, reason, ca_core::ReissueMode::ReplaceOrIssue)
+                .await?
+        }
     };
     let bundle = prepared
         .bundle

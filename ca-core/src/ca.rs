@@ -18,7 +18,9 @@ use crate::crl::CrlBuilder;
 use crate::duration::Duration;
 use crate::error::{Error, Result};
 use crate::ids::{AdminId, Serial, TenantId};
-use crate::keys::{write_encrypted_key, KeyAlgorithm, Passphrase, PublicKey, MIN_PASSPHRASE_LEN};
+use crate::keys::{
+    write_encrypted_key, KeyAlgorithm, KeyPurpose, Passphrase, PublicKey, MIN_PASSPHRASE_LEN,
+};
 use crate::ocsp::{CertState, IssuerHashes, OcspFailure, OcspResponder};
 use crate::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
 use crate::policy::{Policies, Policy, PolicyKind};
@@ -169,6 +171,23 @@ fn load_policies(config: &Config, layout: &Layout) -> Result<Policies> {
     }
 }
 
+/// Whether a reissue may also create a first certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReissueMode {
+    /// Only replace an active certificate (renewers: they may not issue).
+    ReplaceOnly,
+    /// Replace, or issue the first certificate when nothing is active
+    /// (callers who may issue: operators, admins, the CLI).
+    ReplaceOrIssue,
+}
+
+/// The refusal of a replace-only reissue with nothing to replace.
+pub(crate) fn not_replaceable(tenant: &str, admin: &str, policy: &str) -> Error {
+    Error::Forbidden(format!(
+        "{tenant}/{admin} has no active certificate under policy {policy} to replace, and this caller may only replace (a renewer cannot obtain a first certificate): an operator must issue it"
+    ))
+}
+
 fn passphrase_hint() -> &'static str {
     "set CA_KEY_PASSPHRASE or pass --passphrase-file"
 }
@@ -224,7 +243,7 @@ impl Ca {
             ));
         }
         let passphrase = Arc::new(Passphrase::new(&request.passphrase));
-        write_encrypted_key(&layout.ca_key(), &key, &passphrase)?;
+        write_encrypted_key(&layout.ca_key(), &key, &passphrase, KeyPurpose::CaSigning)?;
         crate::fsutil::write_file(&layout.ca_cert(), der.to_pem().as_bytes())?;
         if config.policies_dir.is_none() && !layout.policies().exists() {
             std::fs::create_dir_all(layout.policies())
@@ -403,47 +422,73 @@ impl Ca {
 
     /// New certificate and bundle; every active one of the same policy is revoked
     /// with `reason` when this is committed.
+    ///
+    /// A reissue replaces; it never adds (DESIGN §3). With
+    /// [`ReissueMode::ReplaceOnly`] (renewers) there must be an active
+    /// certificate under the policy, and the store checks it again inside the
+    /// committing transaction, so no race turns the call into a first issuance.
+    /// With [`ReissueMode::ReplaceOrIssue`] (callers who may also issue) an
+    /// admin with nothing active gets a first certificate. Under either mode,
+    /// naming a policy other than the one the admin's active certificate is
+    /// under is refused (409): switching policies is revoke + issue, two
+    /// explicit steps, so no reissue leaves two login certificates active.
     pub async fn prepare_reissue(
         &self,
         request: &IssueRequest,
         reason: RevocationReason,
+        mode: ReissueMode,
     ) -> Result<PreparedIssuance> {
         let (tenant, admin) = (
             TenantId::parse_customer(&request.tenant)?,
             AdminId::parse(&request.admin)?,
         );
-        let policy_name = match &request.policy {
-            Some(name) => name.clone(),
-            None => {
-                let active = self
-                    .store
-                    .active_for(tenant.as_str(), admin.as_str(), now())
-                    .await?;
-                let mut names: Vec<&str> = active.iter().map(|r| r.policy.as_str()).collect();
-                names.dedup();
-                match names.as_slice() {
-                    [one] => one.to_string(),
-                    [] => {
-                        return Err(Error::NotFound(format!(
-                            "{tenant}/{admin} has no active certificate to replace: name the policy to reissue under, or use issue"
-                        )))
-                    }
-                    many => {
-                        return Err(Error::InvalidInput(format!(
-                            "{tenant}/{admin} has active certificates under several policies ({}): name the one to reissue",
-                            many.join(", ")
-                        )))
-                    }
-                }
+        let active = self
+            .store
+            .active_for(tenant.as_str(), admin.as_str(), now())
+            .await?;
+        let mut names: Vec<&str> = active.iter().map(|r| r.policy.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let policy_name = match (&request.policy, names.as_slice()) {
+            (Some(name), _) => name.clone(),
+            (None, [one]) => one.to_string(),
+            (None, []) => {
+                return Err(Error::NotFound(format!(
+                    "{tenant}/{admin} has no active certificate to replace: name the policy to reissue under, or use issue"
+                )))
+            }
+            (None, many) => {
+                return Err(Error::InvalidInput(format!(
+                    "{tenant}/{admin} has active certificates under several policies ({}): name the one to reissue",
+                    many.join(", ")
+                )))
             }
         };
         let policy = self.policy_of_kind(&policy_name, PolicyKind::Pkcs12)?;
+        if !names.contains(&policy.name.as_str()) {
+            if let Some(other) = active.first() {
+                return Err(Error::Conflict(format!(
+                    "{tenant}/{admin} has an active certificate under policy {} (serial {}), none under {}: a reissue replaces a certificate under its own policy; to switch policies, revoke {} and issue under {}",
+                    other.policy, other.serial, policy.name, other.serial, policy.name
+                )));
+            }
+            if mode == ReissueMode::ReplaceOnly {
+                return Err(not_replaceable(
+                    tenant.as_str(),
+                    admin.as_str(),
+                    &policy.name,
+                ));
+            }
+        }
         self.prepare_bundle(
             policy,
             &tenant,
             &admin,
             request.password.clone(),
-            Some(Supersede { reason }),
+            Some(Supersede {
+                reason,
+                require_active: mode == ReissueMode::ReplaceOnly,
+            }),
             "reissue",
         )
         .await
@@ -629,6 +674,16 @@ impl Ca {
         invalidity_date: Option<OffsetDateTime>,
         actor: &str,
     ) -> Result<CertificateRecord> {
+        // The CA's own certificates (the OCSP responder) change only through
+        // CA commands (`ocsp-signer rotate`), never through a revocation: a
+        // revoked responder would make every OCSP answer unverifiable.
+        let existing = self.certificate(serial).await?;
+        if existing.tenant == crate::ids::RESERVED_TENANT {
+            return Err(Error::Forbidden(format!(
+                "certificate {serial} belongs to the CA itself (tenant {}); it is replaced by `ca-cli ocsp-signer rotate`, never revoked directly",
+                crate::ids::RESERVED_TENANT
+            )));
+        }
         let draft = AuditDraft::new(actor, "revoke", serial.to_hex());
         let mut record = self
             .store
@@ -677,6 +732,13 @@ impl Ca {
         };
         let half_life = this_update + (next_update - this_update) / 2;
         Ok(status.revision > status.published_revision || now() >= half_life)
+    }
+
+    /// A counter every state change moves, by any process (the audit
+    /// chain's sequence): servers poll it to drop what an issuance elsewhere
+    /// makes stale.
+    pub async fn change_counter(&self) -> Result<u64> {
+        Ok(self.store.audit_head().await?.0)
     }
 
     /// Cheap state of CRL publication (polled by servers).
@@ -813,7 +875,12 @@ impl Ca {
                 passphrase_hint()
             ))
         })?;
-        let key = crate::keys::decrypt_key(&key_text, passphrase, "the OCSP responder key")?;
+        let key = crate::keys::decrypt_key(
+            &key_text,
+            passphrase,
+            KeyPurpose::OcspResponder,
+            "the OCSP responder key",
+        )?;
         let der = crate::x509::certificate_der_from_pem_or_der(cert_pem.as_bytes())?;
         Ok(Some(OcspResponder::new(
             der,
@@ -851,7 +918,7 @@ impl Ca {
                 &ca_cert,
                 &endpoints,
             )?;
-            let key_text = crate::keys::encrypt_key(&key, &passphrase)?;
+            let key_text = crate::keys::encrypt_key(&key, &passphrase, KeyPurpose::OcspResponder)?;
             Ok((record, key_text, key))
         })
         .await
@@ -859,6 +926,7 @@ impl Ca {
         let prepared = PreparedIssuance {
             record,
             supersede: Some(Supersede {
+                require_active: false,
                 reason: RevocationReason::Superseded,
             }),
             action: "ocsp-signer-rotate",

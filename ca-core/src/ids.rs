@@ -9,11 +9,15 @@ use crate::error::{Error, Result};
 pub const RESERVED_TENANT: &str = "_ca";
 
 /// The rule every tenant and admin name obeys, as shown to callers.
-pub const NAME_RULE: &str = "1 to 64 characters from A-Z a-z 0-9 . _ @ -";
+pub const NAME_RULE: &str = "1 to 64 characters from A-Z a-z 0-9 . _ @ -, not only dots";
 
 fn check_name(kind: &str, value: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
-    if value.is_empty() || value.len() > 64 || !value.chars().all(ok_char) {
+    // Names made only of dots (`.`, `..`) are path segments that HTTP clients
+    // and proxies normalise away (RFC 3986 §5.2.4): such an admin could never
+    // be addressed reliably, so it is never created.
+    let only_dots = value.bytes().all(|b| b == b'.');
+    if value.is_empty() || value.len() > 64 || !value.chars().all(ok_char) || only_dots {
         let shown: String = value
             .chars()
             .take(80)
@@ -144,10 +148,28 @@ mod tests {
 
     #[test]
     fn names_follow_the_rule() {
-        for good in ["a", "alice@example.com", "Tenant-1_x.y", &"x".repeat(64)] {
+        for good in [
+            "a",
+            "alice@example.com",
+            "Tenant-1_x.y",
+            &"x".repeat(64),
+            ".a",
+            "a..",
+        ] {
             assert!(AdminId::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "a b", "ünï", "a/b", "x;drop", &"x".repeat(65), "a\n"] {
+        for bad in [
+            "",
+            "a b",
+            "ünï",
+            "a/b",
+            "x;drop",
+            &"x".repeat(65),
+            "a\n",
+            ".",
+            "..",
+            "...",
+        ] {
             let err = TenantId::parse(bad).unwrap_err().to_string();
             assert!(err.contains("tenant") && err.contains(NAME_RULE), "{err}");
         }

@@ -262,9 +262,37 @@ impl rcgen::PublicKeyData for PublicKey {
 /// Minimum passphrase length for a new CA key.
 pub const MIN_PASSPHRASE_LEN: usize = 12;
 
+/// What an encrypted key is for. It is bound into the AES-GCM associated
+/// data, so a key file of one purpose cannot be passed off as another (the
+/// OCSP responder's key stored in place of the CA key, or back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyPurpose {
+    /// The CA's certificate and CRL signing key (`ca.key`).
+    CaSigning,
+    /// The delegated OCSP responder's key (kept in the store).
+    OcspResponder,
+}
+
+impl KeyPurpose {
+    fn label(self) -> &'static str {
+        match self {
+            KeyPurpose::CaSigning => "ca-signing",
+            KeyPurpose::OcspResponder => "ocsp-responder",
+        }
+    }
+
+    /// The associated data of the current format: format name and purpose.
+    fn aad(self) -> Vec<u8> {
+        [KEY_FORMAT.as_bytes(), b"\0", self.label().as_bytes()].concat()
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct EncryptedKeyFile {
     format: String,
+    /// The purpose (also bound into the AAD); absent in v1 files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    purpose: Option<String>,
     kdf: String,
     log_n: u8,
     r: u32,
@@ -276,7 +304,18 @@ struct EncryptedKeyFile {
     tag: String,
 }
 
-const KEY_FORMAT: &str = "ca-core-encrypted-key-v1";
+/// The current format: AAD = format name, NUL, purpose.
+const KEY_FORMAT: &str = "ca-core-encrypted-key-v2";
+/// Files written before purposes were bound (AAD = the format name alone).
+/// Still opened, so existing data directories keep working; every key
+/// written now is v2. A v2 file cannot be relabelled v1: the AAD differs,
+/// so its tag would not verify.
+const KEY_FORMAT_V1: &str = "ca-core-encrypted-key-v1";
+/// AES-GCM nonce and tag lengths: exactly these, nothing shorter. OpenSSL
+/// verifies whatever tag length it is handed, so a truncated tag would
+/// otherwise weaken (a 1-byte tag: 1 in 256) the integrity check.
+const GCM_NONCE_LEN: usize = 12;
+const GCM_TAG_LEN: usize = 16;
 const SCRYPT_LOG_N: u8 = 15;
 
 fn derive_key(
@@ -366,24 +405,26 @@ impl Passphrase {
 pub(crate) fn encrypt_key(
     key: &PKey<Private>,
     passphrase: &Passphrase,
+    purpose: KeyPurpose,
 ) -> Result<Zeroizing<String>> {
     let pkcs8 = Zeroizing::new(key.private_key_to_pkcs8()?);
     let (salt, log_n, r, p) = passphrase.salt_for_new_key()?;
-    let mut nonce = [0u8; 12];
+    let mut nonce = [0u8; GCM_NONCE_LEN];
     openssl::rand::rand_bytes(&mut nonce)?;
     let wrapping = passphrase.derive(&salt, log_n, r, p)?;
-    let mut tag = [0u8; 16];
+    let mut tag = [0u8; GCM_TAG_LEN];
     let ciphertext = openssl::symm::encrypt_aead(
         openssl::symm::Cipher::aes_256_gcm(),
         &wrapping[..],
         Some(&nonce),
-        KEY_FORMAT.as_bytes(),
+        &purpose.aad(),
         &pkcs8,
         &mut tag,
     )?;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let file = EncryptedKeyFile {
         format: KEY_FORMAT.into(),
+        purpose: Some(purpose.label().into()),
         kdf: "scrypt".into(),
         log_n,
         r,
@@ -402,13 +443,28 @@ pub(crate) fn encrypt_key(
 pub(crate) fn decrypt_key(
     text: &str,
     passphrase: &Passphrase,
+    purpose: KeyPurpose,
     what: &str,
 ) -> Result<PKey<Private>> {
     let corrupt = |why: &str| Error::Key(format!("{what} is damaged: {why}"));
     let file: EncryptedKeyFile = serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()))?;
-    if file.format != KEY_FORMAT || file.kdf != "scrypt" || file.cipher != "aes-256-gcm" {
+    if file.kdf != "scrypt" || file.cipher != "aes-256-gcm" {
         return Err(corrupt("unknown format"));
     }
+    let aad = match file.format.as_str() {
+        KEY_FORMAT => {
+            if file.purpose.as_deref() != Some(purpose.label()) {
+                return Err(Error::Key(format!(
+                    "{what} is a {} key, not a {} key: the file was swapped or mislabelled",
+                    file.purpose.as_deref().unwrap_or("unlabelled"),
+                    purpose.label()
+                )));
+            }
+            purpose.aad()
+        }
+        KEY_FORMAT_V1 => KEY_FORMAT_V1.as_bytes().to_vec(),
+        _ => return Err(corrupt("unknown format")),
+    };
     let b64 = |s: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(s)
@@ -420,12 +476,24 @@ pub(crate) fn decrypt_key(
         b64(&file.ciphertext)?,
         b64(&file.tag)?,
     );
+    if nonce.len() != GCM_NONCE_LEN {
+        return Err(corrupt(&format!(
+            "the AES-GCM nonce is {} bytes, not {GCM_NONCE_LEN}",
+            nonce.len()
+        )));
+    }
+    if tag.len() != GCM_TAG_LEN {
+        return Err(corrupt(&format!(
+            "the AES-GCM tag is {} bytes, not {GCM_TAG_LEN} (a truncated tag is never accepted)",
+            tag.len()
+        )));
+    }
     let wrapping = passphrase.derive(&salt, file.log_n, file.r, file.p)?;
     let pkcs8 = openssl::symm::decrypt_aead(
         openssl::symm::Cipher::aes_256_gcm(),
         &wrapping[..],
         Some(&nonce),
-        KEY_FORMAT.as_bytes(),
+        &aad,
         &ciphertext,
         &tag,
     )
@@ -443,15 +511,20 @@ pub(crate) fn write_encrypted_key(
     path: &Path,
     key: &PKey<Private>,
     passphrase: &Passphrase,
+    purpose: KeyPurpose,
 ) -> Result<()> {
-    let text = encrypt_key(key, passphrase)?;
+    let text = encrypt_key(key, passphrase, purpose)?;
     crate::fsutil::write_private_file(path, text.as_bytes())
 }
 
 /// Decrypts a key written by [`write_encrypted_key`].
-pub(crate) fn read_encrypted_key(path: &Path, passphrase: &Passphrase) -> Result<PKey<Private>> {
+pub(crate) fn read_encrypted_key(
+    path: &Path,
+    passphrase: &Passphrase,
+    purpose: KeyPurpose,
+) -> Result<PKey<Private>> {
     let text = std::fs::read_to_string(path).map_err(Error::io("cannot read key file", path))?;
-    decrypt_key(&text, passphrase, &path.display().to_string())
+    decrypt_key(&text, passphrase, purpose, &path.display().to_string())
 }
 
 #[cfg(test)]
@@ -464,10 +537,11 @@ mod tests {
         let path = dir.path().join("k.enc");
         let key = KeyAlgorithm::EcdsaP256.generate().unwrap();
         let passphrase = || Passphrase::new(b"correct horse battery");
-        write_encrypted_key(&path, &key, &passphrase()).unwrap();
-        let back = read_encrypted_key(&path, &passphrase()).unwrap();
+        let ca = KeyPurpose::CaSigning;
+        write_encrypted_key(&path, &key, &passphrase(), ca).unwrap();
+        let back = read_encrypted_key(&path, &passphrase(), ca).unwrap();
         assert!(back.public_eq(&key));
-        let err = read_encrypted_key(&path, &Passphrase::new(b"wrong")).unwrap_err();
+        let err = read_encrypted_key(&path, &Passphrase::new(b"wrong"), ca).unwrap_err();
         assert!(err.to_string().contains("wrong passphrase"), "{err}");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("BEGIN"), "no plaintext key material");
@@ -484,18 +558,120 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.key");
         let ca_key = KeyAlgorithm::EcdsaP256.generate().unwrap();
-        write_encrypted_key(&path, &ca_key, &Passphrase::new(b"correct horse battery")).unwrap();
+        let (ca, ocsp) = (KeyPurpose::CaSigning, KeyPurpose::OcspResponder);
+        write_encrypted_key(
+            &path,
+            &ca_key,
+            &Passphrase::new(b"correct horse battery"),
+            ca,
+        )
+        .unwrap();
 
         let unlocked = Passphrase::new(b"correct horse battery");
-        read_encrypted_key(&path, &unlocked).unwrap();
+        read_encrypted_key(&path, &unlocked, ca).unwrap();
         let second = KeyAlgorithm::EcdsaP256.generate().unwrap();
-        let text = encrypt_key(&second, &unlocked).unwrap();
+        let text = encrypt_key(&second, &unlocked, ocsp).unwrap();
         let salt = |t: &str| serde_json::from_str::<EncryptedKeyFile>(t).unwrap().salt;
         assert_eq!(salt(&text), salt(&std::fs::read_to_string(&path).unwrap()));
         // Opens with the passphrase alone, in a fresh process, too.
         let fresh = Passphrase::new(b"correct horse battery");
-        assert!(decrypt_key(&text, &fresh, "k").unwrap().public_eq(&second));
-        assert!(decrypt_key(&text, &Passphrase::new(b"wrong passphrase"), "k").is_err());
+        assert!(decrypt_key(&text, &fresh, ocsp, "k")
+            .unwrap()
+            .public_eq(&second));
+        assert!(decrypt_key(&text, &Passphrase::new(b"wrong passphrase"), ocsp, "k").is_err());
+    }
+
+    /// Rewrites one JSON field of an encrypted key's text.
+    fn with_field(text: &str, field: &str, value: serde_json::Value) -> String {
+        let mut file: serde_json::Value = serde_json::from_str(text).unwrap();
+        file[field] = value;
+        file.to_string()
+    }
+
+    fn b64(bytes: &[u8]) -> serde_json::Value {
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into()
+    }
+
+    #[test]
+    fn truncated_tags_and_odd_nonces_are_refused() {
+        let passphrase = Passphrase::new(b"correct horse battery");
+        let key = KeyAlgorithm::EcdsaP256.generate().unwrap();
+        let text = encrypt_key(&key, &passphrase, KeyPurpose::CaSigning).unwrap();
+        let file: EncryptedKeyFile = serde_json::from_str(&text).unwrap();
+        let tag = base64::engine::general_purpose::STANDARD
+            .decode(&file.tag)
+            .unwrap();
+        assert_eq!(tag.len(), 16);
+        // Every prefix of the real tag would verify in OpenSSL; none may open the key.
+        for length in [0, 1, 4, 8, 12, 15] {
+            let truncated = with_field(&text, "tag", b64(&tag[..length]));
+            let err = decrypt_key(&truncated, &passphrase, KeyPurpose::CaSigning, "ca.key")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("tag is") && err.contains("not 16"),
+                "{length}: {err}"
+            );
+        }
+        for length in [8, 16] {
+            let odd = with_field(&text, "nonce", b64(&vec![0u8; length]));
+            let err = decrypt_key(&odd, &passphrase, KeyPurpose::CaSigning, "ca.key")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("nonce is") && err.contains("not 12"), "{err}");
+        }
+        assert!(decrypt_key(&text, &passphrase, KeyPurpose::CaSigning, "ca.key").is_ok());
+    }
+
+    #[test]
+    fn a_key_of_one_purpose_never_opens_as_another() {
+        let passphrase = Passphrase::new(b"correct horse battery");
+        let key = KeyAlgorithm::EcdsaP256.generate().unwrap();
+        let text = encrypt_key(&key, &passphrase, KeyPurpose::OcspResponder).unwrap();
+        let err = decrypt_key(&text, &passphrase, KeyPurpose::CaSigning, "ca.key")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ocsp-responder key, not a ca-signing key"),
+            "{err}"
+        );
+        // Relabelled: the purpose is in the AAD, so the tag no longer verifies.
+        let relabelled = with_field(&text, "purpose", "ca-signing".into());
+        assert!(decrypt_key(&relabelled, &passphrase, KeyPurpose::CaSigning, "ca.key").is_err());
+        // Downgraded to v1 (AAD = the v1 format name): refused as well.
+        let downgraded = with_field(&text, "format", KEY_FORMAT_V1.into());
+        assert!(decrypt_key(&downgraded, &passphrase, KeyPurpose::CaSigning, "ca.key").is_err());
+    }
+
+    #[test]
+    fn v1_key_files_still_open() {
+        // Written as v1 did: AAD = the format name, no purpose field.
+        let passphrase = Passphrase::new(b"correct horse battery");
+        let key = KeyAlgorithm::EcdsaP256.generate().unwrap();
+        let pkcs8 = key.private_key_to_pkcs8().unwrap();
+        let (salt, log_n, r, p) = passphrase.salt_for_new_key().unwrap();
+        let wrapping = passphrase.derive(&salt, log_n, r, p).unwrap();
+        let nonce = [7u8; 12];
+        let mut tag = [0u8; 16];
+        let ciphertext = openssl::symm::encrypt_aead(
+            openssl::symm::Cipher::aes_256_gcm(),
+            &wrapping[..],
+            Some(&nonce),
+            KEY_FORMAT_V1.as_bytes(),
+            &pkcs8,
+            &mut tag,
+        )
+        .unwrap();
+        let text = serde_json::json!({
+            "format": KEY_FORMAT_V1, "kdf": "scrypt", "log_n": log_n, "r": r, "p": p,
+            "salt": b64(&salt), "cipher": "aes-256-gcm", "nonce": b64(&nonce),
+            "ciphertext": b64(&ciphertext), "tag": b64(&tag),
+        })
+        .to_string();
+        let back = decrypt_key(&text, &passphrase, KeyPurpose::CaSigning, "ca.key").unwrap();
+        assert!(back.public_eq(&key));
     }
 
     #[test]

@@ -43,7 +43,10 @@ mod view;
 mod x509;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
-pub use ca::{now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, Layout, PreparedIssuance};
+pub use ca::{
+    now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, Layout, PreparedIssuance,
+    ReissueMode,
+};
 pub use config::{Config, KeySource, LogFormat};
 pub use crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
 pub use duration::{Duration, DURATION_FORMAT};

@@ -28,6 +28,12 @@ const OID_OCSP_BASIC: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 
 pub const MAX_NONCE_LEN: usize = 32;
 /// Most CertIDs answered in one request.
 pub const MAX_REQUESTS: usize = 32;
+/// Largest request accepted, in bytes. An RFC 5019 request is about 100
+/// bytes; 32 CertIDs with a nonce stay under 3 KiB. Anything larger is padding.
+pub const MAX_REQUEST_LEN: usize = 4096;
+/// Largest request a responder keeps a pre-signed answer for: one CertID
+/// and nothing else comes to about 80 (SHA-1) or 110 (SHA-256) bytes.
+const MAX_CACHEABLE_LEN: usize = 160;
 
 /// Why a request gets no signed answer (the `OCSPResponseStatus` values, RFC 6960 §4.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,12 @@ pub struct OcspQuery {
     pub serials: Vec<Option<Serial>>,
     /// The nonce (1..=32 octets), if the request carried one.
     pub nonce: Option<Vec<u8>>,
+    /// The request is in the one plain form a pre-signed answer may be kept
+    /// for, keyed by its bytes: a single CertID whose hash algorithm has
+    /// absent or NULL parameters, and no requestor name, extension or
+    /// signature. Padding (junk extensions, parameters, names) cannot then
+    /// mint new cache keys: each serial has only a handful of such encodings.
+    pub plain: bool,
 }
 
 /// The CA's name and key hashes in both CertID hash algorithms.
@@ -124,6 +136,9 @@ pub fn parse_request(
     der: &[u8],
     issuer: &IssuerHashes,
 ) -> std::result::Result<OcspQuery, OcspFailure> {
+    if der.len() > MAX_REQUEST_LEN {
+        return Err(OcspFailure::Malformed);
+    }
     let request = OcspRequest::from_der(der).map_err(|_| OcspFailure::Malformed)?;
     let list = &request.tbs_request.request_list;
     if list.is_empty() || list.len() > MAX_REQUESTS {
@@ -153,10 +168,24 @@ pub fn parse_request(
         serials.push(Serial::from_bytes(item.req_cert.serial_number.as_bytes()));
         cert_ids.push(item.req_cert.clone());
     }
+    let tbs = &request.tbs_request;
+    let plain = der.len() <= MAX_CACHEABLE_LEN
+        && list.len() == 1
+        && list[0].single_request_extensions.is_none()
+        && tbs.requestor_name.is_none()
+        && tbs.request_extensions.is_none()
+        && request.optional_signature.is_none()
+        && list[0]
+            .req_cert
+            .hash_algorithm
+            .parameters
+            .as_ref()
+            .is_none_or(|p| der::Tagged::tag(p) == der::Tag::Null && p.value().is_empty());
     Ok(OcspQuery {
         cert_ids,
         serials,
         nonce,
+        plain,
     })
 }
 
@@ -168,7 +197,7 @@ pub fn decode_get_path(encoded: &str) -> std::result::Result<Vec<u8>, OcspFailur
         .chars()
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
-    if cleaned.is_empty() || cleaned.len() > 8192 {
+    if cleaned.is_empty() || cleaned.len() > MAX_REQUEST_LEN.div_ceil(3) * 4 {
         return Err(OcspFailure::Malformed);
     }
     let trimmed = cleaned.trim_end_matches('=');
@@ -438,6 +467,7 @@ mod tests {
                 cert_ids: vec![id(1), id(2), id(3)],
                 serials: vec![None, None, None],
                 nonce: Some(vec![7u8; 32]),
+                plain: false,
             };
             let states = [
                 CertState::Good,

@@ -11,7 +11,7 @@ use openssl::ecdsa::EcdsaSig;
 use openssl::pkey::{PKey, Private};
 
 use crate::error::{Error, Result};
-use crate::keys::{read_encrypted_key, KeyAlgorithm, Passphrase, PublicKey};
+use crate::keys::{read_encrypted_key, KeyAlgorithm, KeyPurpose, Passphrase, PublicKey};
 
 /// A private key that can sign, wherever it is kept.
 pub trait Signer: Send + Sync {
@@ -53,7 +53,7 @@ impl FileSigner {
 
     /// Like [`FileSigner::open`], remembering the derived key in `passphrase`.
     pub(crate) fn unlock(path: &Path, passphrase: &Passphrase) -> Result<Self> {
-        Self::new(read_encrypted_key(path, passphrase)?)
+        Self::new(read_encrypted_key(path, passphrase, KeyPurpose::CaSigning)?)
     }
 }
 

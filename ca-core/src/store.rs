@@ -105,12 +105,15 @@ impl CertificateRecord {
 pub struct Supersede {
     /// Reason given to every revoked certificate.
     pub reason: RevocationReason,
+    /// Refuse (and roll back) when nothing was active to revoke: a
+    /// replace-only reissue must never become a first issuance.
+    pub require_active: bool,
 }
 
 /// An `Idempotency-Key` recorded with the issuance it produced.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
-    /// The caller's key.
+    /// The caller's key within its scope, as stored.
     pub key: String,
     /// Hash of what was asked (operation, tenant, admin, parameters).
     pub request_hash: String,
@@ -119,7 +122,11 @@ pub struct IdempotencyKey {
 impl IdempotencyKey {
     /// Checks the caller's key (1-255 visible ASCII characters) and fingerprints
     /// the request it came with; `parts` are the request's parameters in a fixed order.
-    pub fn new(key: &str, operation: &str, parts: &[&str]) -> Result<Self> {
+    ///
+    /// Keys live in the namespace `scope` (the tenant and the caller's
+    /// credential): a caller can neither see that another used a key nor
+    /// claim one first to block another's retries.
+    pub fn new(key: &str, scope: &str, operation: &str, parts: &[&str]) -> Result<Self> {
         if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::InvalidInput(
                 "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is a good choice)".into(),
@@ -131,7 +138,8 @@ impl IdempotencyKey {
             h.update(part.as_bytes());
         }
         Ok(IdempotencyKey {
-            key: key.to_owned(),
+            // The unit separator cannot occur in a key or a scope.
+            key: format!("{scope}\u{1f}{key}"),
             request_hash: hex::encode(h.finish()),
         })
     }
@@ -896,6 +904,13 @@ async fn insert_one(
             revoked.push(Serial::parse(&serial)?);
         }
         revoked.sort();
+        if supersede.require_active && revoked.is_empty() {
+            return Err(crate::ca::not_replaceable(
+                &record.tenant,
+                &record.admin,
+                &record.policy,
+            ));
+        }
         if !revoked.is_empty() {
             sqlx::query("UPDATE crl_state SET revision = revision + 1 WHERE id = 1")
                 .execute(&mut *conn)

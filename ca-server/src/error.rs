@@ -15,8 +15,8 @@ pub enum ApiError {
     MalformedJson(String),
     /// The body is JSON of the wrong shape or with bad values.
     InvalidBody(String),
-    /// The body exceeds the limit.
-    TooLarge,
+    /// The body exceeds the limit (named in the message, e.g. "1 MiB").
+    TooLarge(&'static str),
     /// Not ready yet (no CRL loaded).
     Unavailable(String),
 }
@@ -46,7 +46,7 @@ impl ApiError {
             },
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -68,9 +68,10 @@ impl ApiError {
             ApiError::InvalidBody(m) => {
                 ErrorView::new("invalid_input", format!("invalid request body: {m}"))
             }
-            ApiError::TooLarge => {
-                ErrorView::new("payload_too_large", "request body exceeds the 1 MiB limit")
-            }
+            ApiError::TooLarge(limit) => ErrorView::new(
+                "payload_too_large",
+                format!("request body exceeds the {limit} limit"),
+            ),
             ApiError::Unavailable(m) => ErrorView::new("unavailable", m.clone()),
         }
     }

@@ -97,6 +97,10 @@ impl AppState {
                     Ok(status) => state.ocsp.observe_revision(status.revision),
                     Err(e) => tracing::error!(error = %e, "cannot read the store; will retry"),
                 }
+                match state.ca.change_counter().await {
+                    Ok(counter) => state.ocsp.observe_changes(counter),
+                    Err(e) => tracing::error!(error = %e, "cannot read the store; will retry"),
+                }
                 if let Err(e) = state.ca.refresh_token_cache().await {
                     tracing::error!(error = %e, "cannot read the store's tokens; will retry");
                 }

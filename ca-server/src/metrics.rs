@@ -12,11 +12,30 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// The method label: the methods of RFC 9110, and `other` for anything else.
+/// hyper accepts any token as a method, so the raw method would let any
+/// unauthenticated peer add a series per request.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// What one route has answered: counts by (method, status) and a latency histogram.
 #[derive(Default)]
 struct RouteStats {
-    /// A handful of entries per route; scanned, not hashed.
-    responses: Vec<(Method, u16, u64)>,
+    /// A handful of entries per route, bounded by the fixed method labels
+    /// times the status codes a route answers; scanned, not hashed.
+    responses: Vec<(&'static str, u16, u64)>,
     buckets: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
@@ -41,13 +60,14 @@ impl Metrics {
             routes.insert(route.to_owned(), RouteStats::default());
         }
         let stats = routes.get_mut(route).expect("inserted above");
+        let method = method_label(method);
         match stats
             .responses
             .iter_mut()
-            .find(|(m, s, _)| m == method && *s == status)
+            .find(|(m, s, _)| *m == method && *s == status)
         {
             Some((_, _, n)) => *n += 1,
-            None => stats.responses.push((method.clone(), status, 1)),
+            None => stats.responses.push((method, status, 1)),
         }
         for (count, bound) in stats.buckets.iter_mut().zip(BUCKETS) {
             if seconds <= bound {
@@ -85,7 +105,7 @@ impl Metrics {
         let routes = self.routes.lock().unwrap();
         for (route, h) in routes.iter() {
             let mut responses = h.responses.clone();
-            responses.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+            responses.sort_unstable();
             for (method, status, n) in responses {
                 let _ = writeln!(out, "ca_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
             }

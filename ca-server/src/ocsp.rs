@@ -2,8 +2,14 @@
 //! the request bytes (requests without a nonce are deterministic), live signing
 //! for nonces from a cache of certificate states, and invalidation of both
 //! whenever any certificate's status changes.
+//!
+//! Every map here can be reached by unauthenticated peers, so each is bounded:
+//! pre-signed answers are kept only for requests in the one plain form
+//! (`OcspQuery::plain`: a handful of encodings per real serial) and by bytes;
+//! certificate states only for serials the store knows; unknown serials in a
+//! short negative set, dropped whenever anything is issued.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -11,9 +17,16 @@ use axum::body::Bytes;
 use ca_core::ocsp::{parse_request, CertState, OcspFailure, OcspResponder};
 use ca_core::{Ca, Serial};
 
-/// Bound on cached responses; past it the cache starts over (a flood of
-/// distinct requests cannot grow memory without limit).
+/// Bound on remembered certificate states; past it the map starts over.
 const MAX_ENTRIES: usize = 200_000;
+/// Bound on the pre-signed answers, counting keys, answers and per-entry
+/// overhead; past it the cache starts over. Plain requests for real serials
+/// are the only keys, so a full cache means a very large CA, not an attack.
+pub const MAX_CACHE_BYTES: usize = 64 << 20;
+/// Bound on remembered unknown serials (16 bytes each, ~1 MiB with overhead).
+const MAX_UNKNOWN: usize = 32_768;
+/// What a cache entry costs beyond its key and answer (map slot, Arc, validators).
+const ENTRY_OVERHEAD: usize = 160;
 
 /// A signed answer ready to serve.
 pub struct Answer {
@@ -33,6 +46,35 @@ struct Cached {
     refresh_at: i64,
 }
 
+/// Pre-signed answers by request bytes, with the bytes they hold.
+#[derive(Default)]
+struct Presigned {
+    entries: HashMap<Bytes, Cached>,
+    bytes: usize,
+}
+
+impl Presigned {
+    fn cost(request: &Bytes, answer: &Answer) -> usize {
+        request.len() + answer.der.len() + ENTRY_OVERHEAD
+    }
+
+    fn insert(&mut self, request: Bytes, cached: Cached) {
+        let cost = Self::cost(&request, &cached.answer);
+        if self.bytes + cost > MAX_CACHE_BYTES {
+            self.clear();
+        }
+        if let Some(old) = self.entries.insert(request.clone(), cached) {
+            self.bytes -= Self::cost(&request, &old.answer);
+        }
+        self.bytes += cost;
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
 /// How responses were produced, for metrics.
 #[derive(Default)]
 pub struct OcspCounters {
@@ -48,6 +90,8 @@ pub struct OcspCounters {
     pub unauthorized: AtomicU64,
     /// internalError answers.
     pub internal: AtomicU64,
+    /// Certificate states read from the store.
+    pub store_reads: AtomicU64,
 }
 
 /// The responder state shared by all requests.
@@ -55,10 +99,15 @@ pub struct OcspCounters {
 pub struct OcspService {
     responder: RwLock<Option<Arc<OcspResponder>>>,
     fingerprint: Mutex<Option<String>>,
-    cache: RwLock<HashMap<Bytes, Cached>>,
+    cache: RwLock<Presigned>,
     /// Good and revoked states read from the store, so a nonce request (signed
-    /// live every time) costs no store read. Unknown serials are not kept.
+    /// live every time) costs no store read.
     states: RwLock<HashMap<Serial, CertState>>,
+    /// Serials the store did not know: a flood of random serials costs one
+    /// store read each, once. Dropped on any issuance (see [`OcspService::issued`]).
+    unknown: RwLock<HashSet<Serial>>,
+    /// The store's change counter (audit sequence) the unknown set reflects.
+    changes: AtomicU64,
     /// Bumped on every invalidation: an answer or state read before a change
     /// is not cached after it.
     generation: AtomicU64,
@@ -82,6 +131,22 @@ impl OcspService {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.write().unwrap().clear();
         self.states.write().unwrap().clear();
+        self.unknown.write().unwrap().clear();
+    }
+
+    /// A certificate was issued through this server: serials remembered as
+    /// unknown may now be known.
+    pub fn issued(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.unknown.write().unwrap().clear();
+    }
+
+    /// Notes the store's change counter (every state change, by any
+    /// process, moves it); a change drops the unknown serials.
+    pub fn observe_changes(&self, counter: u64) {
+        if self.changes.swap(counter, Ordering::SeqCst) != counter {
+            self.issued();
+        }
     }
 
     /// Prometheus lines for the responder.
@@ -103,10 +168,22 @@ impl OcspService {
                 counter.load(Ordering::Relaxed)
             );
         }
+        let (entries, bytes) = {
+            let cache = self.cache.read().unwrap();
+            (cache.entries.len(), cache.bytes)
+        };
         let _ = writeln!(
             out,
-            "# HELP ca_ocsp_cache_entries Pre-signed OCSP responses held.\n# TYPE ca_ocsp_cache_entries gauge\nca_ocsp_cache_entries {}",
-            self.cache.read().unwrap().len()
+            "# HELP ca_ocsp_cache_entries Pre-signed OCSP responses held.\n# TYPE ca_ocsp_cache_entries gauge\nca_ocsp_cache_entries {entries}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ca_ocsp_cache_bytes Bytes the pre-signed OCSP responses hold (bounded by {MAX_CACHE_BYTES}).\n# TYPE ca_ocsp_cache_bytes gauge\nca_ocsp_cache_bytes {bytes}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ca_ocsp_store_reads_total Certificate states the OCSP responder read from the store.\n# TYPE ca_ocsp_store_reads_total counter\nca_ocsp_store_reads_total {}",
+            c.store_reads.load(Ordering::Relaxed)
         );
         if let Some(not_after) = self.responder_not_after() {
             let _ = writeln!(
@@ -153,7 +230,7 @@ impl OcspService {
     /// Answers one DER request.
     pub async fn answer(&self, ca: &Ca, request: Bytes) -> Arc<Answer> {
         let now = ca_core::now().unix_timestamp();
-        if let Some(hit) = self.cache.read().unwrap().get(&request) {
+        if let Some(hit) = self.cache.read().unwrap().entries.get(&request) {
             if now < hit.refresh_at {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Arc::clone(&hit.answer);
@@ -169,9 +246,6 @@ impl OcspService {
                     let mut cache = self.cache.write().unwrap();
                     // A status change since we read it must not be overwritten by this answer.
                     if self.generation.load(Ordering::SeqCst) == generation {
-                        if cache.len() >= MAX_ENTRIES {
-                            cache.clear();
-                        }
                         let refresh_at = this_update + (next_update - this_update) / 2;
                         cache.insert(
                             request,
@@ -206,12 +280,28 @@ impl OcspService {
     /// One certificate's state, from memory when a store read since the last
     /// status change has seen it.
     async fn state(&self, ca: &Ca, serial: Option<&Serial>) -> Result<CertState, OcspFailure> {
-        if let Some(state) = serial.and_then(|s| self.states.read().unwrap().get(s).copied()) {
+        let Some(serial) = serial else {
+            return Ok(CertState::Unknown);
+        };
+        if let Some(state) = self.states.read().unwrap().get(serial).copied() {
             return Ok(state);
         }
+        if self.unknown.read().unwrap().contains(serial) {
+            return Ok(CertState::Unknown);
+        }
         let generation = self.generation.load(Ordering::SeqCst);
-        let state = ca.ocsp_state(serial).await?;
-        if let (Some(serial), false) = (serial, state == CertState::Unknown) {
+        self.counters.store_reads.fetch_add(1, Ordering::Relaxed);
+        let state = ca.ocsp_state(Some(serial)).await?;
+        // Remembered only if nothing was issued or changed meanwhile.
+        if state == CertState::Unknown {
+            let mut unknown = self.unknown.write().unwrap();
+            if self.generation.load(Ordering::SeqCst) == generation {
+                if unknown.len() >= MAX_UNKNOWN {
+                    unknown.clear();
+                }
+                unknown.insert(*serial);
+            }
+        } else {
             let mut states = self.states.write().unwrap();
             if self.generation.load(Ordering::SeqCst) == generation {
                 if states.len() >= MAX_ENTRIES {
@@ -237,8 +327,11 @@ impl OcspService {
             .ok_or(OcspFailure::Internal)?;
         let now = ca_core::now();
         let der = responder.sign(&query, &states, now, ca.ocsp_validity().to_time())?;
-        // Unknown serials are not cached: nothing invalidates them when issued.
-        let cacheable = query.nonce.is_none() && !states.contains(&CertState::Unknown);
+        // Answers for unknown serials are not kept: the pre-signed cache is
+        // dropped on revocations, not on issuance. Only plain requests are
+        // kept (`OcspQuery::plain`), so padding cannot mint cache keys.
+        let cacheable =
+            query.plain && query.nonce.is_none() && !states.contains(&CertState::Unknown);
         let this_update = now.unix_timestamp();
         let next_update = this_update + ca.ocsp_validity().as_secs() as i64;
         let etag = ca_core::ocsp::etag(&der);

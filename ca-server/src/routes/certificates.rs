@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use ca_core::{
     now, Action, CertificateView, Error, IdempotencyKey, Issuance, IssueRequest, ListFilter,
-    ListView, RevocationReason, Serial,
+    ListView, ReissueMode, RevocationReason, Serial,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -169,6 +169,7 @@ pub async fn issue(
     };
     let prepared = state.ca.prepare_issue(&request).await?;
     let issuance = state.ca.commit(prepared, &who.actor()).await?;
+    state.ocsp.issued();
     state.metrics.issued("issue", &issuance.record.policy);
     Ok((StatusCode::CREATED, Json(issue_response(issuance, false))))
 }
@@ -187,6 +188,11 @@ pub async fn reissue(
     JsonBody(body): JsonBody<ReissueBody>,
 ) -> Result<(StatusCode, Json<IssueResponse>), ApiError> {
     who.authorize(Action::Reissue, Some(&tenant))?;
+    // A caller who may not issue (a renewer) may only replace (DESIGN §3).
+    let mode = match who.authorize(Action::Issue, Some(&tenant)) {
+        Ok(()) => ReissueMode::ReplaceOrIssue,
+        Err(_) => ReissueMode::ReplaceOnly,
+    };
     let reason = RevocationReason::parse(body.reason.as_deref().unwrap_or("superseded"))?;
     let idempotency = match headers.get("idempotency-key") {
         Some(value) => {
@@ -199,7 +205,8 @@ pub async fn reissue(
                 body.policy.as_deref().unwrap_or(""),
                 reason.name(),
             ];
-            let idem = IdempotencyKey::new(key, "reissue", &parts)?;
+            let scope = format!("{tenant}/{}", who.actor());
+            let idem = IdempotencyKey::new(key, &scope, "reissue", &parts)?;
             state.ca.check_idempotency(&idem).await?;
             Some(idem)
         }
@@ -211,11 +218,12 @@ pub async fn reissue(
         policy: body.policy,
         password: password(body.password),
     };
-    let prepared = state.ca.prepare_reissue(&request, reason).await?;
+    let prepared = state.ca.prepare_reissue(&request, reason, mode).await?;
     let issuance = state
         .ca
         .commit_idempotent(prepared, idempotency.as_ref(), &who.actor())
         .await?;
+    state.ocsp.issued();
     state.metrics.issued("reissue", &issuance.record.policy);
     state.metrics.revoked(issuance.revoked.len());
     if !issuance.revoked.is_empty() {
@@ -246,6 +254,7 @@ pub async fn sign_csr(
         .prepare_sign_csr(&tenant, &admin, &policy, csr.as_bytes())
         .await?;
     let issuance = state.ca.commit(prepared, &who.actor()).await?;
+    state.ocsp.issued();
     state.metrics.issued("sign-csr", &issuance.record.policy);
     let certificate_pem = ca_core::pem_encode("CERTIFICATE", &issuance.record.der);
     Ok((

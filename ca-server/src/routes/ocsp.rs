@@ -28,8 +28,15 @@ pub async fn ocsp_post(State(state): State<AppState>, body: Bytes) -> Response {
     post_response(&state, body).await
 }
 
+/// What a 413 says about the OCSP request limit.
+const OCSP_LIMIT: &str =
+    "4 KiB OCSP request (an RFC 5019 request is about 100 bytes; send one CertID per request)";
+
 /// The answer to a POSTed request.
 pub(crate) async fn post_response(state: &AppState, body: Bytes) -> Response {
+    if body.len() > ca_core::ocsp::MAX_REQUEST_LEN {
+        return crate::ApiError::TooLarge(OCSP_LIMIT).into_response();
+    }
     let answer = state.ocsp.answer(&state.ca, body).await;
     // POST answers are not for shared caches (RFC 5019 §5).
     (
@@ -139,9 +146,11 @@ pub(crate) async fn fast(state: AppState, request: Request, route: &'static str)
     let start = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let response = if parts.method == Method::POST {
-        match axum::body::to_bytes(body, crate::BODY_LIMIT).await {
+        // Read no more than an OCSP request can be: an unauthenticated peer
+        // never makes the server buffer a 1 MiB body here.
+        match axum::body::to_bytes(body, ca_core::ocsp::MAX_REQUEST_LEN).await {
             Ok(body) => post_response(&state, body).await,
-            Err(_) => crate::ApiError::TooLarge.into_response(),
+            Err(_) => crate::ApiError::TooLarge(OCSP_LIMIT).into_response(),
         }
     } else {
         let encoded = &parts.uri.path()["/ocsp/".len()..];
