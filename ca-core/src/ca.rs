@@ -565,11 +565,12 @@ impl Ca {
                 policy.name
             )));
         }
-        let public_key = crate::csr::verified_public_key(csr)?;
-        if !policy.keys.contains(&public_key.algorithm()) {
-            return Err(Error::InvalidInput(format!(
-                "the CSR's key is {} but policy {} accepts {}",
-                public_key.algorithm(),
+        let public_key = crate::csr::verified_public_key(csr, |algorithm| {
+            if policy.keys.contains(&algorithm) {
+                return Ok(());
+            }
+            Err(Error::InvalidInput(format!(
+                "the CSR's key is {algorithm} but policy {} accepts {}",
                 policy.name,
                 policy
                     .keys
@@ -577,8 +578,8 @@ impl Ca {
                     .map(|k| k.name())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )));
-        }
+            )))
+        })?;
         // No look-up of an active certificate first: signing is cheap, and the
         // insertion refuses a second active certificate with the same message.
         let record = sign_leaf(

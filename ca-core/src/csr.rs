@@ -37,16 +37,20 @@ fn bad_signature() -> Error {
 }
 
 /// Checks that a CSR (PEM or DER) is signed by the key it carries and
-/// returns that key. The key's algorithm is not checked against any policy.
-pub(crate) fn verified_public_key(csr: &[u8]) -> Result<PublicKey> {
+/// returns that key. `accept` sees the key's algorithm first: a key the
+/// policy refuses (or an odd RSA size or exponent) costs no signature check.
+pub(crate) fn verified_public_key(
+    csr: &[u8],
+    accept: impl Fn(KeyAlgorithm) -> Result<()>,
+) -> Result<PublicKey> {
     let der = to_der(csr)?;
     let (rest, request) = X509CertificationRequest::from_der(&der).map_err(|_| not_a_csr())?;
     if !rest.is_empty() {
         return Err(not_a_csr());
     }
-    match verify_ecdsa(&request)? {
+    match verify_ecdsa(&request, &accept)? {
         Some(key) => Ok(key),
-        None => verify_with_openssl(&der),
+        None => verify_with_openssl(&der, &accept),
     }
 }
 
@@ -68,7 +72,10 @@ fn to_der(csr: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
 
 /// The fast path: a named-curve ECDSA request with an uncompressed point.
 /// `None` when the request is of another kind.
-fn verify_ecdsa(request: &X509CertificationRequest<'_>) -> Result<Option<PublicKey>> {
+fn verify_ecdsa(
+    request: &X509CertificationRequest<'_>,
+    accept: &impl Fn(KeyAlgorithm) -> Result<()>,
+) -> Result<Option<PublicKey>> {
     let spki = &request.certification_request_info.subject_pki;
     if spki.algorithm.algorithm.to_id_string() != OID_EC_PUBLIC_KEY {
         return Ok(None);
@@ -107,6 +114,7 @@ fn verify_ecdsa(request: &X509CertificationRequest<'_>) -> Result<Option<PublicK
     let Some(group) = algorithm.ec_group() else {
         return Ok(None);
     };
+    accept(algorithm)?;
     let mut ctx = BigNumContext::new()?;
     // Rejects points that are not on the curve.
     let point = EcPoint::from_bytes(group, point_bytes, &mut ctx).map_err(|_| {
@@ -125,11 +133,15 @@ fn verify_ecdsa(request: &X509CertificationRequest<'_>) -> Result<Option<PublicK
 }
 
 /// The general path, for RSA and anything the fast path does not take.
-fn verify_with_openssl(der: &[u8]) -> Result<PublicKey> {
+fn verify_with_openssl(
+    der: &[u8],
+    accept: &impl Fn(KeyAlgorithm) -> Result<()>,
+) -> Result<PublicKey> {
     let request = openssl::x509::X509Req::from_der(der).map_err(|_| not_a_csr())?;
     let key = request
         .public_key()
         .map_err(|_| Error::InvalidInput("the CSR's public key cannot be read".into()))?;
+    accept(KeyAlgorithm::of_key(&key)?)?;
     if !request.verify(&key).unwrap_or(false) {
         return Err(bad_signature());
     }
@@ -171,7 +183,7 @@ mod tests {
                 .to_pem()
                 .unwrap();
             for input in [&der, &pem] {
-                let public = verified_public_key(input).unwrap();
+                let public = verified_public_key(input, any).unwrap();
                 assert_eq!(public.algorithm(), algorithm);
                 assert_eq!(public.spki_der(), key.public_key_to_der().unwrap());
             }
@@ -185,7 +197,7 @@ mod tests {
         let cn = der.windows(5).position(|w| w == b"robot").unwrap();
         let mut altered = der.clone();
         altered[cn] ^= 0x01;
-        let err = verified_public_key(&altered).unwrap_err().to_string();
+        let err = verified_public_key(&altered, any).unwrap_err().to_string();
         assert!(err.contains("does not verify"), "{err}");
 
         // A signature from a different key over the same body.
@@ -195,15 +207,68 @@ mod tests {
         spliced.truncate(ours);
         spliced.extend_from_slice(&other[theirs..]);
         fix_outer_length(&mut spliced);
-        assert!(verified_public_key(&spliced).is_err());
+        assert!(verified_public_key(&spliced, any).is_err());
 
         let mut trailing = der.clone();
         trailing.push(0);
-        assert!(verified_public_key(&trailing).is_err());
-        assert!(verified_public_key(b"not a request").is_err());
+        assert!(verified_public_key(&trailing, any).is_err());
+        assert!(verified_public_key(b"not a request", any).is_err());
         let cert_pem = b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
-        let err = verified_public_key(cert_pem).unwrap_err().to_string();
+        let err = verified_public_key(cert_pem, any).unwrap_err().to_string();
         assert!(err.contains("CERTIFICATE REQUEST"), "{err}");
+    }
+
+    fn any(_: KeyAlgorithm) -> Result<()> {
+        Ok(())
+    }
+
+    fn rsa_csr(bits: u32, exponent: u32) -> Vec<u8> {
+        let e = openssl::bn::BigNum::from_u32(exponent).unwrap();
+        let rsa = openssl::rsa::Rsa::generate_with_e(bits, &e).unwrap();
+        let key = PKey::from_rsa(rsa).unwrap();
+        let mut builder = X509ReqBuilder::new().unwrap();
+        builder.set_pubkey(&key).unwrap();
+        builder.sign(&key, MessageDigest::sha256()).unwrap();
+        builder.build().to_der().unwrap()
+    }
+
+    #[test]
+    fn rsa_keys_must_be_exactly_a_supported_size_with_exponent_65537() {
+        let err = verified_public_key(&rsa_csr(2047, 65537), any)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RSA-2047"), "{err}");
+        let err = verified_public_key(&rsa_csr(2048, 3), any)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exponent 3"), "{err}");
+        let err = verified_public_key(&rsa_csr(1024, 65537), any)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RSA-1024"), "{err}");
+        let key = verified_public_key(&rsa_csr(2048, 65537), any).unwrap();
+        assert_eq!(key.algorithm(), KeyAlgorithm::Rsa2048);
+    }
+
+    #[test]
+    fn the_policy_sees_the_key_type_before_the_signature_is_checked() {
+        let refuse = |alg: KeyAlgorithm| -> Result<()> {
+            Err(Error::InvalidInput(format!("policy refuses {alg}")))
+        };
+        // A refused key type wins over a broken signature, on both paths.
+        for (algorithm, digest) in [
+            (KeyAlgorithm::EcdsaP256, MessageDigest::sha256()),
+            (KeyAlgorithm::Rsa2048, MessageDigest::sha256()),
+        ] {
+            let (_, der) = csr(algorithm, digest);
+            let cn = der.windows(5).position(|w| w == b"robot").unwrap();
+            let mut altered = der.clone();
+            altered[cn] ^= 0x01;
+            let err = verified_public_key(&altered, refuse)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, format!("policy refuses {algorithm}"));
+        }
     }
 
     /// Offset of the signature BIT STRING (the last element of the request).

@@ -126,12 +126,27 @@ impl KeyAlgorithm {
             };
         }
         if let Ok(rsa) = key.rsa() {
-            return match rsa.size() * 8 {
-                2048 => Ok(Self::Rsa2048),
-                3072 => Ok(Self::Rsa3072),
-                4096 => Ok(Self::Rsa4096),
-                bits => Err(unsupported(format!("RSA-{bits}"))),
+            // The modulus' exact bit length: a 2047-bit modulus still fills
+            // 256 bytes, so `size() * 8` would pass it off as RSA-2048.
+            let algorithm = match rsa.n().num_bits() {
+                2048 => Self::Rsa2048,
+                3072 => Self::Rsa3072,
+                4096 => Self::Rsa4096,
+                bits => {
+                    return Err(unsupported(format!(
+                        "RSA-{bits} (RSA keys must be exactly 2048, 3072 or 4096 bits)"
+                    )))
+                }
             };
+            // Small exponents invite broken padding attacks; every mainstream
+            // generator uses F4 (CA/Browser Forum BR §6.1.6 wants odd ≥ 65537).
+            if rsa.e().to_vec() != [0x01, 0x00, 0x01] {
+                return Err(Error::InvalidInput(format!(
+                    "unsupported RSA public exponent {}: it must be 65537",
+                    rsa.e()
+                )));
+            }
+            return Ok(algorithm);
         }
         Err(unsupported(format!("type {:?}", key.id())))
     }
