@@ -508,7 +508,7 @@ impl Ca {
         })?;
         let password = match password {
             Some(p) => {
-                check_password(&p)?;
+                check_password(&p, &settings)?;
                 p
             }
             None => generate_password(settings.password_length)?,

@@ -41,12 +41,14 @@ pub fn generate_password(length: usize) -> Result<Zeroizing<String>> {
     Ok(out)
 }
 
-/// Checks a caller-supplied bundle password.
-pub(crate) fn check_password(password: &str) -> Result<()> {
-    if password.len() < 8 || password.len() > 256 {
-        return Err(Error::InvalidInput(
-            "PKCS#12 password must be 8 to 256 characters".into(),
-        ));
+/// Checks a caller-supplied bundle password against the policy's minimum.
+pub(crate) fn check_password(password: &str, settings: &Pkcs12Settings) -> Result<()> {
+    let length = password.chars().count();
+    let min = settings.min_password_length;
+    if length < min || length > 256 {
+        return Err(Error::InvalidInput(format!(
+            "the bundle password has {length} characters; it must have {min} to 256 (the policy's pkcs12.min_password_length), or leave it out and one is generated"
+        )));
     }
     if password.chars().any(|c| c.is_control()) {
         return Err(Error::InvalidInput(
@@ -100,13 +102,14 @@ pub(crate) fn build_pkcs12(
 /// and the certificates, HMAC-SHA256 MAC), laid out as OpenSSL 3's
 /// `PKCS12_create` lays it out.
 ///
-/// Written by hand for speed: the three key derivations are nearly all of an
-/// issuance, and OpenSSL 3 spends ~4× the hashing itself on copying HMAC
-/// contexts (with an allocation each) every iteration. Here each iteration is
-/// two SHA-256 compressions on states precomputed for the HMAC pads.
+/// The DER is written here; the primitives are maintained crates: AES from
+/// OpenSSL, PBKDF2, HMAC and SHA-256 from RustCrypto (`pbkdf2`, `hmac`,
+/// `sha2`, which picks SHA-NI at run time), the PKCS#12 KDF from RustCrypto
+/// `pkcs12`. The three key derivations are nearly all of an issuance, and
+/// OpenSSL 3's own PKCS#12 path spends ~4× the hashing itself on copying HMAC
+/// contexts (with an allocation each) every iteration.
 mod modern {
     use openssl::pkey::{PKey, Private};
-    use openssl::sha::Sha256;
     use openssl::symm::Cipher;
     use zeroize::Zeroizing;
 
@@ -177,8 +180,8 @@ mod modern {
 
         // MAC over the AuthenticatedSafe, keyed by the PKCS#12 KDF (RFC 7292 App. B).
         let mac_salt = random::<SALT_LEN>()?;
-        let mac_key = pkcs12_mac_key(password, &mac_salt, iterations);
-        let mac = Hmac::new(&mac_key[..]).mac(&authenticated_safe);
+        let mac_key = pkcs12_mac_key(password, &mac_salt, iterations)?;
+        let mac = hmac_sha256(&mac_key, &authenticated_safe);
         let digest_algorithm = wrap_all(0x30, &[&wrap(0x06, OID_SHA256), NULL]);
         let mac_data = wrap_all(
             0x30,
@@ -272,102 +275,53 @@ mod modern {
         Ok(bytes)
     }
 
-    /// HMAC-SHA256 with the padded key's states computed once; each MAC
-    /// copies them (a plain struct copy, no allocation).
-    struct Hmac {
-        inner: Sha256,
-        outer: Sha256,
+    /// HMAC-SHA256 (RustCrypto `hmac`).
+    fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+        mac.update(message);
+        mac.finalize().into_bytes().into()
     }
 
-    impl Hmac {
-        fn new(key: &[u8]) -> Self {
-            let mut block = Zeroizing::new([0u8; 64]);
-            if key.len() > 64 {
-                block[..32].copy_from_slice(&crate::hash::sha256(key));
-            } else {
-                block[..key.len()].copy_from_slice(key);
-            }
-            let mut pad = Zeroizing::new([0u8; 64]);
-            let mut state = |byte: u8| {
-                for (p, k) in pad.iter_mut().zip(block.iter()) {
-                    *p = k ^ byte;
-                }
-                let mut h = Sha256::new();
-                h.update(&pad[..]);
-                h
-            };
-            Hmac {
-                inner: state(0x36),
-                outer: state(0x5c),
-            }
-        }
-
-        fn mac(&self, message: &[u8]) -> [u8; 32] {
-            let mut inner = self.inner.clone();
-            inner.update(message);
-            let mut outer = self.outer.clone();
-            outer.update(&inner.finish());
-            outer.finish()
-        }
-    }
-
-    impl Drop for Hmac {
-        /// The pad states are derived from the password: overwrite them.
-        fn drop(&mut self) {
-            self.inner = Sha256::new();
-            self.outer = Sha256::new();
-            std::hint::black_box(&self.inner);
-            std::hint::black_box(&self.outer);
-        }
-    }
-
-    /// PBKDF2-HMAC-SHA256 (RFC 8018 §5.2), one 32-byte block: the AES-256 key.
+    /// PBKDF2-HMAC-SHA256 (RFC 8018 §5.2; RustCrypto `pbkdf2`), one 32-byte
+    /// block: the AES-256 key.
     pub(super) fn pbkdf2_sha256(
         password: &[u8],
         salt: &[u8],
         iterations: u32,
     ) -> Zeroizing<[u8; 32]> {
-        let hmac = Hmac::new(password);
-        let mut first = Vec::with_capacity(salt.len() + 4);
-        first.extend_from_slice(salt);
-        first.extend_from_slice(&1u32.to_be_bytes());
-        let mut u = Zeroizing::new(hmac.mac(&first));
-        let mut t = Zeroizing::new(*u);
-        for _ in 1..iterations {
-            *u = hmac.mac(&u[..]);
-            for (t, u) in t.iter_mut().zip(u.iter()) {
-                *t ^= u;
-            }
-        }
-        t
+        let mut key = Zeroizing::new([0u8; 32]);
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, iterations, &mut key[..]);
+        key
     }
 
-    /// The PKCS#12 key derivation (RFC 7292 Appendix B.2) with SHA-256 for
-    /// the MAC key (ID 3): the password as a NUL-terminated BMPString.
+    /// The PKCS#12 key derivation (RFC 7292 Appendix B.2; RustCrypto
+    /// `pkcs12`) with SHA-256 for the MAC key (ID 3).
+    ///
+    /// The password goes in as OpenSSL 3 encodes it (`OPENSSL_utf82uni`):
+    /// UTF-16 big-endian, characters beyond the BMP as surrogate pairs, and
+    /// a two-byte NUL terminator. The crate's own UTF-8 entry point refuses
+    /// non-BMP characters (a BMPString cannot hold them), so the encoding is
+    /// done here and the crate runs the derivation itself.
     pub(super) fn pkcs12_mac_key(
         password: &str,
         salt: &[u8],
         iterations: u32,
-    ) -> Zeroizing<[u8; 32]> {
-        const V: usize = 64;
-        let mut bmp = Zeroizing::new(Vec::with_capacity(password.len() * 2 + 2));
-        bmp.extend(password.encode_utf16().flat_map(u16::to_be_bytes));
-        bmp.extend_from_slice(&[0, 0]);
-        let fill = |source: &[u8]| -> Zeroizing<Vec<u8>> {
-            let len = source.len().div_ceil(V) * V;
-            Zeroizing::new(source.iter().copied().cycle().take(len).collect())
-        };
-        let mut h = Sha256::new();
-        h.update(&[3u8; V]);
-        h.update(&fill(salt));
-        h.update(&fill(&bmp));
-        let mut a = Zeroizing::new(h.finish());
-        for _ in 1..iterations {
-            let mut h = Sha256::new();
-            h.update(&a[..]);
-            *a = h.finish();
-        }
-        a
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let mut utf16 = Zeroizing::new(Vec::with_capacity(password.len() * 2 + 2));
+        utf16.extend(password.encode_utf16().flat_map(u16::to_be_bytes));
+        utf16.extend_from_slice(&[0, 0]);
+        let rounds = i32::try_from(iterations).map_err(|_| {
+            crate::error::Error::Policy(format!("pkcs12.iterations {iterations} is too large"))
+        })?;
+        Ok(Zeroizing::new(pkcs12::kdf::derive_key::<sha2::Sha256>(
+            &utf16,
+            salt,
+            pkcs12::kdf::Pkcs12KeyType::Mac,
+            rounds,
+            32,
+        )))
     }
 }
 
@@ -382,7 +336,150 @@ mod tests {
         assert_eq!(a.len(), 20);
         assert_ne!(*a, *b);
         assert!(a.bytes().all(|c| ALPHABET.contains(&c)));
-        assert!(check_password("short").is_err());
+    }
+
+    fn settings(profile: Pkcs12Profile, iterations: u32) -> Pkcs12Settings {
+        let mut settings = crate::policy::Policies::shipped()
+            .get("portal-admin")
+            .unwrap()
+            .pkcs12
+            .clone()
+            .unwrap();
+        settings.profile = profile;
+        settings.iterations = iterations;
+        settings
+    }
+
+    #[test]
+    fn caller_passwords_meet_the_policy_minimum() {
+        let mut policy = settings(Pkcs12Profile::Modern, 2048);
+        assert_eq!(policy.min_password_length, 12, "the shipped default");
+        for short in ["", "short", "8chars!!", "elevenchars"] {
+            let err = check_password(short, &policy).unwrap_err().to_string();
+            assert!(err.contains("must have 12 to 256"), "{err}");
+        }
+        assert!(check_password("twelve chars", &policy).is_ok());
+        // Characters, not bytes: 12 umlauts are 24 bytes and still 12 characters.
+        assert!(check_password(&"ü".repeat(11), &policy).is_err());
+        assert!(check_password(&"ü".repeat(12), &policy).is_ok());
+        policy.min_password_length = 16;
+        assert!(check_password("twelve chars", &policy).is_err());
+        assert!(check_password("bell\u{7}charsxxxxxxxx", &policy).is_err());
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        hex::decode(text).unwrap()
+    }
+
+    /// RFC 7914 §11 (PBKDF2-HMAC-SHA256 test vectors), first 32 bytes.
+    #[test]
+    fn pbkdf2_known_answers() {
+        assert_eq!(
+            modern::pbkdf2_sha256(b"passwd", b"salt", 1).to_vec(),
+            unhex("55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc")
+        );
+        assert_eq!(
+            modern::pbkdf2_sha256(b"Password", b"NaCl", 80_000).to_vec(),
+            unhex("4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56")
+        );
+    }
+
+    /// The PKCS#12 KDF (RFC 7292 App. B) with SHA-256, MAC key (ID 3): a
+    /// vector made with OpenSSL's `PKCS12_key_gen_utf8` (published with the
+    /// RustCrypto `pkcs12` crate's tests), and OpenSSL's reading of a
+    /// non-BMP password (surrogate pairs), checked through a full bundle in
+    /// `modern_bundles_open_with_openssl_for_any_password`.
+    #[test]
+    fn pkcs12_kdf_known_answers() {
+        let key = modern::pkcs12_mac_key("ge@äheim", &[1, 2, 3, 4, 5, 6, 7, 8], 100).unwrap();
+        assert_eq!(
+            key.to_vec(),
+            unhex("136355ed9434516682534f46d63956db5ff06b844702c2c1f3b46321e2524a4d")
+        );
+    }
+
+    /// The 16-byte values that follow `prefix` (salts and IVs: `04 10 …`).
+    fn values_after(der: &[u8], prefix: &[u8]) -> Vec<Vec<u8>> {
+        der.windows(prefix.len())
+            .enumerate()
+            .filter(|(_, w)| *w == prefix)
+            .map(|(i, _)| i + prefix.len())
+            .filter_map(|at| {
+                let rest = &der[at..];
+                let start = rest.windows(2).position(|w| w == [0x04, 0x10])?;
+                Some(rest[start + 2..start + 18].to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_bundle_has_fresh_salts_and_ivs() {
+        let key = crate::keys::KeyAlgorithm::EcdsaP256.generate().unwrap();
+        let (cert, _) = crate::x509::test_certificate(key.clone(), "CN=Bundle Test");
+        let build = || {
+            let der = modern::build(&key, &cert.0, &cert.0, 2048, "a (t)", "Abcdefgh2345").unwrap();
+            const PBKDF2: &[u8] = &[
+                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x05, 0x0c,
+            ];
+            const AES: &[u8] = &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a,
+            ];
+            const SHA256: &[u8] = &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+            ];
+            let mut values = values_after(&der.0, PBKDF2);
+            values.extend(values_after(&der.0, AES));
+            // The MAC salt follows the MAC digest (after the last SHA-256 OID).
+            let mac = values_after(&der.0, SHA256);
+            values.push(mac.last().unwrap().clone());
+            values
+        };
+        let (first, second) = (build(), build());
+        // Two PBKDF2 salts, two IVs, one MAC salt in each.
+        assert_eq!(first.len(), 5, "{first:?}");
+        let mut all: Vec<&Vec<u8>> = first.iter().chain(second.iter()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 10, "every salt and IV is drawn afresh");
+    }
+
+    /// The policy's iteration count is the one written, and the one OpenSSL
+    /// reads back (`openssl pkcs12 -info`), for both profiles.
+    #[test]
+    fn the_policy_iteration_count_is_written_and_used() {
+        let key = crate::keys::KeyAlgorithm::EcdsaP256.generate().unwrap();
+        let (cert, _) = crate::x509::test_certificate(key.clone(), "CN=Bundle Test");
+        let dir = tempfile::tempdir().unwrap();
+        for profile in [Pkcs12Profile::Modern, Pkcs12Profile::Legacy] {
+            let bundle = build_pkcs12(
+                &key,
+                &cert.0,
+                &cert.0,
+                &settings(profile, 4321),
+                "a (t)",
+                "Abcdefgh2345",
+            )
+            .unwrap();
+            let path = dir.path().join("b.p12");
+            std::fs::write(&path, &bundle.0[..]).unwrap();
+            let out = std::process::Command::new("openssl")
+                .args([
+                    "pkcs12",
+                    "-info",
+                    "-noout",
+                    "-passin",
+                    "pass:Abcdefgh2345",
+                    "-in",
+                ])
+                .arg(&path)
+                .output()
+                .expect("openssl CLI");
+            let text = String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{profile:?}: {text}");
+            assert!(text.contains("Iteration 4321"), "{profile:?}: {text}");
+            assert!(!text.contains("Iteration 2048"), "{profile:?}: {text}");
+        }
     }
 
     #[test]

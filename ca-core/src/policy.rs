@@ -139,6 +139,9 @@ pub struct Pkcs12Settings {
     pub friendly_name: Template,
     /// PBKDF2 / MAC iteration count.
     pub iterations: u32,
+    /// Shortest bundle password a caller may choose (characters); generated
+    /// passwords are `password_length` long.
+    pub min_password_length: usize,
 }
 
 /// A validated certificate profile.
@@ -200,6 +203,7 @@ struct RawPkcs12 {
     password_length: Option<Spanned<i64>>,
     friendly_name: Option<Spanned<String>>,
     iterations: Option<Spanned<i64>>,
+    min_password_length: Option<Spanned<i64>>,
 }
 
 /// Where in which file a problem is.
@@ -372,6 +376,7 @@ impl Policy {
             password_length: None,
             friendly_name: None,
             iterations: None,
+            min_password_length: None,
         });
         let profile = match &raw.profile {
             None => Pkcs12Profile::Modern,
@@ -406,6 +411,18 @@ impl Policy {
                 ))
             }
         };
+        // A caller-chosen password meets a PBKDF2 of a few thousand
+        // iterations: at 8 characters that is cheap to search offline.
+        let min_password_length = match &raw.min_password_length {
+            None => 12,
+            Some(l) if (12..=128).contains(l.get_ref()) => *l.get_ref() as usize,
+            Some(l) => {
+                return Err(src.error(
+                    l.span(),
+                    "pkcs12.min_password_length must be between 12 and 128",
+                ))
+            }
+        };
         let friendly_name = match &raw.friendly_name {
             None => Template("{admin} ({tenant})".into()),
             Some(f) => Template::parse(f.get_ref())
@@ -416,6 +433,7 @@ impl Policy {
             password_length,
             friendly_name,
             iterations,
+            min_password_length,
         })
     }
 
