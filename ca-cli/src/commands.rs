@@ -68,11 +68,11 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Some(file) => Some(Zeroizing::new(
             read_secret_file(file, "passphrase")?.as_bytes().to_vec(),
         )),
-        None => std::env::var("CA_KEY_PASSPHRASE")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .map(|p| Zeroizing::new(p.into_bytes())),
+        None => ca_core::take_secret_env("CA_KEY_PASSPHRASE")
+            .map(|p| Zeroizing::new(p.as_bytes().to_vec())),
     };
+    // Read or not, it leaves the environment: `crl pull --on-change` runs hooks.
+    std::env::remove_var("CA_KEY_PASSPHRASE");
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let ctx = Context {
         config,

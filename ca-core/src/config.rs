@@ -199,6 +199,18 @@ impl Config {
     }
 }
 
+/// Reads a secret from the environment and removes it there, so child
+/// processes (an `--on-change` hook, a shell) never inherit it and a later
+/// `std::env::vars()` dump cannot show it. The process's initial
+/// environment block (`/proc/PID/environ`, readable by the same user and
+/// root) still holds the original bytes: prefer a file (`key.passphrase_file`)
+/// where that matters. Call it before any thread is started.
+pub fn take_secret_env(name: &str) -> Option<zeroize::Zeroizing<String>> {
+    let value = std::env::var(name).ok().map(zeroize::Zeroizing::new);
+    std::env::remove_var(name);
+    value.filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,7 @@ pub use ca::{
     now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, Layout, PreparedIssuance,
     ReissueMode,
 };
-pub use config::{Config, KeySource, LogFormat};
+pub use config::{take_secret_env, Config, KeySource, LogFormat};
 pub use crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
 pub use duration::{Duration, DURATION_FORMAT};
 pub use error::{Error, Result};

@@ -44,23 +44,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::TooLarge("1 MiB")
             } else {
                 ApiError::MalformedJson(rejection.body_text())
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
-            &bytes
+            &body
         };
-        serde_json::from_slice(bytes)
+        let parsed = serde_json::from_slice(bytes)
             .map(JsonBody)
             .map_err(|e| match e.classify() {
                 serde_json::error::Category::Data => ApiError::InvalidBody(e.to_string()),
                 _ => ApiError::MalformedJson(e.to_string()),
-            })
+            });
+        // Bodies may carry a bundle password: wipe what we hold of them.
+        crate::secret::wipe(body);
+        parsed
     }
 }

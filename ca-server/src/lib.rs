@@ -19,6 +19,7 @@ mod metrics;
 mod ocsp;
 mod openapi;
 mod routes;
+mod secret;
 
 use std::convert::Infallible;
 use std::future::Future;

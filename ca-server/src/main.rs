@@ -25,11 +25,16 @@ fn main() {
         Err(e) => fail(&e.to_string()),
     };
     init_logging(config.log_format);
+    // Read before any thread exists: the environment is then changed safely.
+    let passphrase = match read_passphrase(&config) {
+        Ok(p) => p,
+        Err(e) => fail(&e.to_string()),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(serve(config)) {
+    if let Err(e) = runtime.block_on(serve(config, passphrase)) {
         tracing::error!(error = %e, "ca-server stopped");
         fail(&e.to_string());
     }
@@ -52,27 +57,33 @@ fn init_logging(format: ca_core::LogFormat) {
     }
 }
 
-async fn serve(config: ca_core::Config) -> Result<(), ca_core::Error> {
-    let passphrase = match &config.passphrase_file {
-        Some(file) => Zeroizing::new(
-            std::fs::read_to_string(file)
-                .map_err(|e| {
-                    ca_core::Error::Config(format!("key.passphrase_file {}: {e}", file.display()))
-                })?
-                .trim_end_matches(['\r', '\n'])
-                .as_bytes()
-                .to_vec(),
-        ),
-        None => Zeroizing::new(
-            std::env::var("CA_KEY_PASSPHRASE")
-                .map_err(|_| {
-                    ca_core::Error::Key(
-                        "set CA_KEY_PASSPHRASE or key.passphrase_file to unlock the CA key".into(),
-                    )
-                })?
-                .into_bytes(),
-        ),
-    };
+/// The CA key passphrase: `key.passphrase_file`, else `CA_KEY_PASSPHRASE`
+/// (removed from the environment once read).
+fn read_passphrase(config: &ca_core::Config) -> Result<Zeroizing<Vec<u8>>, ca_core::Error> {
+    let from_env = ca_core::take_secret_env("CA_KEY_PASSPHRASE");
+    match &config.passphrase_file {
+        Some(file) => {
+            let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
+                ca_core::Error::Config(format!("key.passphrase_file {}: {e}", file.display()))
+            })?);
+            Ok(Zeroizing::new(
+                text.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
+            ))
+        }
+        None => from_env
+            .map(|p| Zeroizing::new(p.as_bytes().to_vec()))
+            .ok_or_else(|| {
+                ca_core::Error::Key(
+                    "set CA_KEY_PASSPHRASE or key.passphrase_file to unlock the CA key".into(),
+                )
+            }),
+    }
+}
+
+async fn serve(
+    config: ca_core::Config,
+    passphrase: Zeroizing<Vec<u8>>,
+) -> Result<(), ca_core::Error> {
     let ca = ca_core::Ca::open(&config, Some(&passphrase)).await?;
     drop(passphrase);
     let state = ca_server::AppState::new(ca);

@@ -195,10 +195,9 @@ fn pull(
     if let Some(cmd) = on_change {
         args.extend_from_slice(&["--on-change", cmd]);
     }
-    ca.command(&args)
-        .env_remove("CA_KEY_PASSPHRASE")
-        .output()
-        .unwrap()
+    // The CA passphrase is in the environment (a shell that holds it): the
+    // hook must not inherit it.
+    ca.command(&args).output().unwrap()
 }
 
 #[test]
@@ -334,7 +333,7 @@ fn crl_pull_refuses_tampered_foreign_and_older_crls_and_keeps_the_installed_file
 
     let installed = ca.path("crl.pem");
     let marker = ca.path("changed");
-    let on_change = format!("touch {}", marker.display());
+    let on_change = format!("env > {}", marker.display());
     let out = pull(
         &ca,
         &http.url("current.der"),
@@ -347,6 +346,11 @@ fn crl_pull_refuses_tampered_foreign_and_older_crls_and_keeps_the_installed_file
     assert_eq!(v["changed"], true);
     assert_eq!(v["revoked"], 1);
     assert!(marker.exists(), "--on-change runs when the CRL changed");
+    let hook_env = std::fs::read_to_string(&marker).unwrap();
+    assert!(
+        !hook_env.contains("CA_KEY_PASSPHRASE") && !hook_env.contains(crate::util::PASSPHRASE),
+        "the CA passphrase leaves the environment before hooks run:\n{hook_env}"
+    );
     let good = std::fs::read(&installed).unwrap();
     assert!(String::from_utf8_lossy(&good).starts_with("-----BEGIN X509 CRL-----"));
     let text = stdout(&tool(

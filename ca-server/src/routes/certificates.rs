@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::extract::{Auth, JsonBody};
+use crate::secret::SecretJson;
 use crate::AppState;
 
 /// The routes.
@@ -31,26 +32,55 @@ pub fn router() -> Router<AppState> {
         .route("/v1/certificates/{serial}", get(show))
 }
 
-/// Body of an issue request.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// Body of an issue request. The password is wiped on drop and never
+/// printed (`Debug` shows `<redacted>`).
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueBody {
     /// Policy; the server's default policy when absent.
     pub policy: Option<String>,
-    /// Bundle password; generated when absent.
-    pub password: Option<String>,
+    /// Bundle password (at least the policy's `pkcs12.min_password_length`, default 12); generated when absent.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Zeroizing<String>>,
 }
 
 /// Body of a reissue request.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReissueBody {
     /// Policy; that of the admin's active certificate when absent.
     pub policy: Option<String>,
     /// Reason for the replaced certificates (default `superseded`; `key-compromise` for a lost device).
     pub reason: Option<String>,
-    /// Bundle password; generated when absent.
-    pub password: Option<String>,
+    /// Bundle password (at least the policy's `pkcs12.min_password_length`, default 12); generated when absent.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Zeroizing<String>>,
+}
+
+fn redacted(password: &Option<Zeroizing<String>>) -> &'static str {
+    match password {
+        Some(_) => "Some(<redacted>)",
+        None => "None",
+    }
+}
+
+impl std::fmt::Debug for IssueBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssueBody")
+            .field("policy", &self.policy)
+            .field("password", &redacted(&self.password))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ReissueBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReissueBody")
+            .field("policy", &self.policy)
+            .field("reason", &self.reason)
+            .field("password", &redacted(&self.password))
+            .finish()
+    }
 }
 
 /// Body of a CSR signing request.
@@ -74,7 +104,7 @@ pub struct RevokeBody {
 }
 
 /// A new certificate with its bundle. The password is returned only here;
-/// both secrets are wiped from memory once the response is written.
+/// the answer is written into wiped memory (see `crate::secret`).
 #[derive(Serialize, ToSchema)]
 pub struct IssueResponse {
     /// The certificate.
@@ -145,10 +175,6 @@ fn issue_response(issuance: Issuance, reissue: bool) -> IssueResponse {
     }
 }
 
-fn password(p: Option<String>) -> Option<Zeroizing<String>> {
-    p.map(Zeroizing::new)
-}
-
 /// Issue the first certificate for an admin.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/admins/{admin}/certificates", tag = "certificates",
     params(("tenant" = String, Path), ("admin" = String, Path)), request_body = IssueBody,
@@ -159,19 +185,22 @@ pub async fn issue(
     Auth(who): Auth,
     Path((tenant, admin)): Path<(String, String)>,
     JsonBody(body): JsonBody<IssueBody>,
-) -> Result<(StatusCode, Json<IssueResponse>), ApiError> {
+) -> Result<SecretJson<IssueResponse>, ApiError> {
     who.authorize(Action::Issue, Some(&tenant))?;
     let request = IssueRequest {
         tenant,
         admin,
         policy: body.policy,
-        password: password(body.password),
+        password: body.password,
     };
     let prepared = state.ca.prepare_issue(&request).await?;
     let issuance = state.ca.commit(prepared, &who.actor()).await?;
     state.ocsp.issued();
     state.metrics.issued("issue", &issuance.record.policy);
-    Ok((StatusCode::CREATED, Json(issue_response(issuance, false))))
+    Ok(SecretJson(
+        StatusCode::CREATED,
+        issue_response(issuance, false),
+    ))
 }
 
 /// Replace an admin's certificate: new one issued, every active one of the policy revoked, in one transaction.
@@ -186,7 +215,7 @@ pub async fn reissue(
     Path((tenant, admin)): Path<(String, String)>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ReissueBody>,
-) -> Result<(StatusCode, Json<IssueResponse>), ApiError> {
+) -> Result<SecretJson<IssueResponse>, ApiError> {
     who.authorize(Action::Reissue, Some(&tenant))?;
     // A caller who may not issue (a renewer) may only replace (DESIGN §3).
     let mode = match who.authorize(Action::Issue, Some(&tenant)) {
@@ -216,7 +245,7 @@ pub async fn reissue(
         tenant,
         admin,
         policy: body.policy,
-        password: password(body.password),
+        password: body.password,
     };
     let prepared = state.ca.prepare_reissue(&request, reason, mode).await?;
     let issuance = state
@@ -229,7 +258,10 @@ pub async fn reissue(
     if !issuance.revoked.is_empty() {
         state.status_changed();
     }
-    Ok((StatusCode::CREATED, Json(issue_response(issuance, true))))
+    Ok(SecretJson(
+        StatusCode::CREATED,
+        issue_response(issuance, true),
+    ))
 }
 
 /// Sign a CSR for a client that keeps its own key.
