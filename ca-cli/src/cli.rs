@@ -15,6 +15,7 @@ Environment:
 Exit codes:
   0 success · 1 internal or I/O error · 2 invalid input or usage · 3 conflict (e.g. an
   active certificate exists: use reissue) · 4 not found · 5 CA key unavailable or wrong passphrase
+  · 6 audit chain broken (audit verify found an edited, deleted or reordered event)
 
 Example day:
   ca-cli init --subject \"CN=Portal Admin CA,O=Example Corp\" --base-url https://ca.example.com
