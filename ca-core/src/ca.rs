@@ -845,11 +845,10 @@ impl Ca {
         let Some(serial) = serial else {
             return Ok(CertState::Unknown);
         };
-        let record = self
-            .store
-            .certificate(serial)
-            .await
-            .map_err(|_| OcspFailure::Internal)?;
+        let record = self.store.certificate(serial).await.map_err(|e| match e {
+            Error::Unavailable(_) => OcspFailure::TryLater,
+            _ => OcspFailure::Internal,
+        })?;
         Ok(match record {
             None => CertState::Unknown,
             Some(record) => match record.revoked_at {

@@ -43,6 +43,10 @@ pub enum Error {
     /// The durable store failed.
     #[error("store: {0}")]
     Store(String),
+    /// The store cannot be reached right now (database down, connection cut,
+    /// pool exhausted): nothing was changed, retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// A cryptographic operation failed (never caused by caller input).
     #[error("crypto: {0}")]
     Crypto(String),
@@ -75,6 +79,7 @@ impl Error {
             Error::Key(_) => "key_unavailable",
             Error::Config(_) => "invalid_config",
             Error::Store(_) => "store_error",
+            Error::Unavailable(_) => "unavailable",
             Error::Crypto(_) => "crypto_error",
             Error::Io { .. } => "io_error",
             Error::AuditBroken(_) => "audit_broken",
@@ -85,7 +90,11 @@ impl Error {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            Error::Store(_) | Error::Crypto(_) | Error::Io { .. } | Error::Config(_)
+            Error::Store(_)
+                | Error::Unavailable(_)
+                | Error::Crypto(_)
+                | Error::Io { .. }
+                | Error::Config(_)
         )
     }
 
@@ -116,7 +125,25 @@ impl From<rcgen::Error> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::Store(e.to_string())
+        // Errors of reaching the database, as opposed to errors of a statement.
+        let unreachable = match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // PostgreSQL: class 08 (connection exception), 57P01-57P03
+            // (admin shutdown, crash shutdown, cannot connect now).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
+        };
+        if unreachable {
+            Error::Unavailable(e.to_string())
+        } else {
+            Error::Store(e.to_string())
+        }
     }
 }
 

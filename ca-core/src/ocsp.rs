@@ -44,6 +44,9 @@ pub enum OcspFailure {
     Unauthorized,
     /// Signing failed.
     Internal,
+    /// The store cannot be reached to look the serial up (RFC 6960 §4.2.1
+    /// `tryLater`): the client should retry, and may use a cached answer.
+    TryLater,
 }
 
 impl OcspFailure {
@@ -53,6 +56,7 @@ impl OcspFailure {
             OcspFailure::Malformed => OcspResponse::malformed_request(),
             OcspFailure::Unauthorized => OcspResponse::unauthorized(),
             OcspFailure::Internal => OcspResponse::internal_error(),
+            OcspFailure::TryLater => OcspResponse::try_later(),
         };
         response.to_der().expect("static response encodes")
     }
@@ -63,6 +67,7 @@ impl OcspFailure {
             OcspFailure::Malformed => "malformed_request",
             OcspFailure::Unauthorized => "unauthorized",
             OcspFailure::Internal => "internal_error",
+            OcspFailure::TryLater => "try_later",
         }
     }
 }

@@ -494,7 +494,10 @@ impl SqlStore {
             .map_err(|e| Error::Config(format!("invalid database_url: {e}")))?;
         let pool = AnyPoolOptions::new()
             .max_connections(if is_sqlite { 4 } else { 16 })
-            .acquire_timeout(StdDuration::from_secs(15))
+            // A database that went away must fail requests fast (503), not
+            // hold them: PostgreSQL gets 3 s. SQLite waits longer for its
+            // few connections under a burst of writes, never for a network.
+            .acquire_timeout(StdDuration::from_secs(if is_sqlite { 15 } else { 3 }))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if is_sqlite {
@@ -731,9 +734,12 @@ async fn run_inserts(
                 }
             }
             Err(e) => {
-                let message = e.to_string();
                 for job in batch {
-                    let _ = job.reply.send(Err(Error::Store(message.clone())));
+                    let again = match &e {
+                        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+                        other => Error::Store(other.to_string()),
+                    };
+                    let _ = job.reply.send(Err(again));
                 }
             }
         }

@@ -37,6 +37,7 @@ impl ApiError {
                 Error::Conflict(_) | Error::AlreadyDone { .. } => StatusCode::CONFLICT,
                 Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
+                Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 Error::Key(_)
                 | Error::Config(_)
                 | Error::Store(_)
@@ -60,6 +61,10 @@ impl ApiError {
                 )
                 .with_code_hint(e.code())
             }
+            ApiError::Core(Error::Unavailable(_)) => ErrorView::new(
+                "unavailable",
+                "the database cannot be reached right now; nothing was changed: retry shortly (GET /readyz says when the CA is back)",
+            ),
             ApiError::Core(e) => ErrorView::from_error(e),
             ApiError::MalformedJson(m) => ErrorView::new(
                 "malformed_json",
@@ -96,6 +101,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, "request failed");
         }
         let mut response = (status, Json(self.view())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

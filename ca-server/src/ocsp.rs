@@ -90,6 +90,8 @@ pub struct OcspCounters {
     pub unauthorized: AtomicU64,
     /// internalError answers.
     pub internal: AtomicU64,
+    /// tryLater answers (the store was unreachable).
+    pub try_later: AtomicU64,
     /// Certificate states read from the store.
     pub store_reads: AtomicU64,
 }
@@ -161,6 +163,7 @@ impl OcspService {
             ("malformed_request", &c.malformed),
             ("unauthorized", &c.unauthorized),
             ("internal_error", &c.internal),
+            ("try_later", &c.try_later),
         ] {
             let _ = writeln!(
                 out,
@@ -265,6 +268,7 @@ impl OcspService {
                     OcspFailure::Malformed => &self.counters.malformed,
                     OcspFailure::Unauthorized => &self.counters.unauthorized,
                     OcspFailure::Internal => &self.counters.internal,
+                    OcspFailure::TryLater => &self.counters.try_later,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 Arc::new(Answer {

@@ -10,14 +10,6 @@ use crate::gateway::{extract, Nginx};
 use crate::util::*;
 
 /// Runs `openssl ocsp` against the server; returns its combined output.
-fn openssl_ocsp(server: &Server, ca_pem: &str, extra: &[&str]) -> String {
-    let url = server.url("/ocsp");
-    let mut args = vec!["ocsp", "-url", &url, "-issuer", ca_pem, "-CAfile", ca_pem];
-    args.extend_from_slice(extra);
-    let out = tool("openssl", &args);
-    format!("{}{}", stdout(&out), stderr(&out))
-}
-
 fn post_ocsp(server: &Server, request: &Path, response: &Path) {
     let out = server.curl(&[
         "-s",

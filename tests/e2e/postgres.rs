@@ -175,3 +175,163 @@ fn two_replicas_on_one_postgres_database() {
     let report = ca.json(&["audit", "verify"]);
     assert_eq!(report["ok"], serde_json::json!(true), "{report}");
 }
+
+/// The database goes away under load (every connection cut, new ones
+/// refused) and comes back: state changes fail fast with 503, `/readyz`
+/// says why, OCSP and the CRL keep being served from memory, and the
+/// server recovers by itself; nothing acknowledged is lost.
+#[test]
+fn losing_the_database_fails_fast_and_recovers_by_itself() {
+    let Some(db) = PgDatabase::create("outage") else {
+        return;
+    };
+    let ca = TestCa::init_on(&db.url);
+    let (_, upstream) = via_port(&db.url, 0);
+    let proxy = TcpProxy::start(&upstream);
+    let (proxied, _) = via_port(&db.url, proxy.port);
+    let server = Server::start_with(&ca, &[("CA_DATABASE_URL", &proxied)]);
+    let token = ca.token("operator");
+    let ca_pem = ca.ca_pem();
+
+    // Two certificates whose OCSP answers are in the cache: one good, one revoked.
+    let alice = server.issue(&token, "alice", "{}");
+    let bob = server.issue(&token, "bob", "{}");
+    let bob_serial = bob["serial"].as_str().unwrap();
+    ca.ok(&["revoke", bob_serial, "--reason", "key-compromise"]);
+    let alice_pem = ca.cert_pem(alice["serial"].as_str().unwrap());
+    let bob_pem = ca.cert_pem(bob_serial);
+    // openssl ocsp prints `<cert file>: good|revoked|unknown`.
+    let status = |cert: &str| {
+        let text = openssl_ocsp(&server, &ca_pem, &["-cert", cert, "-no_nonce"]);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{cert}: ")).map(str::to_owned))
+            .unwrap_or(text)
+    };
+    within(Duration::from_secs(3), "bob revoked in OCSP", || {
+        status(&bob_pem) == "revoked"
+    });
+    assert_eq!(status(&alice_pem), "good");
+
+    // Load in flight when the connection is cut.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<(String, Duration, Option<String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (server, token, stop) = (&server, &token, &stop);
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut i = 0;
+                    // Bounded in time too: a failed assertion below must not leave them running.
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                        && Instant::now() < deadline
+                    {
+                        i += 1;
+                        let started = Instant::now();
+                        let out = server.curl(&[
+                            "-s",
+                            "--max-time",
+                            "20",
+                            "-o",
+                            "-",
+                            "-w",
+                            "\n%{http_code}",
+                            "-X",
+                            "POST",
+                            "-H",
+                            &format!("Authorization: Bearer {token}"),
+                            &server.url(&format!("/v1/tenants/load/admins/w{w}-{i}/certificates")),
+                            "-d",
+                            "{}",
+                        ]);
+                        let text = stdout(&out);
+                        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+                        let serial = serde_json::from_str::<serde_json::Value>(body)
+                            .ok()
+                            .and_then(|v| v["serial"].as_str().map(str::to_owned));
+                        seen.push((code.to_owned(), started.elapsed(), serial));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(800));
+        proxy.cut();
+
+        // Fails fast, says why.
+        let started = Instant::now();
+        let out = server.curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-d",
+            "{}",
+            &server.url("/v1/tenants/acme/admins/carol/certificates"),
+        ]);
+        let code = stdout(&out);
+        let took = started.elapsed();
+        assert_eq!(code, "503", "an issuance without a database");
+        assert!(took < Duration::from_secs(6), "503 took {took:?}");
+        let ready = server.curl(&["-s", "-w", "\n%{http_code}", &server.url("/readyz")]);
+        let text = stdout(&ready);
+        assert!(
+            text.ends_with("503") && text.contains("database cannot be reached"),
+            "{text}"
+        );
+        // What gateways need keeps working from memory.
+        assert_eq!(status(&alice_pem), "good", "cached OCSP answer");
+        assert_eq!(status(&bob_pem), "revoked", "cached OCSP answer");
+        assert_eq!(http_code(&server.url("/crl"), &[]), "200");
+
+        std::thread::sleep(Duration::from_secs(2));
+        proxy.restore();
+        within(Duration::from_secs(20), "ready again", || {
+            http_code(&server.url("/readyz"), &[]) == "200"
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+
+    let carol = server.issue(&token, "carol", "{}");
+    assert!(carol["serial"].is_string(), "recovered without a restart");
+    let mut codes: Vec<&str> = results.iter().map(|(c, _, _)| c.as_str()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    assert!(
+        codes.iter().all(|c| *c == "201" || *c == "503"),
+        "answers under the outage: {codes:?}"
+    );
+    assert!(
+        codes.contains(&"503") && codes.contains(&"201"),
+        "{codes:?}"
+    );
+    let slowest = results.iter().map(|(_, d, _)| *d).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a request hung for {slowest:?}"
+    );
+    // Every acknowledged issuance is in the database.
+    for serial in results.iter().filter_map(|(_, _, s)| s.as_deref()) {
+        assert_eq!(
+            db.query(&format!(
+                "SELECT count(*) FROM certificates WHERE serial = '{serial}'"
+            ))
+            .trim(),
+            "1",
+            "{serial} was acknowledged"
+        );
+    }
+    let audit = ca.run(&["audit", "verify"]);
+    assert!(audit.status.success(), "{}", stderr(&audit));
+    drop(server);
+}

@@ -525,3 +525,89 @@ pub fn verify_with_crl(ca_pem: &str, crl: &str, cert: &str) -> (bool, String) {
         format!("{}{}", stdout(&out), stderr(&out)),
     )
 }
+
+/// `openssl ocsp -url <server>/ocsp -issuer CA -CAfile CA EXTRA…`: stdout and stderr.
+pub fn openssl_ocsp(server: &Server, ca_pem: &str, extra: &[&str]) -> String {
+    let url = server.url("/ocsp");
+    let mut args = vec!["ocsp", "-url", &url, "-issuer", ca_pem, "-CAfile", ca_pem];
+    args.extend_from_slice(extra);
+    let out = tool("openssl", &args);
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+/// A TCP relay on loopback whose connections can be cut and let through
+/// again: a database that goes away and comes back, without stopping the
+/// database server other tests share.
+pub struct TcpProxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    open: bool,
+    connections: Vec<std::net::TcpStream>,
+}
+
+impl TcpProxy {
+    pub fn start(upstream: &str) -> TcpProxy {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
+            open: true,
+            connections: Vec::new(),
+        }));
+        let shared = std::sync::Arc::clone(&state);
+        let upstream = upstream.to_owned();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let mut state = shared.lock().unwrap();
+                if !state.open {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                state.connections.push(client);
+                state.connections.push(server);
+            }
+        });
+        TcpProxy { port, state }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.open = false;
+        for c in state.connections.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets new connections through again.
+    pub fn restore(&self) {
+        self.state.lock().unwrap().open = true;
+    }
+}
+
+/// `url` with its `host:port` replaced by `127.0.0.1:port`.
+pub fn via_port(url: &str, port: u16) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (auth, path) = rest.split_once('/').unwrap();
+    let (user, host) = match auth.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), auth),
+    };
+    (
+        format!("{scheme}://{user}127.0.0.1:{port}/{path}"),
+        host.to_owned(),
+    )
+}

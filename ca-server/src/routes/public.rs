@@ -145,7 +145,22 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "ca_key": state.ca.can_sign(),
         "crl": state.crl.current().is_some(),
     });
-    let ready = store.is_ok() && state.ca.can_sign() && state.crl.current().is_some();
+    let mut reasons = Vec::new();
+    if let Err(e) = &store {
+        reasons.push(match e {
+            ca_core::Error::Unavailable(_) => {
+                "the database cannot be reached (OCSP answers from its cache, the last CRL is still served; state changes get 503 until it is back)".to_owned()
+            }
+            _ => "the store answers with errors; see the server log".to_owned(),
+        });
+    }
+    if !state.ca.can_sign() {
+        reasons.push("the CA key is not loaded".to_owned());
+    }
+    if state.crl.current().is_none() {
+        reasons.push("no CRL published yet".to_owned());
+    }
+    let ready = reasons.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -153,7 +168,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     (
         status,
-        Json(serde_json::json!({ "ready": ready, "checks": checks })),
+        Json(serde_json::json!({ "ready": ready, "checks": checks, "reasons": reasons })),
     )
         .into_response()
 }
