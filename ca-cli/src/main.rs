@@ -36,6 +36,10 @@ fn exit_code(error: &ca_core::Error) -> i32 {
         Error::NotFound(_) => 4,
         Error::Key(_) => 5,
         Error::AuditBroken(_) => 6,
-        Error::Store(_) | Error::Unavailable(_) | Error::Crypto(_) | Error::Io { .. } => 1,
+        Error::Store(_)
+        | Error::Unavailable(_)
+        | Error::StorageFull(_)
+        | Error::Crypto(_)
+        | Error::Io { .. } => 1,
     }
 }

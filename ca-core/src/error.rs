@@ -47,6 +47,11 @@ pub enum Error {
     /// pool exhausted): nothing was changed, retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store cannot write: its disk is full or read-only. Nothing was
+    /// changed; it works again once space is freed (or the file system is
+    /// writable again).
+    #[error("the store cannot write ({0}): the file system holding the data directory (or the database's disk) is full or read-only; nothing was changed — free space or remount it read-write, then retry")]
+    StorageFull(String),
     /// A cryptographic operation failed (never caused by caller input).
     #[error("crypto: {0}")]
     Crypto(String),
@@ -80,6 +85,7 @@ impl Error {
             Error::Config(_) => "invalid_config",
             Error::Store(_) => "store_error",
             Error::Unavailable(_) => "unavailable",
+            Error::StorageFull(_) => "storage_full",
             Error::Crypto(_) => "crypto_error",
             Error::Io { .. } => "io_error",
             Error::AuditBroken(_) => "audit_broken",
@@ -92,6 +98,7 @@ impl Error {
             self,
             Error::Store(_)
                 | Error::Unavailable(_)
+                | Error::StorageFull(_)
                 | Error::Crypto(_)
                 | Error::Io { .. }
                 | Error::Config(_)
@@ -139,7 +146,21 @@ impl From<sqlx::Error> for Error {
                 .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
             _ => false,
         };
-        if unreachable {
+        // SQLite's primary result codes (the low byte of the extended code):
+        // 13 SQLITE_FULL, 8 SQLITE_READONLY, 10 SQLITE_IOERR (a write or fsync
+        // that failed, e.g. ENOSPC); PostgreSQL 53100 disk_full, 25006
+        // read_only_sql_transaction.
+        let storage = match &e {
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                matches!(c.parse::<i64>().map(|n| n & 0xff), Ok(13 | 8 | 10))
+                    || matches!(&*c, "53100" | "25006")
+            }),
+            sqlx::Error::Io(io) => io.raw_os_error() == Some(28) || io.raw_os_error() == Some(30),
+            _ => false,
+        };
+        if storage {
+            Error::StorageFull(e.to_string())
+        } else if unreachable {
             Error::Unavailable(e.to_string())
         } else {
             Error::Store(e.to_string())

@@ -737,6 +737,7 @@ async fn run_inserts(
                 for job in batch {
                     let again = match &e {
                         Error::Unavailable(m) => Error::Unavailable(m.clone()),
+                        Error::StorageFull(m) => Error::StorageFull(m.clone()),
                         other => Error::Store(other.to_string()),
                     };
                     let _ = job.reply.send(Err(again));

@@ -38,6 +38,7 @@ impl ApiError {
                 Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
                 Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
                 Error::Key(_)
                 | Error::Config(_)
                 | Error::Store(_)
@@ -64,6 +65,10 @@ impl ApiError {
             ApiError::Core(Error::Unavailable(_)) => ErrorView::new(
                 "unavailable",
                 "the database cannot be reached right now; nothing was changed: retry shortly (GET /readyz says when the CA is back)",
+            ),
+            ApiError::Core(Error::StorageFull(_)) => ErrorView::new(
+                "storage_full",
+                "the CA cannot write: its disk is full or read-only; nothing was changed: retry once the operator has freed space",
             ),
             ApiError::Core(e) => ErrorView::from_error(e),
             ApiError::MalformedJson(m) => ErrorView::new(
@@ -101,7 +106,10 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, "request failed");
         }
         let mut response = (status, Json(self.view())).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));

@@ -10,4 +10,5 @@ mod cli_revocation;
 mod gateway;
 mod ocsp;
 mod postgres;
+mod reliability;
 mod server;

@@ -83,6 +83,21 @@ impl TestCa {
             dir: tempfile::tempdir().unwrap(),
             database_url,
         };
+        ca.init_here(base_url, extra);
+        ca
+    }
+
+    /// A temp directory for a CA not created yet (to prepare its data directory first).
+    pub fn uninitialised() -> TestCa {
+        TestCa {
+            dir: tempfile::tempdir().unwrap(),
+            database_url: None,
+        }
+    }
+
+    /// `ca-cli init` in this directory.
+    pub fn init_here(&self, base_url: &str, extra: &[&str]) {
+        let ca = self;
         let mut args = vec![
             "init",
             "--subject",
@@ -92,7 +107,6 @@ impl TestCa {
         ];
         args.extend_from_slice(extra);
         ca.ok(&args);
-        ca
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -391,6 +405,10 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits; returns the exit code and the log.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     pub fn stop(mut self) -> (Option<i32>, String) {
         let mut child = self.child.take().unwrap();
         tool("kill", &["-TERM", &child.id().to_string()]);
