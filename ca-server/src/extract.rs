@@ -51,19 +51,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 ApiError::MalformedJson(rejection.body_text())
             }
         })?;
-        let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &body
-        };
-        let parsed = serde_json::from_slice(bytes)
-            .map(JsonBody)
-            .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => ApiError::InvalidBody(e.to_string()),
-                _ => ApiError::MalformedJson(e.to_string()),
-            });
+        let parsed = parse_json(&body).map(JsonBody);
         // Bodies may carry a bundle password: wipe what we hold of them.
         crate::secret::wipe(body);
         parsed
     }
+}
+
+/// A JSON body as every route reads it: blank reads as `{}`, syntax errors
+/// are 400, wrong shapes or values 422.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidBody(e.to_string()),
+        _ => ApiError::MalformedJson(e.to_string()),
+    })
 }

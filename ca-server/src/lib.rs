@@ -39,6 +39,15 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use ocsp::OcspService;
 
+/// Entry points for the fuzz targets (`fuzz/`). Not a stable interface.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Any bytes as the JSON body of every route that takes one.
+    pub fn json_bodies(data: &[u8]) {
+        crate::routes::certificates::check_bodies(data);
+    }
+}
+
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1 << 20;
 

@@ -392,3 +392,27 @@ pub async fn show(
         pem,
     }))
 }
+
+/// What the handlers check of each body before they reach the CA (for the
+/// `json_bodies` fuzz target): parse, then the reason, date and password rules.
+pub(crate) fn check_bodies(data: &[u8]) {
+    use crate::extract::parse_json;
+    if let Ok(body) = parse_json::<IssueBody>(data) {
+        let _ = format!("{body:?}");
+    }
+    if let Ok(body) = parse_json::<ReissueBody>(data) {
+        let _ = RevocationReason::parse(body.reason.as_deref().unwrap_or("superseded"));
+        let _ = format!("{body:?}");
+    }
+    if let Ok(body) = parse_json::<CsrBody>(data) {
+        if let Some(csr) = body.csr {
+            let _ = ca_core::fuzzing::csr(csr.as_bytes());
+        }
+    }
+    if let Ok(body) = parse_json::<RevokeBody>(data) {
+        let _ = RevocationReason::parse(body.reason.as_deref().unwrap_or("unspecified"));
+        if let Some(date) = body.invalidity_date.as_deref() {
+            let _ = time_parse(date);
+        }
+    }
+}
