@@ -228,28 +228,15 @@ fn losing_the_database_fails_fast_and_recovers_by_itself() {
                     {
                         i += 1;
                         let started = Instant::now();
-                        let out = server.curl(&[
-                            "-s",
-                            "--max-time",
-                            "20",
-                            "-o",
-                            "-",
-                            "-w",
-                            "\n%{http_code}",
-                            "-X",
-                            "POST",
-                            "-H",
-                            &format!("Authorization: Bearer {token}"),
-                            &server.url(&format!("/v1/tenants/load/admins/w{w}-{i}/certificates")),
-                            "-d",
+                        let (code, body) = server.post(
+                            token,
+                            &format!("/v1/tenants/load/admins/w{w}-{i}/certificates"),
                             "{}",
-                        ]);
-                        let text = stdout(&out);
-                        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
-                        let serial = serde_json::from_str::<serde_json::Value>(body)
+                        );
+                        let serial = serde_json::from_str::<serde_json::Value>(&body)
                             .ok()
                             .and_then(|v| v["serial"].as_str().map(str::to_owned));
-                        seen.push((code.to_owned(), started.elapsed(), serial));
+                        seen.push((code, started.elapsed(), serial));
                     }
                     seen
                 })
@@ -260,21 +247,7 @@ fn losing_the_database_fails_fast_and_recovers_by_itself() {
 
         // Fails fast, says why.
         let started = Instant::now();
-        let out = server.curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-d",
-            "{}",
-            &server.url("/v1/tenants/acme/admins/carol/certificates"),
-        ]);
-        let code = stdout(&out);
+        let (code, _) = server.post(&token, "/v1/tenants/acme/admins/carol/certificates", "{}");
         let took = started.elapsed();
         assert_eq!(code, "503", "an issuance without a database");
         assert!(took < Duration::from_secs(6), "503 took {took:?}");

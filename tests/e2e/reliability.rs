@@ -71,24 +71,6 @@ impl Drop for SmallDisk {
     }
 }
 
-fn post(server: &Server, token: &str, path: &str, body: &str) -> (String, String) {
-    let out = server.curl(&[
-        "-s",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {token}"),
-        "-d",
-        body,
-        &server.url(path),
-    ]);
-    let text = stdout(&out);
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.to_owned(), body.to_owned())
-}
-
 fn count(ca: &TestCa) -> usize {
     ca.json(&["list", "--tenant", "acme"])["items"]
         .as_array()
@@ -111,16 +93,10 @@ fn a_full_disk_refuses_changes_clearly_and_recovers() {
 
     let filler = disk.fill();
     // Through the API: 507 with a message that names the disk, nothing changed.
-    let (code, body) = post(
-        &server,
-        &token,
-        "/v1/tenants/acme/admins/bob/certificates",
-        "{}",
-    );
+    let (code, body) = server.post(&token, "/v1/tenants/acme/admins/bob/certificates", "{}");
     assert_eq!(code, "507", "{body}");
     assert!(body.contains("disk is full"), "{body}");
-    let (code, body) = post(
-        &server,
+    let (code, body) = server.post(
         &token,
         &format!("/v1/certificates/{alice_serial}/revoke"),
         "{}",
@@ -154,15 +130,9 @@ fn a_full_disk_refuses_changes_clearly_and_recovers() {
     );
 
     // Space is back: the same server carries on, without a restart.
-    let (code, body) = post(
-        &server,
-        &token,
-        "/v1/tenants/acme/admins/bob/certificates",
-        "{}",
-    );
+    let (code, body) = server.post(&token, "/v1/tenants/acme/admins/bob/certificates", "{}");
     assert_eq!(code, "201", "{body}");
-    let (code, body) = post(
-        &server,
+    let (code, body) = server.post(
         &token,
         &format!("/v1/certificates/{alice_serial}/revoke"),
         "{}",
@@ -222,8 +192,7 @@ fn sigterm_under_load_finishes_or_refuses_and_exits_zero() {
                 scope.spawn(move || {
                     let mut seen = Vec::new();
                     for j in 0..40 {
-                        let (code, body) = post(
-                            server,
+                        let (code, body) = server.post(
                             token,
                             &format!("/v1/tenants/acme/admins/u{i}-{j}/certificates"),
                             "{}",

@@ -405,6 +405,28 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits; returns the exit code and the log.
+    /// POSTs `body` with the bearer `token` (curl gives up after 20 s);
+    /// returns the HTTP status (`000`: no answer) and the body.
+    pub fn post(&self, token: &str, path: &str, body: &str) -> (String, String) {
+        let out = self.curl(&[
+            "-s",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-d",
+            body,
+            &self.url(path),
+        ]);
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (code.to_owned(), body.to_owned())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
