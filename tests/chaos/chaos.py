@@ -448,11 +448,12 @@ def campaign(bins, backend, kills, args, f):
             "certificates": len(ledger.issued), "revocations": len(ledger.revoked)}
 
 
-def binaries(build):
+def binaries(build, compile=True):
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     profile = "release" if build == "release" else "debug"
     cmd = ["cargo", "build", "-q", "-p", "ca-server", "-p", "ca-cli"] + (["--release"] if profile == "release" else [])
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    if compile:
+        subprocess.run(cmd, cwd=ROOT, check=True)
     return {name: os.path.join(target, profile, name) for name in ("ca-server", "ca-cli")}
 
 
@@ -465,13 +466,14 @@ def main():
     parser.add_argument("--max-minutes", type=float, default=40, help="bound per backend")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--build", default="release", choices=["release", "debug"])
+    parser.add_argument("--no-compile", action="store_true", help="use the binaries already built")
     parser.add_argument("--pg-url", default=os.environ.get("CA_TEST_POSTGRES_URL",
                                                            "postgres://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
     args = parser.parse_args()
     log(f"seed {args.seed}")
-    bins = binaries(args.build)
+    bins = binaries(args.build, compile=not args.no_compile)
     f = Failures()
     results = []
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
