@@ -35,7 +35,7 @@ impl ApiError {
                 Error::InvalidInput(_) | Error::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
                 Error::Conflict(_) | Error::AlreadyDone { .. } => StatusCode::CONFLICT,
-                Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                Error::Unauthenticated(_) | Error::TokenExpired(_) => StatusCode::UNAUTHORIZED,
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
                 Error::Key(_)
                 | Error::Config(_)
