@@ -19,6 +19,13 @@ pub enum ApiError {
     TooLarge,
     /// Not ready yet (no CRL loaded).
     Unavailable(String),
+    /// Over an abuse limit; retry after this long.
+    RateLimited {
+        /// What was exceeded.
+        message: String,
+        /// Seconds until a retry can succeed (`Retry-After`).
+        retry_after: u64,
+    },
 }
 
 impl From<Error> for ApiError {
@@ -48,6 +55,7 @@ impl ApiError {
             ApiError::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -68,10 +76,14 @@ impl ApiError {
             ApiError::InvalidBody(m) => {
                 ErrorView::new("invalid_input", format!("invalid request body: {m}"))
             }
-            ApiError::TooLarge => {
-                ErrorView::new("payload_too_large", "request body exceeds the 1 MiB limit")
-            }
+            ApiError::TooLarge => ErrorView::new(
+                "payload_too_large",
+                "request body exceeds the limit (1 MiB; 16 KiB for OCSP)",
+            ),
             ApiError::Unavailable(m) => ErrorView::new("unavailable", m.clone()),
+            ApiError::RateLimited { message, .. } => {
+                ErrorView::new("rate_limited", message.clone())
+            }
         }
     }
 }
@@ -95,6 +107,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, "request failed");
         }
         let mut response = (status, Json(self.view())).into_response();
+        if let ApiError::RateLimited { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
