@@ -368,6 +368,10 @@ pub(crate) struct PullArgs {
     /// The CA certificate (PEM or DER) the CRL must be signed by (`ca-cli ca-cert`, `GET /ca.pem`).
     #[arg(long, value_name = "FILE")]
     pub(crate) ca: std::path::PathBuf,
+    /// Trust anchor for an https --url (default: the --ca certificate, which
+    /// issued ca-server's own TLS certificate when made with `server-cert`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
     /// The CRL file the gateway reads (replaced atomically).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: std::path::PathBuf,

@@ -11,3 +11,4 @@ mod gateway;
 mod ocsp;
 mod postgres;
 mod server;
+mod tls;
