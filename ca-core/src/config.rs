@@ -318,6 +318,8 @@ mod tests {
         let c = Config::load(Some(&example), |_| None).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.crl_validity.as_secs(), 86_400);
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.tls.is_none());
     }
 
     #[test]
