@@ -138,6 +138,9 @@ fn build_acceptor(files: &TlsFiles) -> Result<(SslAcceptor, String), String> {
             .add_extra_chain_cert(extra.to_owned())
             .map_err(tls_error)?;
     }
+    // Read whole TLS records (and what follows) in one read instead of a
+    // header read and a body read: one syscall less per request.
+    builder.set_read_ahead(true);
     builder.set_private_key(&key).map_err(tls_error)?;
     builder.check_private_key().map_err(tls_error)?;
     if let Some(ca_file) = &files.client_ca_file {
