@@ -1141,3 +1141,109 @@ async fn security_headers_are_on_every_answer_and_ocsp_bodies_are_small_capped()
         "OCSP bodies are capped at 16 KiB"
     );
 }
+
+/// A P-256 key's CSR (PEM), made with OpenSSL.
+fn p256_csr() -> Vec<u8> {
+    use openssl::{ec, hash, nid, pkey, x509};
+    let group = ec::EcGroup::from_curve_name(nid::Nid::X9_62_PRIME256V1).unwrap();
+    let key = pkey::PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
+    let mut request = x509::X509ReqBuilder::new().unwrap();
+    request.set_pubkey(&key).unwrap();
+    request.sign(&key, hash::MessageDigest::sha256()).unwrap();
+    request.build().to_pem().unwrap()
+}
+
+#[tokio::test]
+async fn client_certificates_log_in_with_their_policys_role_and_tenant_until_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("ca-data"),
+        ..Config::default()
+    };
+    let passphrase = b"test passphrase long".to_vec();
+    let request = InitRequest {
+        subject: "CN=Test CA,O=Example".into(),
+        key: ca_core::KeyAlgorithm::EcdsaP256,
+        validity: "1y".parse().unwrap(),
+        base_url: "https://127.0.0.1:1".into(),
+        passphrase: zeroize::Zeroizing::new(passphrase.clone()),
+    };
+    drop(Ca::init(&config, request, "test").await.unwrap());
+    // A renewer policy scoped to the certificate's own tenant, next to the shipped ones.
+    let scoped = "name = \"scoped-renewer\"\nkind = \"csr\"\nkey = [\"ecdsa-p256\"]\nvalidity = \"30d\"\nsubject.common_name = \"{admin}\"\napi_role = \"renewer\"\napi_tenant = \"{tenant}\"\n";
+    std::fs::write(config.data_dir.join("policies/scoped-renewer.toml"), scoped).unwrap();
+    let ca = Ca::open(&config, Some(&passphrase)).await.unwrap();
+    let mut certificates = Vec::new();
+    for (tenant, policy) in [
+        ("acme", "scoped-renewer"),
+        ("acme", "automation-renewer"),
+        ("acme", "automation-csr"),
+    ] {
+        let prepared = ca
+            .prepare_sign_csr(tenant, policy, policy, &p256_csr())
+            .await
+            .unwrap();
+        certificates.push(ca.commit(prepared, "test").await.unwrap().record);
+    }
+    let state = AppState::new(ca);
+    state.warm_up().await.unwrap();
+    let call = |der: Vec<u8>, method: &'static str, uri: &'static str| {
+        let state = state.clone();
+        async move {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::from("{}"))
+                .unwrap();
+            request.extensions_mut().insert(ca_server::Peer {
+                address: "127.0.0.1:1".parse().unwrap(),
+                tls: true,
+                certificate: Some(der.into()),
+            });
+            app(state).oneshot(request).await.unwrap().status()
+        }
+    };
+    let (scoped, global, no_role) = (&certificates[0], &certificates[1], &certificates[2]);
+    assert_eq!(
+        call(scoped.der.clone(), "GET", "/v1/certificates?tenant=acme").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(scoped.der.clone(), "GET", "/v1/certificates?tenant=other").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(global.der.clone(), "GET", "/v1/certificates?tenant=other").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(global.der.clone(), "POST", "/v1/certificates/00/revoke").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(no_role.der.clone(), "GET", "/v1/certificates").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut tampered = global.der.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert_eq!(
+        call(tampered, "GET", "/v1/certificates").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    state
+        .ca
+        .revoke(
+            &global.serial,
+            ca_core::RevocationReason::KeyCompromise,
+            None,
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        call(global.der.clone(), "GET", "/v1/certificates").await,
+        StatusCode::UNAUTHORIZED
+    );
+}
