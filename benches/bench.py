@@ -248,6 +248,28 @@ class Ca:
         wait_http(self.url + "/readyz")
         return time.perf_counter() - t0
 
+    def start_tls(self):
+        """A second server on the same store, speaking HTTPS with a certificate from
+        `ca-cli server-cert`; returns (process, https URL)."""
+        cert, key = os.path.join(WORK, "server.pem"), os.path.join(WORK, "server.key")
+        self.cli(["server-cert", "--dns", "localhost", "--ip", "127.0.0.1", "--out-cert", cert, "--out-key", key])
+        port = free_port()
+        env = dict(self.env, CA_LISTEN=f"127.0.0.1:{port}", CA_TLS_CERT_FILE=cert, CA_TLS_KEY_FILE=key)
+        proc = start([BIN_SERVER], env=env)
+        url = f"https://127.0.0.1:{port}"
+        import ssl
+        context = ssl.create_default_context(cafile=self.ca_pem)
+        deadline = time.time() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=1, context=context) as r:
+                    if r.status == 200:
+                        return proc, url
+            except Exception:
+                if time.time() > deadline:
+                    raise SystemExit(f"{url} did not come up")
+                time.sleep(0.05)
+
     def stop(self):
         if self.server:
             stop(self.server)
@@ -387,6 +409,52 @@ def bench_ocsp(ca, args, rows):
         rows.append(("OCSP, ours", f"{label}, c32", fmt(results, "rps"), fmt(results, "p50_ms", 2), fmt(results, "p99_ms", 2), results))
         log(f"ocsp {label}: {fmt(results, 'rps')}/s")
     return plain
+
+
+# ---------------------------------------------------------------- 3b. over TLS
+
+def bench_tls(ca, args, rows, plain_request):
+    """Issuance and OCSP over HTTPS (keep-alive: wrk reuses its connections), each
+    run next to the same measurement over plain HTTP, so the ratio is within one run."""
+    proc, tls_url = ca.start_tls()
+    try:
+        body = os.path.join(WORK, "portal-admin.json")
+        with open(body, "w") as f:
+            json.dump({"policy": "portal-admin"}, f)
+        env = {"BENCH_TOKEN": ca.token}
+        for conns in (1, 32):
+            plain, tls = [], []
+            for _ in range(args.runs):
+                settle(ca.server.pid)
+                plain.append(wrk(ca.url, "/v1/tenants/bench/admins/p{n}/certificates", args.duration, conns, body, env_extra=env))
+                settle(proc.pid)
+                tls.append(wrk(tls_url, "/v1/tenants/bench/admins/t{n}/certificates", args.duration, conns, body, env_extra=env))
+            ratio = statistics.median(r["rps"] for r in tls) / max(statistics.median(r["rps"] for r in plain), 1e-9)
+            rows.append(("Issuance over TLS (keep-alive)", f"P-256 modern, c{conns}; HTTP same run {fmt(plain, 'rps')}/s; TLS/HTTP {ratio:.2f}x",
+                         fmt(tls, "rps"), fmt(tls, "p50_ms", 1), fmt(tls, "p99_ms", 1), tls))
+            log(f"issuance TLS c{conns}: {fmt(tls, 'rps')}/s vs HTTP {fmt(plain, 'rps')}/s ({ratio:.2f}x)")
+        oenv = {"BENCH_CONTENT_TYPE": "application/ocsp-request"}
+        plain, tls = [], []
+
+        def measured(pid, url):
+            # The server's own CPU per answer: wrk shares the cores and pays for
+            # its side of TLS too, so the rate ratio understates the server's.
+            settle(pid)
+            before = cpu_seconds(pid)
+            r = wrk(url, "/ocsp", args.duration, 32, plain_request, env_extra=oenv)
+            r["cpu_us"] = (cpu_seconds(pid) - before) / max(r["rps"] * args.duration, 1) * 1e6
+            return r
+        for _ in range(args.runs):
+            plain.append(measured(ca.server.pid, ca.url))
+            tls.append(measured(proc.pid, tls_url))
+        ratio = statistics.median(r["rps"] for r in tls) / max(statistics.median(r["rps"] for r in plain), 1e-9)
+        cpu = statistics.median(r["cpu_us"] for r in tls) / max(statistics.median(r["cpu_us"] for r in plain), 1e-9)
+        rows.append(("OCSP over TLS (keep-alive)", f"pre-signed, c32; HTTP same run {fmt(plain, 'rps')}/s; TLS/HTTP {ratio:.2f}x (target >= 0.8x); "
+                     f"server CPU per answer HTTP {fmt(plain, 'cpu_us', 1)} us, TLS {fmt(tls, 'cpu_us', 1)} us ({cpu:.2f}x)",
+                     fmt(tls, "rps"), fmt(tls, "p50_ms", 2), fmt(tls, "p99_ms", 2), tls))
+        log(f"ocsp TLS: {fmt(tls, 'rps')}/s vs HTTP {fmt(plain, 'rps')}/s ({ratio:.2f}x); CPU/answer {cpu:.2f}x")
+    finally:
+        stop(proc)
 
 
 def bench_openssl_ocsp(args, rows):
@@ -660,12 +728,12 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of every part (CI), no peers but OpenSSL")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median reported)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
-    parser.add_argument("--only", default="", help="comma list: issuance,csr,ocsp,crl,latency,footprint")
+    parser.add_argument("--only", default="", help="comma list: issuance,csr,ocsp,tls,crl,latency,footprint")
     parser.add_argument("--json", help="also write raw results here")
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.duration = 1, 1
-    parts = set(args.only.split(",")) if args.only else {"issuance", "csr", "ocsp", "crl", "latency", "footprint"}
+    parts = set(args.only.split(",")) if args.only else {"issuance", "csr", "ocsp", "tls", "crl", "latency", "footprint"}
     if not have("wrk"):
         raise SystemExit("wrk is required (apt-get install wrk)")
     profile = "release"
@@ -693,12 +761,17 @@ def main():
                 rows.append(("CSR signing via API, durable", "c4", fmt(r, "rps"), fmt(r, "p50_ms", 1), fmt(r, "p99_ms", 1), r))
             else:
                 bench_csr(ca, args, rows)
+        plain = None
         if "ocsp" in parts:
             plain = bench_ocsp(ca, args, rows)
             if not args.smoke:
                 bench_openssl_ocsp(args, rows)
                 size = len(ocsp_status(ca.url, open(plain, "rb").read()))
                 bench_nginx_static(args, rows, size)
+        if "tls" in parts:
+            if plain is None:
+                plain = bench_ocsp(ca, argparse.Namespace(**dict(vars(args), runs=1, duration=1)), [])
+            bench_tls(ca, args, rows, plain)
         if "latency" in parts:
             bench_revocation_latency(ca, args, rows)
         if "crl" in parts:

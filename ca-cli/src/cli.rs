@@ -119,6 +119,16 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
 
+    /// Issue ca-server's own HTTPS certificate from this CA (policy tls-server):
+    /// writes the key (PEM, mode 0600) and the certificate followed by the CA
+    /// certificate, only after the record is committed.
+    ///
+    /// Issuing again for the same first name replaces the previous certificate
+    /// (revoked as superseded); send the server SIGHUP to load the new files.
+    ///
+    /// Example: ca-cli server-cert --dns ca.example.com --ip 10.0.0.5 --out-cert server.pem --out-key server.key
+    ServerCert(ServerCertArgs),
+
     /// Manage the delegated OCSP responder certificate (rotated automatically by ca-server).
     #[command(subcommand)]
     OcspSigner(OcspSignerCommand),
@@ -130,6 +140,25 @@ pub(crate) enum Command {
     /// Read and verify the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServerCertArgs {
+    /// DNS name of the server (repeatable); the first one is also the CN.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) dns: Vec<String>,
+    /// IP address of the server (repeatable).
+    #[arg(long, value_name = "ADDRESS")]
+    pub(crate) ip: Vec<std::net::IpAddr>,
+    /// Policy of kind tls-server (default: the shipped tls-server).
+    #[arg(long)]
+    pub(crate) policy: Option<String>,
+    /// Where to write the certificate chain (PEM: server certificate, then the CA's) — tls.cert_file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out_cert: PathBuf,
+    /// Where to write the private key (PEM, mode 0600) — tls.key_file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out_key: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +331,9 @@ pub(crate) enum TokenCommand {
         /// A name to recognise it by.
         #[arg(long, default_value = "")]
         name: String,
+        /// Make it stop working after this long (e.g. 90d, 12h); never expires when absent.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
     },
     /// List tokens (never their secrets).
     List,
@@ -337,6 +369,10 @@ pub(crate) struct PullArgs {
     /// The CA certificate (PEM or DER) the CRL must be signed by (`ca-cli ca-cert`, `GET /ca.pem`).
     #[arg(long, value_name = "FILE")]
     pub(crate) ca: std::path::PathBuf,
+    /// Trust anchor for an https --url (default: the --ca certificate, which
+    /// issued ca-server's own TLS certificate when made with `server-cert`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
     /// The CRL file the gateway reads (replaced atomically).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: std::path::PathBuf,

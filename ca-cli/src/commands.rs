@@ -94,6 +94,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Crl(args) => crl(&ctx, args).await,
         Command::CaCert(args) => ca_cert(&ctx, args).await,
         Command::Token(command) => token(&ctx, command).await,
+        Command::ServerCert(args) => server_cert(&ctx, args).await,
         Command::OcspSigner(command) => ocsp_signer(&ctx, command).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&ctx, dir.as_deref()),
         Command::Audit(AuditCommand::List { since, limit }) => audit_list(&ctx, since, limit).await,
@@ -563,20 +564,34 @@ async fn audit_verify(ctx: &Context) -> Result<()> {
 async fn token(ctx: &Context, command: TokenCommand) -> Result<()> {
     let ca = ctx.open(false).await?;
     match command {
-        TokenCommand::Create { role, tenant, name } => {
+        TokenCommand::Create {
+            role,
+            tenant,
+            name,
+            expires_in,
+        } => {
             let role = ca_core::Role::parse(&role)?;
+            let expires_in = expires_in
+                .as_deref()
+                .map(|d| {
+                    d.parse::<ca_core::Duration>()
+                        .map_err(|e| Error::InvalidInput(format!("--expires-in: {e}")))
+                })
+                .transpose()?;
             let created = ca
-                .create_token(role, tenant.as_deref(), &name, &ctx.actor)
+                .create_token_expiring(role, tenant.as_deref(), &name, expires_in, &ctx.actor)
                 .await?;
             let r = &created.record;
+            let expires_at = r.expires_at.map(ca_core::rfc3339);
             ctx.print(
-                json!({ "id": r.id, "role": r.role.name(), "tenant": r.tenant, "name": r.name, "token": created.token.as_str() }),
+                json!({ "id": r.id, "role": r.role.name(), "tenant": r.tenant, "name": r.name, "expires_at": expires_at, "token": created.token.as_str() }),
                 || {
                     format!(
-                        "created {} token {}{}\n  token: {}\n  (shown only this once: store it in your secret manager)",
+                        "created {} token {}{}{}\n  token: {}\n  (shown only this once: store it in your secret manager)",
                         r.role,
                         r.id,
                         r.tenant.as_deref().map(|t| format!(" for tenant {t}")).unwrap_or_default(),
+                        expires_at.as_deref().map(|t| format!(", expires {t}")).unwrap_or_default(),
                         created.token.as_str()
                     )
                 },
@@ -586,16 +601,20 @@ async fn token(ctx: &Context, command: TokenCommand) -> Result<()> {
             let tokens = ca.tokens().await?;
             ctx.print(json!({ "items": tokens }), || {
                 let mut text = format!(
-                    "{:<16}  {:<8}  {:<12}  {:<20}  {:<20}  NAME",
-                    "ID", "ROLE", "TENANT", "CREATED", "REVOKED"
+                    "{:<16}  {:<8}  {:<12}  {:<20}  {:<20}  {:<20}  NAME",
+                    "ID", "ROLE", "TENANT", "CREATED", "EXPIRES", "REVOKED"
                 );
                 for t in &tokens {
                     text.push_str(&format!(
-                        "\n{:<16}  {:<8}  {:<12}  {:<20}  {:<20}  {}",
+                        "\n{:<16}  {:<8}  {:<12}  {:<20}  {:<20}  {:<20}  {}",
                         t.id,
                         t.role.name(),
                         t.tenant.as_deref().unwrap_or("*"),
                         t.created_at,
+                        t.expires_at
+                            .map(ca_core::rfc3339)
+                            .as_deref()
+                            .unwrap_or("never"),
                         t.revoked_at.as_deref().unwrap_or("-"),
                         t.name
                     ));
@@ -610,6 +629,58 @@ async fn token(ctx: &Context, command: TokenCommand) -> Result<()> {
             });
         }
     }
+    Ok(())
+}
+
+async fn server_cert(ctx: &Context, args: crate::cli::ServerCertArgs) -> Result<()> {
+    for out in [&args.out_cert, &args.out_key] {
+        if out.is_dir() {
+            return Err(Error::InvalidInput(format!(
+                "{} is a directory: name the file to write",
+                out.display()
+            )));
+        }
+    }
+    let request = ca_core::ServerCertRequest {
+        dns: args.dns,
+        ips: args.ip,
+        policy: args.policy,
+    };
+    let ca = ctx.open(true).await?;
+    let prepared = ca.prepare_server_certificate(&request).await?;
+    // Both files are staged and moved into place only once the record is
+    // committed; the key is written owner-only.
+    let key = fsutil::StagedFile::write(&args.out_key, prepared.key_pem.as_bytes(), true)?;
+    let cert = fsutil::StagedFile::write(&args.out_cert, prepared.chain_pem.as_bytes(), false)?;
+    let issuance = ca.commit(prepared.issuance, &ctx.actor).await?;
+    key.commit()?;
+    cert.commit()?;
+    if !issuance.revoked.is_empty() {
+        ca.publish_crl(&ctx.actor).await?;
+    }
+    let view = CertificateView::new(&issuance.record, now());
+    let mut value = serde_json::to_value(&view).expect("serialisable");
+    value["out_cert"] = json!(args.out_cert);
+    value["out_key"] = json!(args.out_key);
+    value["revoked"] = json!(issuance
+        .revoked
+        .iter()
+        .map(Serial::to_hex)
+        .collect::<Vec<_>>());
+    ctx.print(value, || {
+        let mut text = format!(
+            "issued TLS server certificate for {}\n  serial:    {}\n  not after: {}\n  cert:      {} (tls.cert_file)\n  key:       {} (tls.key_file, mode 0600)",
+            ca_core::subject_line(&issuance.record.der),
+            view.serial,
+            view.not_after,
+            args.out_cert.display(),
+            args.out_key.display()
+        );
+        for serial in &issuance.revoked {
+            text.push_str(&format!("\n  replaced:  {serial} (revoked, superseded)"));
+        }
+        text
+    });
     Ok(())
 }
 

@@ -31,7 +31,7 @@ fn exit_code(error: &ca_core::Error) -> i32 {
     use ca_core::Error;
     match error {
         Error::InvalidInput(_) | Error::Policy(_) | Error::Config(_) => 2,
-        Error::Unauthenticated(_) | Error::Forbidden(_) => 2,
+        Error::Unauthenticated(_) | Error::TokenExpired(_) | Error::Forbidden(_) => 2,
         Error::Conflict(_) | Error::AlreadyDone { .. } => 3,
         Error::NotFound(_) => 4,
         Error::Key(_) => 5,

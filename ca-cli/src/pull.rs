@@ -45,11 +45,39 @@ pub(crate) async fn run(json_output: bool, args: PullArgs) -> Result<()> {
     }
     let ca = std::fs::read(&args.ca)
         .map_err(|e| Error::InvalidInput(format!("cannot read --ca {}: {e}", args.ca.display())))?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
+        .timeout_global(Some(timeout));
+    if args.url.starts_with("https://") {
+        // The CA serves its API with a certificate it issued itself
+        // (`ca-cli server-cert`), so the CA certificate is the trust anchor
+        // for the connection too, unless --tls-ca names another.
+        let (path, bytes) = match &args.tls_ca {
+            Some(path) => (
+                path,
+                std::fs::read(path).map_err(|e| {
+                    Error::InvalidInput(format!("cannot read --tls-ca {}: {e}", path.display()))
+                })?,
+            ),
+            None => (&args.ca, ca.clone()),
+        };
+        let anchor = ureq::tls::Certificate::from_pem(&bytes)
+            .map(|c| c.to_owned())
+            .unwrap_or_else(|_| ureq::tls::Certificate::from_der(&bytes).to_owned());
+        if ca_core::certificate_serial_hex(anchor.der()).is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{}: not a PEM or DER certificate to trust for https",
+                path.display()
+            )));
+        }
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::NativeTls)
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[anchor]))
+                .build(),
+        );
+    }
+    let agent: ureq::Agent = config.build().into();
     let mut validators = Validators::default();
     let Some(interval) = interval else {
         let outcome = pull_once(&agent, &args, &ca, &mut validators).await?;

@@ -40,6 +40,11 @@ const OCSP_KEY_META: &str = "ocsp_responder_key";
 const OCSP_TENANT: &str = crate::ids::RESERVED_TENANT;
 const OCSP_ADMIN: &str = "ocsp-responder";
 
+mod client_auth;
+mod server_cert;
+
+pub use server_cert::{PreparedServerCertificate, ServerCertRequest};
+
 /// The current time, whole seconds (certificates and the store keep seconds).
 pub fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
@@ -370,6 +375,7 @@ impl Ca {
                 PolicyKind::Pkcs12 => "issue or reissue",
                 PolicyKind::Csr => "sign-csr",
                 PolicyKind::OcspResponder => "the OCSP responder rotation",
+                PolicyKind::TlsServer => "server-cert",
             };
             return Err(Error::Policy(format!(
                 "policy {name} is used with {how}, not here"
@@ -559,7 +565,10 @@ impl Ca {
     ) -> Result<PreparedIssuance> {
         let (tenant, admin) = (TenantId::parse_customer(tenant)?, AdminId::parse(admin)?);
         let policy = self.policies.get(policy)?;
-        if policy.kind == PolicyKind::OcspResponder {
+        if matches!(
+            policy.kind,
+            PolicyKind::OcspResponder | PolicyKind::TlsServer
+        ) {
             return Err(Error::Policy(format!(
                 "policy {} cannot be used to sign CSRs",
                 policy.name
@@ -747,7 +756,7 @@ impl Ca {
         self.store.crl_status().await
     }
 
-    /// Creates an API token; the returned secret is shown once.
+    /// Creates an API token that never expires; the returned secret is shown once.
     pub async fn create_token(
         &self,
         role: Role,
@@ -755,7 +764,22 @@ impl Ca {
         name: &str,
         actor: &str,
     ) -> Result<NewToken> {
+        self.create_token_expiring(role, tenant, name, None, actor)
+            .await
+    }
+
+    /// Creates an API token, expiring `expires_in` from now when given; the
+    /// returned secret is shown once.
+    pub async fn create_token_expiring(
+        &self,
+        role: Role,
+        tenant: Option<&str>,
+        name: &str,
+        expires_in: Option<Duration>,
+        actor: &str,
+    ) -> Result<NewToken> {
         let tenant = crate::tokens::check_scope(tenant)?;
+        let expires_at = expires_in.map(crate::tokens::expiry_from_now).transpose()?;
         if tenant.is_some() && !matches!(role, Role::Operator | Role::Renewer) {
             return Err(Error::InvalidInput(format!(
                 "--tenant applies to operator and renewer tokens, not {role}"
@@ -774,6 +798,7 @@ impl Ca {
             name: name.to_owned(),
             created_at: crate::rfc3339(now()),
             revoked_at: None,
+            expires_at,
         };
         let draft = AuditDraft::new(actor, "token-create", id);
         self.store
@@ -820,8 +845,18 @@ impl Ca {
         if !matches || record.revoked_at.is_some() {
             return Err(unauthenticated());
         }
+        // Checked on every use, cached or not: expiry needs no store poll.
+        if let Some(expires_at) = record.expires_at {
+            if now() >= expires_at {
+                return Err(Error::TokenExpired(format!(
+                    "API token {} expired at {}: create a new one",
+                    record.id,
+                    crate::rfc3339(expires_at)
+                )));
+            }
+        }
         Ok(Principal {
-            token_id: record.id,
+            credential: crate::tokens::Credential::Token(record.id),
             role: record.role,
             tenant: record.tenant,
         })
@@ -1025,6 +1060,45 @@ impl Ca {
     }
 }
 
+/// A fresh key of the policy's type and its certificate naming `alt_names`.
+fn generate_and_sign_with_names(
+    policy: &Policy,
+    tenant: &TenantId,
+    admin: &AdminId,
+    alt_names: &[crate::x509::AltName],
+    signer: &dyn Signer,
+    ca_cert: &CaCertificate,
+    endpoints: &Endpoints,
+) -> Result<(PKey<Private>, CertificateRecord)> {
+    let key = policy.generated_key().generate()?;
+    let public_key = PublicKey::from_pkey(&key)?;
+    let request = LeafRequest {
+        policy,
+        tenant,
+        admin,
+        public_key: &public_key,
+        serial: Serial::random()?,
+        now: now(),
+        alt_names,
+    };
+    let issued = build_leaf(&request, ca_cert, signer, endpoints)?;
+    Ok((
+        key,
+        CertificateRecord {
+            serial: issued.serial,
+            tenant: tenant.to_string(),
+            admin: admin.to_string(),
+            policy: policy.name.clone(),
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            revoked_at: None,
+            reason: None,
+            invalidity_date: None,
+            der: issued.der.0,
+        },
+    ))
+}
+
 /// A fresh key of the policy's type and its signed certificate.
 fn generate_and_sign(
     policy: &Policy,
@@ -1064,6 +1138,7 @@ fn sign_leaf(
         public_key,
         serial: Serial::random()?,
         now: now(),
+        alt_names: &[],
     };
     let issued = build_leaf(&request, ca_cert, signer, endpoints)?;
     Ok(CertificateRecord {

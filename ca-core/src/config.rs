@@ -25,6 +25,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// The server's own TLS certificate and key, and optionally the CAs whose
+/// client certificates it asks for (DESIGN §7). Paths only: the server reads
+/// and checks the files at start and on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain (server certificate first).
+    pub cert_file: PathBuf,
+    /// PEM private key of the server certificate.
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s) for client-certificate login (requested, not required).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Abuse limits of the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Failed authentications one client address may make a minute before
+    /// getting 429 (0: unlimited).
+    pub auth_failures_per_minute: u32,
+    /// Requests one token (or client certificate) may make a minute (0: unlimited).
+    pub token_requests_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            auth_failures_per_minute: 20,
+            token_requests_per_minute: 0,
+        }
+    }
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +82,10 @@ pub struct Config {
     pub ocsp_validity: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// HTTPS instead of HTTP, when set.
+    pub tls: Option<TlsFiles>,
+    /// Abuse limits.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -66,6 +102,8 @@ impl Default for Config {
             crl_validity: Duration::from_secs(24 * 3600),
             ocsp_validity: Duration::from_secs(3600),
             log_format: LogFormat::Text,
+            tls: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -83,6 +121,23 @@ struct RawConfig {
     crl: Option<RawValidity>,
     ocsp: Option<RawValidity>,
     log: Option<RawLog>,
+    tls: Option<RawTls>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_ca_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    auth_failures_per_minute: Option<toml::Value>,
+    token_requests_per_minute: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -177,6 +232,60 @@ impl Config {
                 }
             };
         }
+        let tls = raw.tls.unwrap_or_default();
+        let cert_file = pick("CA_TLS_CERT_FILE", tls.cert_file).map(PathBuf::from);
+        let key_file = pick("CA_TLS_KEY_FILE", tls.key_file).map(PathBuf::from);
+        let client_ca_file = pick("CA_TLS_CLIENT_CA_FILE", tls.client_ca_file).map(PathBuf::from);
+        c.tls = match (cert_file, key_file, client_ca_file) {
+            (None, None, None) => None,
+            (Some(cert_file), Some(key_file), client_ca_file) => Some(TlsFiles {
+                cert_file,
+                key_file,
+                client_ca_file,
+            }),
+            (None, _, _) => {
+                return Err(Error::Config(
+                    "tls.cert_file: missing; HTTPS needs tls.cert_file and tls.key_file (tls.client_ca_file needs both)".into(),
+                ))
+            }
+            (_, None, _) => {
+                return Err(Error::Config(
+                    "tls.key_file: missing; HTTPS needs tls.cert_file and tls.key_file".into(),
+                ))
+            }
+        };
+        let limits = raw.limits.unwrap_or_default();
+        let count = |name: &str, env_name: &str, value: Option<toml::Value>, default: u32| {
+            let text = match env(env_name).filter(|v| !v.is_empty()) {
+                Some(v) => v,
+                None => match value {
+                    None => return Ok(default),
+                    Some(toml::Value::Integer(n)) => n.to_string(),
+                    Some(other) => other.to_string(),
+                },
+            };
+            text.trim().parse::<u32>().map_err(|_| {
+                Error::Config(format!(
+                    "{name}: \"{}\" is not a whole number from 0 (off) to {}",
+                    text.escape_debug(),
+                    u32::MAX
+                ))
+            })
+        };
+        c.limits = Limits {
+            auth_failures_per_minute: count(
+                "limits.auth_failures_per_minute",
+                "CA_LIMITS_AUTH_FAILURES_PER_MINUTE",
+                limits.auth_failures_per_minute,
+                c.limits.auth_failures_per_minute,
+            )?,
+            token_requests_per_minute: count(
+                "limits.token_requests_per_minute",
+                "CA_LIMITS_TOKEN_REQUESTS_PER_MINUTE",
+                limits.token_requests_per_minute,
+                c.limits.token_requests_per_minute,
+            )?,
+        };
         if let Some(url) = &c.base_url {
             crate::x509::Endpoints::new(url)
                 .map_err(|e| Error::Config(format!("base_url: {e}")))?;
@@ -221,6 +330,8 @@ mod tests {
         let c = Config::load(Some(&example), |_| None).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.crl_validity.as_secs(), 86_400);
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.tls.is_none());
     }
 
     #[test]
@@ -243,5 +354,45 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("crl.validity"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_limits_are_numbers() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.tls.is_none());
+        assert_eq!(c.limits, Limits::default());
+        let c = Config::load(
+            None,
+            env(&[("CA_TLS_CERT_FILE", "s.pem"), ("CA_TLS_KEY_FILE", "s.key")]),
+        )
+        .unwrap();
+        assert_eq!(c.tls.unwrap().cert_file, PathBuf::from("s.pem"));
+        let e = Config::load(None, env(&[("CA_TLS_CERT_FILE", "s.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.key_file"), "{e}");
+        let e = Config::load(None, env(&[("CA_TLS_CLIENT_CA_FILE", "ca.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.cert_file"), "{e}");
+        let c = Config::load(None, env(&[("CA_LIMITS_TOKEN_REQUESTS_PER_MINUTE", "600")])).unwrap();
+        assert_eq!(c.limits.token_requests_per_minute, 600);
+        let e = Config::load(None, env(&[("CA_LIMITS_AUTH_FAILURES_PER_MINUTE", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.auth_failures_per_minute"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.toml");
+        std::fs::write(&file, "[limits]\nauth_failures_per_minute = -1\n").unwrap();
+        let e = Config::load(Some(&file), |_| None).unwrap_err().to_string();
+        assert!(e.contains("limits.auth_failures_per_minute"), "{e}");
     }
 }

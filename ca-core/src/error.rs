@@ -23,6 +23,9 @@ pub enum Error {
     /// No valid credentials were presented.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The presented API token was valid but has passed its expiry time.
+    #[error("{0}")]
+    TokenExpired(String),
     /// The caller's role or tenant scope does not allow this.
     #[error("{0}")]
     Forbidden(String),
@@ -79,6 +82,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Unauthenticated(_) => "unauthenticated",
+            Error::TokenExpired(_) => "token_expired",
             Error::Forbidden(_) => "forbidden",
             Error::AlreadyDone { .. } => "already_delivered",
             Error::Key(_) => "key_unavailable",

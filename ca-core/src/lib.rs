@@ -45,9 +45,9 @@ mod x509;
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{
     now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, Layout, PreparedIssuance,
-    ReissueMode,
+    PreparedServerCertificate, ReissueMode, ServerCertRequest,
 };
-pub use config::{take_secret_env, Config, KeySource, LogFormat};
+pub use config::{take_secret_env, Config, KeySource, Limits, LogFormat, TlsFiles};
 pub use crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
 pub use duration::{Duration, DURATION_FORMAT};
 pub use error::{Error, Result};
@@ -64,7 +64,7 @@ pub use store::{
     CertificateRecord, CertificateStatus, CrlStatus, IdempotencyKey, IdempotencyRecord, ListFilter,
     PublishedCrl, SqlStore, Store, Supersede,
 };
-pub use tokens::{token_id, Action, NewToken, Principal, Role, TokenRecord};
+pub use tokens::{token_id, Action, Credential, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};
 pub use x509::{
     certificate_serial_hex, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,

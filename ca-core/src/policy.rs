@@ -12,10 +12,11 @@ use crate::duration::Duration;
 use crate::error::{Error, Result};
 use crate::ids::{AdminId, TenantId};
 use crate::keys::KeyAlgorithm;
+use crate::tokens::Role;
 
 /// The profiles shipped in `policies/`, built in so a fresh data directory works
 /// without copying files; `init` writes them out for the operator to edit.
-pub const SHIPPED: [(&str, &str); 4] = [
+pub const SHIPPED: [(&str, &str); 6] = [
     (
         "portal-admin.toml",
         include_str!("../../policies/portal-admin.toml"),
@@ -32,6 +33,14 @@ pub const SHIPPED: [(&str, &str); 4] = [
         "ocsp-responder.toml",
         include_str!("../../policies/ocsp-responder.toml"),
     ),
+    (
+        "automation-renewer.toml",
+        include_str!("../../policies/automation-renewer.toml"),
+    ),
+    (
+        "tls-server.toml",
+        include_str!("../../policies/tls-server.toml"),
+    ),
 ];
 
 /// What a policy issues.
@@ -43,6 +52,9 @@ pub enum PolicyKind {
     Csr,
     /// The CA's own delegated OCSP responder certificate.
     OcspResponder,
+    /// A TLS server certificate for ca-server itself (`server-cert`): the key
+    /// is generated here and written as PEM, the names come from the request.
+    TlsServer,
 }
 
 /// How a PKCS#12 bundle is encrypted.
@@ -63,13 +75,16 @@ pub enum ExtendedKeyUsage {
     EmailProtection,
     /// id-kp-OCSPSigning (only for the responder profile).
     OcspSigning,
+    /// id-kp-serverAuth (only for `kind = "tls-server"`).
+    ServerAuth,
 }
 
 impl ExtendedKeyUsage {
-    const NAMES: [(&'static str, ExtendedKeyUsage); 3] = [
+    const NAMES: [(&'static str, ExtendedKeyUsage); 4] = [
         ("client-auth", Self::ClientAuth),
         ("email-protection", Self::EmailProtection),
         ("ocsp-signing", Self::OcspSigning),
+        ("server-auth", Self::ServerAuth),
     ];
 }
 
@@ -163,6 +178,11 @@ pub struct Policy {
     pub extended_key_usage: Vec<ExtendedKeyUsage>,
     /// PKCS#12 settings (PKCS#12 policies only).
     pub pkcs12: Option<Pkcs12Settings>,
+    /// The API role a TLS client certificate of this policy logs in with
+    /// (`api_role`; renewer, operator or auditor — never admin).
+    pub api_role: Option<Role>,
+    /// The tenant that login is limited to (`api_tenant`, e.g. `"{tenant}"`).
+    pub api_tenant: Option<Template>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +198,8 @@ struct RawPolicy {
     extended_key_usage: Option<Spanned<Vec<String>>>,
     max_active_per_admin: Option<Spanned<i64>>,
     pkcs12: Option<RawPkcs12>,
+    api_role: Option<Spanned<String>>,
+    api_tenant: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -258,11 +280,14 @@ impl Policy {
             None | Some("pkcs12") => PolicyKind::Pkcs12,
             Some("csr") => PolicyKind::Csr,
             Some("ocsp-responder") => PolicyKind::OcspResponder,
+            Some("tls-server") => PolicyKind::TlsServer,
             Some(other) => {
                 let span = raw.kind.as_ref().map(|k| k.span()).unwrap_or_default();
                 return Err(src.error(
                     span,
-                    format!("unknown kind \"{other}\": use pkcs12, csr or ocsp-responder"),
+                    format!(
+                        "unknown kind \"{other}\": use pkcs12, csr, ocsp-responder or tls-server"
+                    ),
                 ));
             }
         };
@@ -319,6 +344,7 @@ impl Policy {
 
         let default_eku = match kind {
             PolicyKind::OcspResponder => vec!["ocsp-signing".to_owned()],
+            PolicyKind::TlsServer => vec!["server-auth".to_owned()],
             _ => vec!["client-auth".to_owned()],
         };
         let (eku_names, eku_span) = match &raw.extended_key_usage {
@@ -328,7 +354,7 @@ impl Policy {
         let mut extended_key_usage = Vec::new();
         for name in &eku_names {
             let eku = ExtendedKeyUsage::NAMES.iter().find(|(n, _)| n == name).map(|(_, e)| *e).ok_or_else(|| {
-                src.error(eku_span.clone(), format!("unknown extended_key_usage \"{name}\": use client-auth, email-protection or ocsp-signing"))
+                src.error(eku_span.clone(), format!("unknown extended_key_usage \"{name}\": use client-auth, email-protection, ocsp-signing or server-auth"))
             })?;
             extended_key_usage.push(eku);
         }
@@ -336,6 +362,29 @@ impl Policy {
         if (kind == PolicyKind::OcspResponder) != ocsp_only {
             return Err(src.error(eku_span, "extended_key_usage = [\"ocsp-signing\"] is required for kind = \"ocsp-responder\" and allowed nowhere else"));
         }
+        let server_auth = extended_key_usage.contains(&ExtendedKeyUsage::ServerAuth);
+        if (kind == PolicyKind::TlsServer) != server_auth {
+            return Err(src.error(eku_span, "extended_key_usage must include \"server-auth\" for kind = \"tls-server\", and may include it nowhere else"));
+        }
+        let api_role = match &raw.api_role {
+            None => None,
+            Some(r) if !matches!(kind, PolicyKind::Pkcs12 | PolicyKind::Csr) => {
+                return Err(src.error(r.span(), "api_role applies only to kind = \"pkcs12\" or \"csr\" policies (client certificates)"));
+            }
+            Some(r) => match Role::parse(r.get_ref()) {
+                Ok(Role::Admin) => return Err(src.error(r.span(), "api_role = \"admin\" is not allowed: a certificate cannot manage tokens; use renewer, operator or auditor")),
+                Ok(role) if extended_key_usage.contains(&ExtendedKeyUsage::ClientAuth) => Some(role),
+                Ok(_) => return Err(src.error(r.span(), "api_role needs extended_key_usage to include \"client-auth\"")),
+                Err(_) => return Err(src.error(r.span(), format!("unknown api_role \"{}\": use renewer, operator or auditor", r.get_ref().escape_debug()))),
+            },
+        };
+        let api_tenant = match &raw.api_tenant {
+            None => None,
+            Some(t) if api_role.is_none() => {
+                return Err(src.error(t.span(), "api_tenant needs api_role"));
+            }
+            Some(t) => Some(template(t, "api_tenant")?),
+        };
         if let Some(max) = &raw.max_active_per_admin {
             // The store enforces one active certificate per (tenant, admin, policy)
             // with a unique index; more would need a different constraint.
@@ -364,6 +413,8 @@ impl Policy {
             subject,
             extended_key_usage,
             pkcs12,
+            api_role,
+            api_tenant,
         })
     }
 
@@ -550,11 +601,20 @@ mod tests {
             p.names(),
             [
                 "automation-csr",
+                "automation-renewer",
                 "ocsp-responder",
                 "portal-admin",
-                "portal-admin-legacy"
+                "portal-admin-legacy",
+                "tls-server"
             ]
         );
+        let renewer = p.get("automation-renewer").unwrap();
+        assert_eq!(renewer.api_role, Some(Role::Renewer));
+        assert_eq!(renewer.kind, PolicyKind::Csr);
+        let server = p.get("tls-server").unwrap();
+        assert_eq!(server.kind, PolicyKind::TlsServer);
+        assert_eq!(server.extended_key_usage, [ExtendedKeyUsage::ServerAuth]);
+        assert!(server.api_role.is_none());
         let legacy = p.get("portal-admin-legacy").unwrap();
         assert_eq!(legacy.generated_key(), KeyAlgorithm::Rsa2048);
         assert_eq!(
@@ -593,6 +653,31 @@ mod tests {
         assert!(e.contains("must be 1"), "{e}");
         let e = err("name = \"p\"\n");
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    #[test]
+    fn api_roles_are_checked() {
+        let p = Policy::parse(
+            "p.toml",
+            &format!("{BASE}api_role = \"renewer\"\napi_tenant = \"{{tenant}}\"\n"),
+        )
+        .unwrap();
+        assert_eq!(p.api_role, Some(Role::Renewer));
+        let e = err(&format!("{BASE}api_role = \"admin\"\n"));
+        assert!(
+            e.starts_with("p.toml:5:") && e.contains("not allowed"),
+            "{e}"
+        );
+        let e = err(&format!("{BASE}api_role = \"root\"\n"));
+        assert!(e.contains("renewer, operator or auditor"), "{e}");
+        let e = err(&format!("{BASE}api_tenant = \"{{tenant}}\"\n"));
+        assert!(e.contains("api_tenant needs api_role"), "{e}");
+        let e = err(&format!(
+            "{BASE}kind = \"tls-server\"\napi_role = \"renewer\"\n"
+        ));
+        assert!(e.contains("api_role applies only"), "{e}");
+        let e = err(&format!("{BASE}extended_key_usage = [\"server-auth\"]\n"));
+        assert!(e.contains("tls-server"), "{e}");
     }
 
     #[test]

@@ -433,6 +433,10 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord> {
             .map(from_ts)
             .transpose()?
             .map(crate::rfc3339),
+        expires_at: row
+            .try_get::<Option<i64>, _>("expires_at")?
+            .map(from_ts)
+            .transpose()?,
     })
 }
 
@@ -1389,25 +1393,31 @@ impl Store for SqlStore {
         now: OffsetDateTime,
     ) -> Result<()> {
         audit.details = format!(
-            "role={} tenant={}",
+            "role={} tenant={} expires_at={}",
             token.role,
-            token.tenant.as_deref().unwrap_or("*")
+            token.tenant.as_deref().unwrap_or("*"),
+            token
+                .expires_at
+                .map(crate::rfc3339)
+                .as_deref()
+                .unwrap_or("never")
         );
         let (mut tx, open) = self.begin(audit, now).await?;
-        sqlx::query("INSERT INTO tokens (id, name, role, tenant, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO tokens (id, name, role, tenant, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&token.id)
             .bind(&token.name)
             .bind(token.role.name())
             .bind(token.tenant.as_deref())
             .bind(secret_hash)
             .bind(ts(now))
+            .bind(token.expires_at.map(ts))
             .execute(&mut *tx)
             .await?;
         self.commit(tx, open).await
     }
 
     async fn token(&self, id: &str) -> Result<Option<(TokenRecord, String)>> {
-        let row = sqlx::query("SELECT id, name, role, tenant, secret_hash, created_at, revoked_at FROM tokens WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, role, tenant, secret_hash, created_at, revoked_at, expires_at FROM tokens WHERE id = $1")
             .bind(id)
             .fetch_all(&self.pool).await?.into_iter().next();
         row.map(|row| Ok((token_from_row(&row)?, row.try_get("secret_hash")?)))
@@ -1415,7 +1425,7 @@ impl Store for SqlStore {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT id, name, role, tenant, created_at, revoked_at FROM tokens ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT id, name, role, tenant, created_at, revoked_at, expires_at FROM tokens ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(token_from_row).collect()

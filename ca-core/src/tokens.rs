@@ -9,7 +9,7 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::ids::TenantId;
+use crate::ids::{Serial, TenantId};
 
 /// A role a token carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub enum Action {
     Read,
     /// Reading the audit log.
     Audit,
+    /// Creating, listing and revoking API tokens.
+    ManageTokens,
 }
 
 impl Role {
@@ -102,17 +104,39 @@ pub struct TokenRecord {
     pub created_at: String,
     /// Revocation time (RFC 3339).
     pub revoked_at: Option<String>,
+    /// When it stops working (RFC 3339); `null` for a token that never expires.
+    #[serde(serialize_with = "optional_time")]
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+fn optional_time<S: serde::Serializer>(
+    t: &Option<time::OffsetDateTime>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&crate::rfc3339(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 fn role_name<S: serde::Serializer>(role: &Role, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(role.name())
 }
 
-/// Who is calling, once their token checked out.
+/// What a caller authenticated with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A bearer token, by its public id (safe to log).
+    Token(String),
+    /// A TLS client certificate issued by this CA, by its serial.
+    Certificate(Serial),
+}
+
+/// Who is calling, once their token or client certificate checked out.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// Token id (safe to log).
-    pub token_id: String,
+    /// The credential presented.
+    pub credential: Credential,
     /// Role.
     pub role: Role,
     /// Tenant scope.
@@ -120,9 +144,12 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// The audit actor string.
+    /// The audit actor string: `token:<id>` or `cert:<serial>`.
     pub fn actor(&self) -> String {
-        format!("token:{}", self.token_id)
+        match &self.credential {
+            Credential::Token(id) => format!("token:{id}"),
+            Credential::Certificate(serial) => format!("cert:{serial}"),
+        }
     }
 
     /// Checks the role allows `action`, and the tenant scope covers `tenant` (when given).
@@ -153,6 +180,7 @@ fn action_text(action: Action) -> &'static str {
         Action::Revoke => "revoke certificates",
         Action::Read => "read certificates",
         Action::Audit => "read the audit log",
+        Action::ManageTokens => "manage API tokens",
     }
 }
 
@@ -201,6 +229,22 @@ pub(crate) fn digests_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
 }
 
+/// The longest lifetime a token may be given.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 366 * 24 * 3600;
+
+/// When a token created now with lifetime `expires_in` expires.
+pub(crate) fn expiry_from_now(
+    expires_in: crate::duration::Duration,
+) -> Result<time::OffsetDateTime> {
+    let secs = expires_in.as_secs();
+    if secs == 0 || secs > MAX_TOKEN_LIFETIME_SECS {
+        return Err(Error::InvalidInput(format!(
+            "token expiry must be between 1s and 10y, not {expires_in}"
+        )));
+    }
+    Ok(crate::ca::now() + expires_in.to_time())
+}
+
 /// Validates an optional tenant scope.
 pub(crate) fn check_scope(tenant: Option<&str>) -> Result<Option<String>> {
     tenant
@@ -222,9 +266,13 @@ mod tests {
             Action::SignCsr,
             Action::Revoke,
             Action::Audit,
+            Action::ManageTokens,
         ] {
             assert!(!Role::Renewer.allows(a));
         }
+        assert!(Role::Admin.allows(Action::ManageTokens));
+        assert!(!Role::Operator.allows(Action::ManageTokens));
+        assert!(!Role::Auditor.allows(Action::ManageTokens));
         assert!(Role::Auditor.allows(Action::Audit) && !Role::Auditor.allows(Action::Reissue));
     }
 
@@ -239,7 +287,9 @@ mod tests {
 }
 
 /// Tokens already read from the store, so authenticating a request does not
-/// wait on it. A token never changes except by being revoked, so an entry
+/// wait on it. Expiry is checked on every use against the cached record, so an
+/// expired token is refused at once without a store read. A token never
+/// changes except by being revoked, so an entry
 /// stays good until a revocation: one through this process clears the cache
 /// at once ([`TokenCache::clear`]); one by another process is noticed by
 /// [`TokenCache::observe_revoked`], which a server calls on every store poll.
@@ -320,6 +370,7 @@ mod cache_tests {
             name: String::new(),
             created_at: String::new(),
             revoked_at: None,
+            expires_at: None,
         }
     }
 

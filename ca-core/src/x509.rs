@@ -3,7 +3,7 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
-    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose, SanType,
     SerialNumber,
 };
 use time::OffsetDateTime;
@@ -329,6 +329,38 @@ pub(crate) struct LeafRequest<'a> {
     pub serial: Serial,
     /// Issuance time.
     pub now: OffsetDateTime,
+    /// subjectAltNames (TLS server certificates; empty for client certificates).
+    pub alt_names: &'a [AltName],
+}
+
+/// A subjectAltName of a TLS server certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AltName {
+    /// dNSName, lower-case, checked by [`AltName::dns`].
+    Dns(String),
+    /// iPAddress.
+    Ip(std::net::IpAddr),
+}
+
+impl AltName {
+    /// A DNS host name (RFC 1123 labels: letters, digits, hyphens; no wildcards).
+    pub(crate) fn dns(name: &str) -> Result<AltName> {
+        let lower = name.trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if lower.is_empty() || lower.len() > 253 || !lower.split('.').all(label_ok) {
+            return Err(Error::InvalidInput(format!(
+                "invalid DNS name \"{}\": use letters, digits and hyphens in dot-separated labels (no wildcards)",
+                name.chars().take(80).collect::<String>().escape_debug()
+            )));
+        }
+        Ok(AltName::Dns(lower))
+    }
 }
 
 /// A signed leaf with its validity.
@@ -400,8 +432,21 @@ pub(crate) fn build_leaf(
             ExtendedKeyUsage::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
             ExtendedKeyUsage::EmailProtection => ExtendedKeyUsagePurpose::EmailProtection,
             ExtendedKeyUsage::OcspSigning => ExtendedKeyUsagePurpose::OcspSigning,
+            ExtendedKeyUsage::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
         })
         .collect();
+    params.subject_alt_names = request
+        .alt_names
+        .iter()
+        .map(|name| match name {
+            AltName::Dns(dns) => dns
+                .as_str()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|_| Error::InvalidInput(format!("invalid DNS name \"{dns}\""))),
+            AltName::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+        })
+        .collect::<Result<_>>()?;
     params.use_authority_key_identifier_extension = true;
     params.key_identifier_method = KeyIdMethod::PreSpecified(request.public_key.key_identifier());
     if policy

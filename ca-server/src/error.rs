@@ -19,6 +19,13 @@ pub enum ApiError {
     TooLarge(&'static str),
     /// Not ready yet (no CRL loaded).
     Unavailable(String),
+    /// Over an abuse limit; retry after this long.
+    RateLimited {
+        /// What was exceeded.
+        message: String,
+        /// Seconds until a retry can succeed (`Retry-After`).
+        retry_after: u64,
+    },
 }
 
 impl From<Error> for ApiError {
@@ -35,7 +42,7 @@ impl ApiError {
                 Error::InvalidInput(_) | Error::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
                 Error::Conflict(_) | Error::AlreadyDone { .. } => StatusCode::CONFLICT,
-                Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                Error::Unauthenticated(_) | Error::TokenExpired(_) => StatusCode::UNAUTHORIZED,
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
                 Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -50,6 +57,7 @@ impl ApiError {
             ApiError::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -83,6 +91,9 @@ impl ApiError {
                 format!("request body exceeds the {limit} limit"),
             ),
             ApiError::Unavailable(m) => ErrorView::new("unavailable", m.clone()),
+            ApiError::RateLimited { message, .. } => {
+                ErrorView::new("rate_limited", message.clone())
+            }
         }
     }
 }
@@ -113,6 +124,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        }
+        if let ApiError::RateLimited { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

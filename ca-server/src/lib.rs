@@ -1,13 +1,15 @@
 //! # ca-server — the HTTP face of the CA
 //!
-//! A thin axum layer over `ca_core::Ca`: routing, bearer-token auth, JSON
-//! mapping, caching headers, metrics and the CRL refresher. No CA logic.
+//! A thin axum layer over `ca_core::Ca`: TLS and connections, routing, auth
+//! (bearer token or client certificate) under abuse limits, JSON mapping,
+//! caching and security headers, metrics and the CRL refresher. No CA logic.
 //!
 //! ```text
-//!  request ─┬─► POST /ocsp, GET /ocsp/… ─► routes::ocsp::fast ─► OcspService ─► ca_core::Ca
-//!           └─► observe (log line + metrics) ─► body limit 1 MiB ─► route ─► Auth ─► ca_core::Ca
-//!                                                                  │
-//!  CrlCache::run ◄── revocations (notify) / store polling ◄────────┘
+//!  listener (TLS, Peer) ─► Api ─┬─► POST /ocsp, GET /ocsp/… ─► routes::ocsp::fast ─► OcspService
+//!     security headers ◄────────┤
+//!                               └─► observe (log + metrics) ─► body limit ─► route ─► Auth ─► ca_core::Ca
+//!                                                                                      │ limits
+//!  CrlCache::run ◄── revocations (notify) / store polling ◄────────────────────────────┘
 //! ```
 
 #![forbid(unsafe_code)]
@@ -15,6 +17,8 @@
 mod crl;
 mod error;
 mod extract;
+pub mod limits;
+pub mod listener;
 mod metrics;
 mod ocsp;
 mod openapi;
@@ -29,13 +33,15 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 
 pub use crl::CrlCache;
 pub use error::ApiError;
+pub use limits::Limits;
+pub use listener::{Peer, TlsAcceptor};
 pub use metrics::Metrics;
 pub use ocsp::OcspService;
 
@@ -62,6 +68,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The OCSP responder's cache and signer.
     pub ocsp: Arc<OcspService>,
+    /// Abuse limits.
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
@@ -72,7 +80,14 @@ impl AppState {
             crl: Arc::default(),
             metrics: Arc::default(),
             ocsp: Arc::default(),
+            limits: Arc::default(),
         }
+    }
+
+    /// The same state under the configured abuse limits (the default ones otherwise).
+    pub fn with_limits(mut self, limits: ca_core::Limits) -> Self {
+        self.limits = Arc::new(Limits::new(limits));
+        self
     }
 
     /// Publishes a CRL if needed, loads it for serving, and loads (or issues)
@@ -133,6 +148,7 @@ pub fn app(state: AppState) -> Api {
         .merge(routes::public::router())
         .merge(routes::certificates::router())
         .merge(routes::audit::router())
+        .merge(routes::tokens::router())
         .merge(routes::ocsp::router())
         .fallback(|| async {
             ApiError::Core(ca_core::Error::NotFound(
@@ -162,13 +178,46 @@ impl tower::Service<Request> for Api {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let tls = request.extensions().get::<Peer>().is_some_and(|p| p.tls);
+        let private = request.uri().path().starts_with("/v1/");
         match routes::ocsp::fast_route(&request) {
             Some(route) => {
                 let state = self.state.clone();
-                Box::pin(async move { Ok(routes::ocsp::fast(state, request, route).await) })
+                Box::pin(async move {
+                    let mut response = routes::ocsp::fast(state, request, route).await;
+                    security_headers(&mut response, tls, false);
+                    Ok(response)
+                })
             }
-            None => Box::pin(self.router.call(request)),
+            None => {
+                let answer = self.router.call(request);
+                Box::pin(async move {
+                    let mut response = answer.await?;
+                    security_headers(&mut response, tls, private);
+                    Ok(response)
+                })
+            }
         }
+    }
+}
+
+/// Headers on every answer: `nosniff`; HSTS on TLS; and `no-store` on the
+/// authenticated API, whose answers carry bundles, passwords, tokens or
+/// certificate data that no cache should keep. (Static values: no allocation.)
+fn security_headers(response: &mut Response, tls: bool, private: bool) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    if private {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
 

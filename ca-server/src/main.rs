@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use axum::ServiceExt as _;
 use clap::Parser;
 use zeroize::Zeroizing;
 
@@ -84,9 +84,19 @@ async fn serve(
     config: ca_core::Config,
     passphrase: Zeroizing<Vec<u8>>,
 ) -> Result<(), ca_core::Error> {
+    // TLS files first: a bad certificate or key fails start-up before anything else.
+    let tls = match &config.tls {
+        Some(files) => {
+            let (acceptor, serial) =
+                ca_server::TlsAcceptor::load(files).map_err(ca_core::Error::Config)?;
+            tracing::info!(serial = %serial, cert_file = %files.cert_file.display(), client_certificates = files.client_ca_file.is_some(), "TLS certificate loaded");
+            Some(Arc::new(acceptor))
+        }
+        None => None,
+    };
     let ca = ca_core::Ca::open(&config, Some(&passphrase)).await?;
     drop(passphrase);
-    let state = ca_server::AppState::new(ca);
+    let state = ca_server::AppState::new(ca).with_limits(config.limits);
     state.warm_up().await?;
     state.spawn_background();
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -98,13 +108,46 @@ async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(listen = %address, data_dir = %config.data_dir.display(), "ca-server ready");
-    axum::serve(listener, ca_server::app(state).into_make_service())
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| ca_core::Error::Config(format!("server: {e}")))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %address, scheme, data_dir = %config.data_dir.display(), "ca-server ready");
+    reload_on_sighup(tls.clone());
+    ca_server::listener::serve(listener, ca_server::app(state), tls, shutdown()).await;
     tracing::info!("ca-server stopped cleanly");
     Ok(())
+}
+
+/// SIGHUP re-reads the TLS certificate and key: new connections get them,
+/// connections in flight keep the old ones. A bad file is logged and the
+/// previous certificate stays in use.
+fn reload_on_sighup(tls: Option<Arc<ca_server::TlsAcceptor>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS files will not be reloaded");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match &tls {
+                    Some(tls) => match tls.reload() {
+                        Ok(serial) => {
+                            tracing::info!(serial = %serial, "SIGHUP: TLS certificate reloaded")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGHUP: TLS files not reloaded; still serving the previous certificate")
+                        }
+                    },
+                    None => tracing::info!("SIGHUP: no TLS files configured; nothing to reload"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Resolves on SIGTERM or Ctrl-C; in-flight requests then finish before exit.

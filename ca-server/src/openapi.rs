@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, certificates, ocsp, public};
+use crate::routes::{audit, certificates, ocsp, public, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,7 @@ use crate::routes::{audit, certificates, ocsp, public};
         certificates::issue, certificates::reissue, certificates::sign_csr, certificates::revoke,
         certificates::list, certificates::show,
         audit::audit,
+        tokens::create, tokens::list, tokens::revoke,
         ocsp::ocsp_post, ocsp::ocsp_get,
     ),
     components(schemas(ca_core::ErrorView, ca_core::ErrorDetail)),

@@ -361,8 +361,12 @@ def cli_in_flight(ca, ledger, f, rng, label, cycle):
                             stderr=subprocess.PIPE, text=True)
     PROCS.append(proc)
     try:
-        stdout, _ = proc.communicate(timeout=rng.uniform(0.0, 1.0))
+        stdout, stderr = proc.communicate(timeout=rng.uniform(0.0, 2.5))
         finished = proc.returncode == 0
+        if not finished:
+            # It ran to its end and refused: a refusal must say why, and change nothing.
+            f.check(bool(stderr.strip()), f"{label}: ca-cli {kind} failed without a message")
+            log(f"{label}: ca-cli {kind} refused: {stderr.strip()[:200]}")
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, _ = proc.communicate()
@@ -374,7 +378,8 @@ def cli_in_flight(ca, ledger, f, rng, label, cycle):
         issued, _, _ = ledger.snapshot()
         ledger.lost(issued[serial][:2])
     elif finished and kind == "crl":
-        ledger.counts["cli_crl"] += 1
+        with ledger.lock:
+            ledger.counts["cli_crl"] += 1
     elif kind == "issue":
         if finished:
             v = json.loads(stdout)

@@ -202,9 +202,13 @@ fn pull(
 
 #[test]
 fn a_lost_device_is_locked_out_at_the_nginx_gateway() {
-    let ca = TestCa::init();
+    // The CA serves HTTPS itself, so its CDP/AIA are https URLs and the
+    // gateway's `crl pull` fetches over TLS, trusting the CA certificate.
+    let port = free_port();
+    let ca = TestCa::init_for(&format!("https://127.0.0.1:{port}"), &[]);
     let operator = ca.token("operator");
-    let server = Server::start(&ca);
+    let (files, _) = TlsFiles::issue(&ca, "server");
+    let server = Server::start_tls(&ca, port, &files, None, &[]);
     let ca_pem = ca.ca_pem();
     let bootstrap = ca.path("bootstrap-crl.pem");
     let out = pull(&ca, &server.url("/crl"), &ca_pem, &bootstrap, None);
@@ -212,6 +216,14 @@ fn a_lost_device_is_locked_out_at_the_nginx_gateway() {
 
     let issued = server.issue(&operator, "alice", "{}");
     let (old_cert, old_key) = extract(&ca, &issued, "old");
+    let text = stdout(&tool(
+        "openssl",
+        &["x509", "-in", &old_cert, "-noout", "-text"],
+    ));
+    assert!(
+        text.contains(&format!("URI:{}/crl", server.base)) && server.base.starts_with("https://"),
+        "CDP on https: {text}"
+    );
     let nginx = Nginx::start(&ca, "portal.conf", Some(&bootstrap), Path::new(&ca_pem));
     assert_eq!(
         nginx.get(&old_cert, &old_key),

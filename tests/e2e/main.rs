@@ -12,3 +12,4 @@ mod ocsp;
 mod postgres;
 mod reliability;
 mod server;
+mod tls;

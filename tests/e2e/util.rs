@@ -287,6 +287,8 @@ pub struct Server {
     child: Option<std::process::Child>,
     pub base: String,
     pub log: PathBuf,
+    /// Arguments every curl call to this server gets (`--cacert` for HTTPS).
+    curl_args: Vec<String>,
 }
 
 impl Server {
@@ -299,6 +301,53 @@ impl Server {
     }
 
     pub fn start_on(ca: &TestCa, port: u16, env: &[(&str, &str)]) -> Server {
+        Self::launch(ca, port, env, "http", Vec::new())
+    }
+
+    /// A server speaking HTTPS with `cert`/`key` (and client certificates from
+    /// `client_ca`); curl calls trust `ca_pem`.
+    pub fn start_tls(
+        ca: &TestCa,
+        port: u16,
+        files: &TlsFiles,
+        client_ca: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut all = vec![
+            ("CA_TLS_CERT_FILE", files.cert.as_str()),
+            ("CA_TLS_KEY_FILE", files.key.as_str()),
+        ];
+        if let Some(client_ca) = client_ca {
+            all.push(("CA_TLS_CLIENT_CA_FILE", client_ca));
+        }
+        all.extend_from_slice(env);
+        let curl_args = vec!["--cacert".to_owned(), files.ca_pem.clone()];
+        Self::launch(ca, port, &all, "https", curl_args)
+    }
+
+    /// Runs `ca-server` with `env` expecting it to fail at start; returns its stderr.
+    pub fn start_fails(ca: &TestCa, env: &[(&str, &str)]) -> String {
+        let mut cmd = Command::new(bin("ca-server"));
+        cmd.env("CA_DATA_DIR", ca.data_dir())
+            .env("CA_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("CA_KEY_PASSPHRASE", PASSPHRASE)
+            .env_remove("CA_CONFIG")
+            .env_remove("CA_DATABASE_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "ca-server started: {}", stderr(&out));
+        stderr(&out)
+    }
+
+    fn launch(
+        ca: &TestCa,
+        port: u16,
+        env: &[(&str, &str)],
+        scheme: &str,
+        curl_args: Vec<String>,
+    ) -> Server {
         let log = ca.path(&format!("server-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(bin("ca-server"));
@@ -318,12 +367,21 @@ impl Server {
         let child = cmd.spawn().unwrap();
         let server = Server {
             child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             log,
+            curl_args,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            if http_code(&server.url("/readyz"), &[]) == "200" {
+            let ready = server.curl(&[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &server.url("/readyz"),
+            ]);
+            if stdout(&ready) == "200" {
                 return server;
             }
             assert!(
@@ -340,7 +398,14 @@ impl Server {
     }
 
     pub fn curl(&self, args: &[&str]) -> Output {
-        tool("curl", args)
+        let mut all: Vec<&str> = self.curl_args.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        tool("curl", &all)
+    }
+
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
     }
 
     /// A JSON API call: returns (status, body).
@@ -446,6 +511,67 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// ca-server's own TLS certificate and key (from `ca-cli server-cert`) and
+/// the CA certificate that trusts them.
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+    pub ca_pem: String,
+}
+
+impl TlsFiles {
+    /// Issues a server certificate for localhost / 127.0.0.1 into `<name>.pem` / `<name>.key`.
+    pub fn issue(ca: &TestCa, name: &str) -> (TlsFiles, Value) {
+        let files = TlsFiles {
+            cert: ca.path_str(&format!("{name}.pem")),
+            key: ca.path_str(&format!("{name}.key")),
+            ca_pem: ca.ca_pem(),
+        };
+        let answer = ca.json(&[
+            "server-cert",
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--out-cert",
+            &files.cert,
+            "--out-key",
+            &files.key,
+        ]);
+        (files, answer)
+    }
+}
+
+/// The serial (lower-case hex) of the certificate a TLS server at
+/// 127.0.0.1:`port` presents, via `openssl s_client`.
+pub fn served_serial(port: u16) -> String {
+    let out = tool(
+        "openssl",
+        &["s_client", "-connect", &format!("127.0.0.1:{port}")],
+    );
+    let pem = stdout(&out);
+    let start = pem
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("s_client got no certificate: {pem} {}", stderr(&out)));
+    let end = pem.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &pem[start..end]).unwrap();
+    let out = tool(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-serial",
+            "-in",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    stdout(&out)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_lowercase()
 }
 
 /// The value of a response header in `curl -D -` output (names lower-case).

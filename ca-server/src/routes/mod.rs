@@ -4,3 +4,4 @@ pub mod audit;
 pub mod certificates;
 pub mod ocsp;
 pub mod public;
+pub mod tokens;

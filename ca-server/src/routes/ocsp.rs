@@ -18,6 +18,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            ca_core::ocsp::MAX_REQUEST_LEN,
+        ))
 }
 
 /// OCSP request in the body (`application/ocsp-request`).
