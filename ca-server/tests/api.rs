@@ -1,9 +1,12 @@
 //! In-process API tests (`app(state).oneshot`): routing, auth matrix, error
 //! shapes, body limits and CRL caching headers.
 
-use axum::http::{header, StatusCode};
-use ca_core::{Ca, Config, ListFilter, Role};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use ca_core::{Ca, Config, InitRequest, ListFilter, Role};
+use ca_server::{app, AppState};
 use serde_json::{json, Value};
+use tower::ServiceExt;
 
 mod common;
 

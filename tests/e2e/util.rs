@@ -492,10 +492,6 @@ impl Server {
         (code.to_owned(), body.to_owned())
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     pub fn stop(mut self) -> (Option<i32>, String) {
         let mut child = self.child.take().unwrap();
         tool("kill", &["-TERM", &child.id().to_string()]);
