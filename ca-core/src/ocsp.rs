@@ -44,6 +44,9 @@ pub enum OcspFailure {
     Unauthorized,
     /// Signing failed.
     Internal,
+    /// The responder's key is unavailable for now (its token was removed):
+    /// `tryLater`, so clients retry rather than give up.
+    TryLater,
 }
 
 impl OcspFailure {
@@ -53,6 +56,7 @@ impl OcspFailure {
             OcspFailure::Malformed => OcspResponse::malformed_request(),
             OcspFailure::Unauthorized => OcspResponse::unauthorized(),
             OcspFailure::Internal => OcspResponse::internal_error(),
+            OcspFailure::TryLater => OcspResponse::try_later(),
         };
         response.to_der().expect("static response encodes")
     }
@@ -63,6 +67,7 @@ impl OcspFailure {
             OcspFailure::Malformed => "malformed_request",
             OcspFailure::Unauthorized => "unauthorized",
             OcspFailure::Internal => "internal_error",
+            OcspFailure::TryLater => "try_later",
         }
     }
 }
@@ -316,7 +321,16 @@ impl OcspResponder {
         validity: time::Duration,
     ) -> std::result::Result<Vec<u8>, OcspFailure> {
         self.sign_inner(query, states, now, validity)
-            .map_err(|_| OcspFailure::Internal)
+            .map_err(|e| match e {
+                Error::Unavailable(_) => OcspFailure::TryLater,
+                _ => OcspFailure::Internal,
+            })
+    }
+
+    /// True when signing waits on a device (a token): call
+    /// [`OcspResponder::sign`] from a blocking thread then.
+    pub fn blocks(&self) -> bool {
+        self.signer.blocks()
     }
 
     /// Writes the response DER by hand (RFC 6960 §4.2.1): this runs for every

@@ -37,6 +37,7 @@ impl ApiError {
                 Error::Conflict(_) | Error::AlreadyDone { .. } => StatusCode::CONFLICT,
                 Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
+                Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 Error::Key(_)
                 | Error::Config(_)
                 | Error::Store(_)

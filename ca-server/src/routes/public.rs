@@ -140,22 +140,25 @@ pub async fn healthz() -> Json<serde_json::Value> {
     (status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reason")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.ca.crl_status().await;
+    let key = state.ca.check_key().await;
     let checks = serde_json::json!({
         "store": store.is_ok(),
-        "ca_key": state.ca.can_sign(),
+        "ca_key": key.is_ok(),
         "crl": state.crl.current().is_some(),
     });
-    let ready = store.is_ok() && state.ca.can_sign() && state.crl.current().is_some();
+    let ready = store.is_ok() && key.is_ok() && state.crl.current().is_some();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(serde_json::json!({ "ready": ready, "checks": checks })),
-    )
-        .into_response()
+    let mut body = serde_json::json!({ "ready": ready, "checks": checks });
+    // Why the CA key cannot sign (its token removed, a refused PIN): what an
+    // operator needs first. Store errors stay in the log (they may hold URLs).
+    if let Err(e) = &key {
+        body["reason"] = e.to_string().into();
+    }
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus metrics.
