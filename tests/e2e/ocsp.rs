@@ -10,7 +10,7 @@ use crate::gateway::{extract, Nginx};
 use crate::util::*;
 
 /// Runs `openssl ocsp` against the server; returns its combined output.
-fn openssl_ocsp(server: &Server, ca_pem: &str, extra: &[&str]) -> String {
+pub(crate) fn openssl_ocsp(server: &Server, ca_pem: &str, extra: &[&str]) -> String {
     let url = server.url("/ocsp");
     let mut args = vec!["ocsp", "-url", &url, "-issuer", ca_pem, "-CAfile", ca_pem];
     args.extend_from_slice(extra);
