@@ -550,3 +550,63 @@ fn token_removed_while_serving_is_503_and_recovers_without_restart() {
     );
     assert!(!log.contains(PIN), "the PIN is never logged");
 }
+
+#[test]
+fn ocsp_responder_key_may_stay_a_file_encrypted_with_the_passphrase() {
+    let mut ca = TestCa {
+        dir: tempfile::tempdir().unwrap(),
+        database_url: None,
+        env: Vec::new(),
+    };
+    let hsm = SoftHsm::new(ca.dir.path());
+    for (k, v) in [
+        ("SOFTHSM2_CONF", hsm.conf.to_str().unwrap()),
+        ("CA_KEY_SOURCE", "pkcs11"),
+        ("CA_KEY_MODULE", MODULE),
+        ("CA_KEY_TOKEN_LABEL", "ca"),
+        ("CA_PKCS11_PIN", PIN),
+        ("CA_OCSP_KEY_SOURCE", "file"),
+    ] {
+        ca.env.push((k.into(), v.into()));
+    }
+    // The responder key file needs the passphrase: refused without it.
+    let out = ca
+        .command(&[
+            "init",
+            "--subject",
+            "CN=Portal Admin CA",
+            "--base-url",
+            "http://x.test",
+        ])
+        .env_remove("CA_KEY_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ocsp.key_source"), "{}", stderr(&out));
+    ca.ok(&[
+        "init",
+        "--subject",
+        "CN=Portal Admin CA",
+        "--base-url",
+        "http://x.test",
+    ]);
+    let operator = ca.token("operator");
+    let server = Server::start(&ca);
+    let ca_pem = ca.ca_pem();
+    let issued = server.issue(&operator, "alice", "{}");
+    let (alice, _) = extract(&ca, &issued, "alice");
+    let text = openssl_ocsp(&server, &ca_pem, &["-cert", &alice]);
+    assert!(
+        text.contains(": good") && text.contains("Response verify OK"),
+        "{text}"
+    );
+    server.stop();
+    // Only the CA key is in the token; the responder's is encrypted in the store.
+    let listing = hsm.private_keys();
+    assert_eq!(
+        listing.matches("Private Key Object").count(),
+        1,
+        "{listing}"
+    );
+    assert_no_plaintext_key(&ca.data_dir());
+}
