@@ -224,9 +224,11 @@ pkcs12.profile = "modern"
 
 
 class Ca:
-    def __init__(self, work):
+    def __init__(self, work, extra_env=None):
+        os.makedirs(work, exist_ok=True)
         self.dir = os.path.join(work, "ca-data")
         self.env = dict(os.environ, CA_DATA_DIR=self.dir, CA_KEY_PASSPHRASE=PASSPHRASE, CA_LOG="warn")
+        self.env.update(extra_env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cli(["init", "--subject", "CN=Bench CA,O=Example", "--base-url", self.url])
@@ -383,6 +385,64 @@ def bench_csr(ca, args, rows):
     ratio = ratio_of(rows, "c32", results)
     rows.append(("CSR signing, cfssl serve /sign (peer, no database)", "c32", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results, ratio))
     log(f"cfssl sign c32: {fmt(results, 'rps')}/s")
+
+
+# ---------------------------------------------------------------- 1b. the signer: key file vs PKCS#11 token
+
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def softhsm_env(work):
+    """A fresh SoftHSM2 token in `work`; the variables that make a CA use it."""
+    tokens = os.path.join(work, "softhsm-tokens")
+    os.makedirs(tokens, exist_ok=True)
+    conf = os.path.join(work, "softhsm2.conf")
+    with open(conf, "w") as f:
+        f.write(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = dict(os.environ, SOFTHSM2_CONF=conf)
+    run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", "bench-pin", "--so-pin", "bench-so"], env=env)
+    return {"SOFTHSM2_CONF": conf, "CA_KEY_SOURCE": "pkcs11", "CA_KEY_MODULE": SOFTHSM_MODULE,
+            "CA_KEY_TOKEN_LABEL": "bench", "CA_PKCS11_PIN": "bench-pin"}
+
+
+def bench_signers(args, rows):
+    """P-256 issuance and OCSP with a nonce (both sign per request), with the
+    CA and responder keys in a file and in a SoftHSM2 token, same run."""
+    if not (have("softhsm2-util") and os.path.exists(SOFTHSM_MODULE)):
+        log("softhsm2 missing: skipping the PKCS#11 signer rows (apt-get install softhsm2)")
+        return
+    measured = {}
+    for signer in ("file", "SoftHSM2"):
+        work = os.path.join(WORK, f"signer-{signer}")
+        os.makedirs(work, exist_ok=True)
+        ca = Ca(work, softhsm_env(work) if signer == "SoftHSM2" else None)
+        ca.start()
+        try:
+            body = os.path.join(work, "issue.json")
+            with open(body, "w") as f:
+                json.dump({"policy": "portal-admin"}, f)
+            env = {"BENCH_TOKEN": ca.token}
+            issued = repeat(args.runs, lambda: (settle(ca.server.pid), wrk(ca.url, "/v1/tenants/bench/admins/s{n}/certificates", args.duration, 32, body, env_extra=env))[1])
+            leaf = os.path.join(work, "leaf.pem")
+            serial = ca.api("POST", "/v1/tenants/bench/admins/ocsp-target/certificates", {"policy": "portal-admin"})["serial"]
+            with open(leaf, "w") as f:
+                f.write(ca.api("GET", f"/v1/certificates/{serial}")["pem"])
+            nonce = ocsp_request_file(work, leaf, ca.ca_pem, "ocsp-nonce.der", nonce=True)
+            ocsp = repeat(args.runs, lambda: (settle(ca.server.pid), wrk(ca.url, "/ocsp", args.duration, 32, nonce, env_extra={"BENCH_CONTENT_TYPE": "application/ocsp-request"}))[1])
+        finally:
+            ca.stop()
+        measured[signer] = (issued, ocsp)
+        log(f"signer {signer}: issuance {fmt(issued, 'rps')}/s, OCSP nonce {fmt(ocsp, 'rps')}/s")
+    for index, (what, digits) in enumerate([("Issuance via API, durable, P-256 modern PKCS#12", 1), ("OCSP, live (nonce)", 2)]):
+        file_results = measured["file"][index]
+        for signer in ("file", "SoftHSM2"):
+            results = measured[signer][index]
+            row = (f"{what}, {signer} signer", "c32", fmt(results, "rps"), fmt(results, "p50_ms", digits), fmt(results, "p99_ms", digits), results)
+            if signer == "file":
+                rows.append(row + (None,))
+            else:
+                ratio = summarise(results, "rps")[0] / summarise(file_results, "rps")[0]
+                rows.append(row + (ratio, f"{ratio:.2f}× the file signer"))
 
 
 # ---------------------------------------------------------------- 3. OCSP
@@ -728,12 +788,12 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of every part (CI), no peers but OpenSSL")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median reported)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
-    parser.add_argument("--only", default="", help="comma list: issuance,csr,ocsp,tls,crl,latency,footprint")
+    parser.add_argument("--only", default="", help="comma list: issuance,signers,csr,ocsp,tls,crl,latency,footprint")
     parser.add_argument("--json", help="also write raw results here")
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.duration = 1, 1
-    parts = set(args.only.split(",")) if args.only else {"issuance", "csr", "ocsp", "tls", "crl", "latency", "footprint"}
+    parts = set(args.only.split(",")) if args.only else {"issuance", "signers", "csr", "ocsp", "tls", "crl", "latency", "footprint"}
     if not have("wrk"):
         raise SystemExit("wrk is required (apt-get install wrk)")
     profile = "release"
@@ -774,6 +834,8 @@ def main():
             bench_tls(ca, args, rows, plain)
         if "latency" in parts:
             bench_revocation_latency(ca, args, rows)
+        if "signers" in parts:
+            bench_signers(args, rows)
         if "crl" in parts:
             crl_ca = bench_crl(args, rows)
         if "footprint" in parts:

@@ -9,12 +9,14 @@ const AFTER_HELP: &str = "\
 Environment:
   CA_DATA_DIR          data directory (same as --data-dir)
   CA_KEY_PASSPHRASE    passphrase of the CA key (or --passphrase-file)
+  CA_PKCS11_PIN        user PIN of the token holding the CA key, with key.source = \"pkcs11\"
+                       (or key.pin_file); read once, never logged
   CA_DATABASE_URL, CA_BASE_URL, CA_POLICIES_DIR, CA_DEFAULT_POLICY, CA_CRL_VALIDITY
                        override the matching ca.toml keys
 
 Exit codes:
   0 success · 1 internal or I/O error · 2 invalid input or usage · 3 conflict (e.g. an
-  active certificate exists: use reissue) · 4 not found · 5 CA key unavailable or wrong passphrase
+  active certificate exists: use reissue) · 4 not found · 5 CA key unavailable, wrong passphrase or PIN, or its token removed
   · 6 audit chain broken (audit verify found an edited, deleted or reordered event)
 
 Example day:

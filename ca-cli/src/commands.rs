@@ -17,6 +17,8 @@ struct Context {
     config: Config,
     json: bool,
     passphrase: Option<Zeroizing<Vec<u8>>>,
+    /// The token user PIN (`key.source = "pkcs11"`).
+    pin: Option<Zeroizing<String>>,
     actor: String,
 }
 
@@ -33,15 +35,26 @@ impl Context {
     }
 
     async fn open(&self, need_key: bool) -> Result<Ca> {
-        let passphrase = match (&self.passphrase, need_key) {
-            (Some(p), _) => Some(p.as_slice()),
-            (None, true) => return Err(Error::Key(
-                "this command needs the CA key: set CA_KEY_PASSPHRASE or pass --passphrase-file"
-                    .into(),
-            )),
-            (None, false) => None,
+        if need_key {
+            match self.config.token() {
+                Some(token) if self.pin.is_none() => {
+                    return Err(Error::Key(format!(
+                        "this command needs the CA key in token \"{}\": set CA_PKCS11_PIN or key.pin_file",
+                        token.token_label
+                    )))
+                }
+                None if self.passphrase.is_none() => return Err(Error::Key(
+                    "this command needs the CA key: set CA_KEY_PASSPHRASE or pass --passphrase-file"
+                        .into(),
+                )),
+                _ => {}
+            }
+        }
+        let secrets = ca_core::KeySecrets {
+            passphrase: self.passphrase.clone(),
+            pin: self.pin.clone(),
         };
-        Ca::open(&self.config, passphrase).await
+        Ca::open_with(&self.config, &secrets).await
     }
 }
 
@@ -73,11 +86,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     };
     // Read or not, it leaves the environment: `crl pull --on-change` runs hooks.
     std::env::remove_var("CA_KEY_PASSPHRASE");
+    let pin = ca_core::read_pin(&config)?;
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let ctx = Context {
         config,
         json: cli.json,
         passphrase,
+        pin,
         actor: format!("cli:{user}"),
     };
     match cli.command {
@@ -103,33 +118,49 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn init(ctx: &Context, args: crate::cli::InitArgs) -> Result<()> {
-    let passphrase = ctx.passphrase.clone().ok_or_else(|| {
-        Error::Key("init needs a passphrase to encrypt the CA key: set CA_KEY_PASSPHRASE or pass --passphrase-file".into())
-    })?;
+    let passphrase = match (&ctx.passphrase, ctx.config.needs_passphrase()) {
+        (Some(p), _) => p.clone(),
+        (None, false) => Zeroizing::new(Vec::new()),
+        (None, true) if ctx.config.token().is_some() => return Err(Error::Key(
+            "init with ocsp.key_source = \"file\" needs a passphrase to encrypt the OCSP responder key: set CA_KEY_PASSPHRASE or pass --passphrase-file".into(),
+        )),
+        (None, true) => return Err(Error::Key(
+            "init needs a passphrase to encrypt the CA key: set CA_KEY_PASSPHRASE or pass --passphrase-file".into(),
+        )),
+    };
     let request = InitRequest {
         subject: args.subject,
         key: ca_core::KeyAlgorithm::parse(&args.key)?,
         validity: args.validity.parse().map_err(Error::InvalidInput)?,
         base_url: args.base_url,
         passphrase,
+        pin: ctx.pin.clone(),
     };
     let ca = Ca::init(&ctx.config, request, &ctx.actor).await?;
     let layout = ca_core::Layout::new(&ctx.config.data_dir);
     let cert = openssl_subject(&ca.ca_certificate().der().0);
+    let key_line = match ctx.config.token() {
+        Some(token) => format!(
+            "in token \"{}\" (not extractable; which key: {})",
+            token.token_label,
+            layout.token_key().display()
+        ),
+        None => format!("{} (encrypted)", layout.ca_key().display()),
+    };
     ctx.print(
         json!({
             "data_dir": layout.dir(),
             "ca_cert": layout.ca_cert(),
+            "key_source": if ctx.config.token().is_some() { "pkcs11" } else { "file" },
             "subject": cert,
             "base_url": ca.endpoints().base_url,
             "policies": ca.policies().names(),
         }),
         || {
             format!(
-                "created CA \"{cert}\" in {}\n  certificate: {}\n  key:         {} (encrypted)\n  base URL:    {}\n  policies:    {}",
+                "created CA \"{cert}\" in {}\n  certificate: {}\n  key:         {key_line}\n  base URL:    {}\n  policies:    {}",
                 layout.dir().display(),
                 layout.ca_cert().display(),
-                layout.ca_key().display(),
                 ca.endpoints().base_url,
                 ca.policies().names().join(", ")
             )

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::audit::{verify_chain, AuditDraft, AuditEvent};
-use crate::config::Config;
+use crate::config::{Config, OcspKeySource};
 use crate::crl::CrlBuilder;
 use crate::duration::Duration;
 use crate::error::{Error, Result};
@@ -25,6 +25,7 @@ use crate::ocsp::{CertState, IssuerHashes, OcspFailure, OcspResponder};
 use crate::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
 use crate::policy::{Policies, Policy, PolicyKind};
 use crate::reason::RevocationReason;
+use crate::signer::pkcs11::{read_key_record, write_key_record, Pkcs11Signer, Token, TokenKey};
 use crate::signer::{FileSigner, Signer};
 use crate::store::{
     CertificateRecord, IdempotencyKey, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
@@ -80,6 +81,11 @@ impl Layout {
         self.dir.join("ca.key")
     }
 
+    /// Which token key is the CA key (`key.source = "pkcs11"`; no key material).
+    pub fn token_key(&self) -> PathBuf {
+        self.dir.join("ca.token.json")
+    }
+
     /// Editable copies of the policies.
     pub fn policies(&self) -> PathBuf {
         self.dir.join("policies")
@@ -96,8 +102,21 @@ pub struct InitRequest {
     pub validity: Duration,
     /// Base URL for CDP/AIA.
     pub base_url: String,
-    /// Passphrase for the key file.
+    /// Passphrase for the key file (and, with a token, for an OCSP
+    /// responder key kept as a file); empty when nothing needs it.
     pub passphrase: Zeroizing<Vec<u8>>,
+    /// The token user PIN (`key.source = "pkcs11"`).
+    pub pin: Option<Zeroizing<String>>,
+}
+
+/// What unlocks an existing CA's keys; which of them is needed depends on
+/// `key.source` and `ocsp.key_source` (see [`Config::needs_passphrase`]).
+#[derive(Default)]
+pub struct KeySecrets {
+    /// The key file passphrase.
+    pub passphrase: Option<Zeroizing<Vec<u8>>>,
+    /// The token user PIN.
+    pub pin: Option<Zeroizing<String>>,
 }
 
 /// A certificate request from an operator or job.
@@ -164,6 +183,12 @@ pub struct Ca {
     signer: Option<Arc<dyn Signer>>,
     /// Kept (zeroized on drop) to unlock and protect the OCSP responder key.
     passphrase: Option<Arc<Passphrase>>,
+    /// The PKCS#11 token holding the CA key, when it is in one.
+    token: Option<Arc<Token>>,
+    /// Where a new OCSP responder key goes.
+    ocsp_key_source: OcspKeySource,
+    /// How to supply the CA key's secret, for messages.
+    key_hint: &'static str,
     issuer_hashes: IssuerHashes,
     tokens: crate::tokens::TokenCache,
 }
@@ -197,23 +222,66 @@ fn passphrase_hint() -> &'static str {
     "set CA_KEY_PASSPHRASE or pass --passphrase-file"
 }
 
+fn pin_hint() -> &'static str {
+    "set CA_PKCS11_PIN or key.pin_file to the token's user PIN"
+}
+
+/// The CN of a subject given as `CN=…,O=…` (or `/CN=…/O=…`): the CA key's label in a token.
+fn common_name(subject: &str) -> String {
+    let separator = if subject.starts_with('/') { '/' } else { ',' };
+    subject
+        .split(separator)
+        .filter_map(|part| part.split_once('='))
+        .find(|(key, _)| key.trim().eq_ignore_ascii_case("CN"))
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_else(|| subject.to_owned())
+}
+
+/// The token label of the OCSP responder keys of the CA whose key identifier is `ca_key_id`.
+fn responder_key_label(ca_key_id: &[u8]) -> String {
+    format!(
+        "ocsp-responder {}",
+        hex::encode(&ca_key_id[..ca_key_id.len().min(8)])
+    )
+}
+
+/// Runs a token call on a blocking thread (never on an async worker).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Crypto(format!("token worker failed: {e}")))?
+}
+
 impl Ca {
     /// Creates the data directory, store, encrypted CA key and self-signed CA
     /// certificate. Refuses to touch an existing CA.
     pub async fn init(config: &Config, request: InitRequest, actor: &str) -> Result<Ca> {
         let layout = Layout::new(&config.data_dir);
-        if layout.ca_key().exists() || layout.ca_cert().exists() {
+        if layout.ca_key().exists() || layout.ca_cert().exists() || layout.token_key().exists() {
             return Err(Error::Conflict(format!(
                 "a CA already exists in {} (refusing to overwrite it; choose another --data-dir)",
                 layout.dir().display()
             )));
         }
-        if request.passphrase.len() < MIN_PASSPHRASE_LEN {
+        if config.needs_passphrase() && request.passphrase.len() < MIN_PASSPHRASE_LEN {
+            let what = match config.token() {
+                None => "the CA key passphrase",
+                Some(_) => "with ocsp.key_source = \"file\", the passphrase protecting the OCSP responder key",
+            };
             return Err(Error::Key(format!(
-                "the CA key passphrase must be at least {MIN_PASSPHRASE_LEN} characters ({})",
+                "{what} must be at least {MIN_PASSPHRASE_LEN} characters ({})",
                 passphrase_hint()
             )));
         }
+        let pin = match (config.token(), &request.pin) {
+            (Some(_), None) => {
+                return Err(Error::Key(format!(
+                    "init with key.source = \"pkcs11\" needs the token's PIN: {}",
+                    pin_hint()
+                )))
+            }
+            (_, pin) => pin.clone(),
+        };
         let subject = parse_subject(&request.subject)?;
         let endpoints = Endpoints::new(config.base_url.as_deref().unwrap_or(&request.base_url))?;
         if request.validity.as_secs() < 86_400 {
@@ -229,17 +297,8 @@ impl Ca {
             let _ = std::fs::set_permissions(layout.dir(), std::fs::Permissions::from_mode(0o700));
         }
 
-        let key = request.key.generate()?;
-        let signer = FileSigner::new(key.clone())?;
-        let now = now();
-        let der = build_ca_certificate(
-            subject,
-            &signer,
-            now - crate::x509::BACKDATE,
-            request.validity.to_time(),
-        )?;
-        let ca_cert = CaCertificate::from_der(der.0.clone())?;
-
+        // The store first: a database that belongs to another CA is refused
+        // before a key is generated (in a token, that key would outlive the refusal).
         let store = SqlStore::connect(&config.database_url()).await?;
         store.migrate().await?;
         if store.meta("ca_spki_sha256").await?.is_some() {
@@ -247,8 +306,32 @@ impl Ca {
                 "the database already belongs to a CA (refusing to overwrite it)".into(),
             ));
         }
+        let now = now();
+        let (not_before, validity) = (now - crate::x509::BACKDATE, request.validity.to_time());
         let passphrase = Arc::new(Passphrase::new(&request.passphrase));
-        write_encrypted_key(&layout.ca_key(), &key, &passphrase, KeyPurpose::CaSigning)?;
+        let (signer, token, der): (Arc<dyn Signer>, _, _) = match (config.token(), pin) {
+            (Some(token_config), Some(pin)) => {
+                let (token_config, algorithm) = (token_config.clone(), request.key);
+                let label = common_name(&request.subject);
+                let (token, signer, der) = blocking(move || {
+                    let token = Token::open(&token_config, &pin)?;
+                    let signer = token.generate(algorithm, &label)?;
+                    let der = build_ca_certificate(subject, &signer, not_before, validity)?;
+                    Ok((token, signer, der))
+                })
+                .await?;
+                write_key_record(&layout.token_key(), signer.key())?;
+                (Arc::new(signer), Some(token), der)
+            }
+            _ => {
+                let key = request.key.generate()?;
+                let signer = FileSigner::new(key.clone())?;
+                let der = build_ca_certificate(subject, &signer, not_before, validity)?;
+                write_encrypted_key(&layout.ca_key(), &key, &passphrase, KeyPurpose::CaSigning)?;
+                (Arc::new(signer), None, der)
+            }
+        };
+        let ca_cert = CaCertificate::from_der(der.0.clone())?;
         crate::fsutil::write_file(&layout.ca_cert(), der.to_pem().as_bytes())?;
         if config.policies_dir.is_none() && !layout.policies().exists() {
             std::fs::create_dir_all(layout.policies())
@@ -265,7 +348,15 @@ impl Ca {
             )
             .await?;
         let mut draft = AuditDraft::new(actor, "init", request.subject.clone());
-        draft.details = format!("key={} base_url={}", request.key, endpoints.base_url);
+        draft.details = match &token {
+            Some(token) => format!(
+                "key={} source=pkcs11 token={} base_url={}",
+                request.key,
+                token.label(),
+                endpoints.base_url
+            ),
+            None => format!("key={} base_url={}", request.key, endpoints.base_url),
+        };
         store.audit(draft, now).await?;
         let ca = Ca {
             store: Arc::new(store),
@@ -277,8 +368,15 @@ impl Ca {
             default_policy: config.default_policy.clone(),
             crl_validity: config.crl_validity,
             ocsp_validity: config.ocsp_validity,
-            signer: Some(Arc::new(signer)),
-            passphrase: Some(passphrase),
+            signer: Some(signer),
+            passphrase: (!request.passphrase.is_empty()).then_some(passphrase),
+            key_hint: if token.is_some() {
+                pin_hint()
+            } else {
+                passphrase_hint()
+            },
+            token,
+            ocsp_key_source: config.ocsp_key_source,
         };
         ca.publish_crl(actor).await?;
         Ok(ca)
@@ -287,6 +385,18 @@ impl Ca {
     /// Opens an existing CA. With a passphrase the key is unlocked (and checked
     /// against the certificate); without, only key-less operations work.
     pub async fn open(config: &Config, passphrase: Option<&[u8]>) -> Result<Ca> {
+        let secrets = KeySecrets {
+            passphrase: passphrase.map(|p| Zeroizing::new(p.to_vec())),
+            pin: None,
+        };
+        Self::open_with(config, &secrets).await
+    }
+
+    /// Opens an existing CA with the secrets its `key.source` needs. With
+    /// them, the CA key is loaded and checked against the CA certificate (a
+    /// token key by a test signature: a wrong token or key is refused,
+    /// naming both); without, only key-less operations work.
+    pub async fn open_with(config: &Config, secrets: &KeySecrets) -> Result<Ca> {
         let layout = Layout::new(&config.data_dir);
         if !layout.ca_cert().exists() {
             return Err(Error::NotFound(format!(
@@ -297,14 +407,51 @@ impl Ca {
         let pem =
             std::fs::read(layout.ca_cert()).map_err(Error::io("cannot read", layout.ca_cert()))?;
         let ca_cert = CaCertificate::from_der(crate::x509::certificate_der_from_pem_or_der(&pem)?)?;
-        let passphrase = passphrase.map(|p| Arc::new(Passphrase::new(p)));
-        let signer: Option<Arc<dyn Signer>> = match &passphrase {
-            Some(p) => {
+        let passphrase = secrets
+            .passphrase
+            .as_ref()
+            .map(|p| Arc::new(Passphrase::new(p)));
+        let (in_token, in_file) = (layout.token_key().exists(), layout.ca_key().exists());
+        if config.token().is_none() && in_token && !in_file {
+            return Err(Error::Config(format!(
+                "key.source: the CA in {} keeps its key in a PKCS#11 token ({}): set key.source = \"pkcs11\", key.module and key.token_label",
+                layout.dir().display(),
+                layout.token_key().display()
+            )));
+        }
+        if config.token().is_some() && in_file && !in_token {
+            return Err(Error::Config(format!(
+                "key.source: the CA in {} keeps its key in the encrypted file {}, not in a token: set key.source = \"file\"",
+                layout.dir().display(),
+                layout.ca_key().display()
+            )));
+        }
+        let mut token = None;
+        let signer: Option<Arc<dyn Signer>> = match (config.token(), &secrets.pin, &passphrase) {
+            (None, _, Some(p)) => {
                 let signer = FileSigner::unlock(&layout.ca_key(), p)?;
                 crate::signer::check_matches(&signer, ca_cert.public_key().spki_der())?;
                 Some(Arc::new(signer))
             }
-            None => None,
+            (Some(token_config), Some(pin), _) => {
+                let record = read_key_record(&layout.token_key())?;
+                let (token_config, pin) = (token_config.clone(), pin.clone());
+                let public = ca_cert.public_key().clone();
+                let certificate = format!(
+                    "the CA certificate \"{}\" in {}",
+                    crate::x509::subject_line(&ca_cert.der().0),
+                    layout.ca_cert().display()
+                );
+                let (opened, signer) = blocking(move || {
+                    let token = Token::open(&token_config, &pin)?;
+                    let signer = Pkcs11Signer::find(&token, record, public, &certificate)?;
+                    Ok((token, signer))
+                })
+                .await?;
+                token = Some(opened);
+                Some(Arc::new(signer))
+            }
+            _ => None,
         };
         let store = SqlStore::connect(&config.database_url()).await?;
         store.migrate().await?;
@@ -328,19 +475,39 @@ impl Ca {
             ocsp_validity: config.ocsp_validity,
             passphrase: signer.as_ref().and(passphrase),
             signer,
+            key_hint: if config.token().is_some() {
+                pin_hint()
+            } else {
+                passphrase_hint()
+            },
+            token,
+            ocsp_key_source: config.ocsp_key_source,
         })
     }
 
     fn shared_signer(&self) -> Result<Arc<dyn Signer>> {
         self.signer
             .clone()
-            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", passphrase_hint())))
+            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", self.key_hint)))
     }
 
-    fn signer(&self) -> Result<&dyn Signer> {
-        self.signer
-            .as_deref()
-            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", passphrase_hint())))
+    /// Whether the CA key can sign now: `Err` with the reason when its token
+    /// is unavailable. A token that went away is re-opened here (at most
+    /// once a second), so polling this restores service once it is back.
+    pub async fn check_key(&self) -> Result<()> {
+        if self.signer.is_none() {
+            return Err(Error::Key(format!(
+                "the CA key is not loaded: {}",
+                self.key_hint
+            )));
+        }
+        match &self.token {
+            None => Ok(()),
+            Some(token) => {
+                let token = Arc::clone(token);
+                blocking(move || token.check().map_err(Error::SignerUnavailable)).await
+            }
+        }
     }
 
     /// The CA certificate.
@@ -591,15 +758,33 @@ impl Ca {
         })?;
         // No look-up of an active certificate first: signing is cheap, and the
         // insertion refuses a second active certificate with the same message.
-        let record = sign_leaf(
-            policy,
-            &tenant,
-            &admin,
-            &public_key,
-            self.signer()?,
-            &self.ca_cert,
-            &self.endpoints,
-        )?;
+        let signer = self.shared_signer()?;
+        let record = if signer.blocks() {
+            let (policy, ca_cert, endpoints) =
+                (policy.clone(), self.ca_cert.clone(), self.endpoints.clone());
+            blocking(move || {
+                sign_leaf(
+                    &policy,
+                    &tenant,
+                    &admin,
+                    &public_key,
+                    &*signer,
+                    &ca_cert,
+                    &endpoints,
+                )
+            })
+            .await?
+        } else {
+            sign_leaf(
+                policy,
+                &tenant,
+                &admin,
+                &public_key,
+                &*signer,
+                &self.ca_cert,
+                &self.endpoints,
+            )?
+        };
         Ok(PreparedIssuance {
             record,
             supersede: None,
@@ -709,16 +894,21 @@ impl Ca {
 
     /// Builds, signs and publishes a fresh CRL.
     pub async fn publish_crl(&self, actor: &str) -> Result<PublishedCrl> {
-        let signer = self.signer()?;
+        let signer = self.shared_signer()?;
         let this_update = now();
         let next_update = this_update + self.crl_validity.to_time();
         let (number, revision) = self.store.begin_crl().await?;
-        let mut builder = CrlBuilder::new(&self.ca_cert, signer, number, this_update, next_update)?;
+        let mut builder =
+            CrlBuilder::new(&self.ca_cert, &*signer, number, this_update, next_update)?;
         self.store
             .revoked_entries(this_update, &mut |entry| builder.push(&entry))
             .await?;
         let count = builder.entries();
-        let der = builder.finish(signer)?;
+        let der = if signer.blocks() {
+            blocking(move || builder.finish(&*signer)).await?
+        } else {
+            builder.finish(&*signer)?
+        };
         let crl = PublishedCrl {
             number,
             this_update,
@@ -881,7 +1071,7 @@ impl Ca {
             return Ok(CertState::Unknown);
         };
         let record = self.store.certificate(serial).await.map_err(|e| match e {
-            Error::Unavailable(_) => OcspFailure::TryLater,
+            Error::Unavailable(_) | Error::SignerUnavailable(_) => OcspFailure::TryLater,
             _ => OcspFailure::Internal,
         })?;
         Ok(match record {
@@ -904,9 +1094,25 @@ impl Ca {
         ) else {
             return Ok(None);
         };
+        let der = crate::x509::certificate_der_from_pem_or_der(cert_pem.as_bytes())?;
+        if let Some(key) = TokenKey::from_json(&key_text) {
+            let token = self.token.clone().ok_or_else(|| {
+                Error::Key(format!(
+                    "the OCSP responder key is in token \"{}\": {}",
+                    key.token_label.escape_debug(),
+                    pin_hint()
+                ))
+            })?;
+            let public = responder_public_key(&der)?;
+            let signer = blocking(move || {
+                Pkcs11Signer::find(&token, key, public, "the OCSP responder certificate")
+            })
+            .await?;
+            return Ok(Some(OcspResponder::new(der, Arc::new(signer))?));
+        }
         let passphrase = self.passphrase.as_ref().ok_or_else(|| {
             Error::Key(format!(
-                "the OCSP responder needs the CA key: {}",
+                "the OCSP responder key is a file encrypted with the CA passphrase: {}",
                 passphrase_hint()
             ))
         })?;
@@ -916,7 +1122,6 @@ impl Ca {
             KeyPurpose::OcspResponder,
             "the OCSP responder key",
         )?;
-        let der = crate::x509::certificate_der_from_pem_or_der(cert_pem.as_bytes())?;
         Ok(Some(OcspResponder::new(
             der,
             Arc::new(FileSigner::new(key)?),
@@ -938,26 +1143,59 @@ impl Ca {
             })?
             .clone();
         let signer = self.shared_signer()?;
-        let passphrase = self
-            .passphrase
-            .clone()
-            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", passphrase_hint())))?;
+        // With a token, the new key is generated in it (the default for
+        // key.source = "pkcs11"); else it is encrypted with the passphrase.
+        let in_token = match (&self.token, self.ocsp_key_source) {
+            (Some(token), OcspKeySource::Pkcs11) => Some(Arc::clone(token)),
+            _ => None,
+        };
+        let passphrase = match in_token {
+            Some(_) => None,
+            None => Some(self.passphrase.clone().ok_or_else(|| {
+                Error::Key(format!(
+                    "a new OCSP responder key is encrypted with the CA passphrase: {}",
+                    passphrase_hint()
+                ))
+            })?),
+        };
+        let label = responder_key_label(&self.ca_cert.public_key().key_identifier());
         let (ca_cert, endpoints) = (self.ca_cert.clone(), self.endpoints.clone());
-        let (record, key_text, key) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let key_label = label.clone();
+        let (record, key_text, responder_signer) = blocking(move || {
             let (tenant, admin) = (TenantId::parse(OCSP_TENANT)?, AdminId::parse(OCSP_ADMIN)?);
-            let (key, record) = generate_and_sign(
-                &policy,
-                &tenant,
-                &admin,
-                signer.as_ref(),
-                &ca_cert,
-                &endpoints,
-            )?;
-            let key_text = crate::keys::encrypt_key(&key, &passphrase, KeyPurpose::OcspResponder)?;
-            Ok((record, key_text, key))
+            let sign = |public_key: &PublicKey| {
+                sign_leaf(
+                    &policy,
+                    &tenant,
+                    &admin,
+                    public_key,
+                    signer.as_ref(),
+                    &ca_cert,
+                    &endpoints,
+                )
+            };
+            match (in_token, passphrase) {
+                (Some(token), _) => {
+                    let key = token.generate(policy.generated_key(), &key_label)?;
+                    let record = sign(key.public_key())?;
+                    let key_text = Zeroizing::new(key.key().to_json());
+                    Ok((record, key_text, Arc::new(key) as Arc<dyn Signer>))
+                }
+                (None, Some(passphrase)) => {
+                    let key = policy.generated_key().generate()?;
+                    let record = sign(&PublicKey::from_pkey(&key)?)?;
+                    let key_text =
+                        crate::keys::encrypt_key(&key, &passphrase, KeyPurpose::OcspResponder)?;
+                    Ok((
+                        record,
+                        key_text,
+                        Arc::new(FileSigner::new(key)?) as Arc<dyn Signer>,
+                    ))
+                }
+                (None, None) => Err(Error::Key("no place for the OCSP responder key".into())),
+            }
         })
-        .await
-        .map_err(|e| Error::Crypto(format!("responder worker failed: {e}")))??;
+        .await?;
         let prepared = PreparedIssuance {
             record,
             supersede: Some(Supersede {
@@ -968,6 +1206,7 @@ impl Ca {
             bundle: None,
             password: None,
         };
+        let previous = self.store.meta(OCSP_KEY_META).await?;
         let issuance = self.commit(prepared, actor).await?;
         self.store.set_meta(OCSP_KEY_META, &key_text).await?;
         self.store
@@ -976,7 +1215,21 @@ impl Ca {
                 &crate::x509::pem_encode("CERTIFICATE", &issuance.record.der),
             )
             .await?;
-        OcspResponder::new(issuance.record.der, Arc::new(FileSigner::new(key)?))
+        if let (Some(token), Some(current)) = (&self.token, TokenKey::from_json(&key_text)) {
+            // Retired responder keys leave the token; the one just replaced
+            // stays, as other servers sign with it until they notice (~5 s).
+            let previous = previous.as_deref().and_then(TokenKey::from_json);
+            let token = Arc::clone(token);
+            let _ = blocking(move || {
+                let keep: Vec<&TokenKey> = [Some(&current), previous.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                token.destroy_except(&label, &keep)
+            })
+            .await;
+        }
+        OcspResponder::new(issuance.record.der, responder_signer)
     }
 
     /// The responder to sign with: the stored one, or a fresh one when there is
@@ -1097,6 +1350,19 @@ fn generate_and_sign_with_names(
             der: issued.der.0,
         },
     ))
+}
+
+/// The public key of a responder certificate (DER).
+fn responder_public_key(der: &[u8]) -> Result<PublicKey> {
+    use der::{Decode, Encode};
+    let certificate = x509_cert::Certificate::from_der(der)
+        .map_err(|e| Error::Crypto(format!("responder certificate: {e}")))?;
+    let spki = certificate
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| Error::Crypto(e.to_string()))?;
+    PublicKey::from_spki_der(&spki)
 }
 
 /// A fresh key of the policy's type and its signed certificate.

@@ -14,6 +14,30 @@ use crate::error::{Error, Result};
 pub enum KeySource {
     /// An encrypted key file in the data directory.
     File,
+    /// A PKCS#11 token (an HSM; SoftHSM2 for trials): the key is generated
+    /// inside it and never leaves it.
+    Pkcs11(TokenConfig),
+}
+
+/// Which PKCS#11 token holds the keys (`key.module`, `key.token_label`,
+/// `key.pin_file`). The PIN itself is never part of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// The PKCS#11 module (shared library) of the HSM vendor.
+    pub module: PathBuf,
+    /// The label of the token inside that module.
+    pub token_label: String,
+    /// A file holding the user PIN (else `CA_PKCS11_PIN`).
+    pub pin_file: Option<PathBuf>,
+}
+
+/// Where the delegated OCSP responder's key lives (`ocsp.key_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OcspKeySource {
+    /// Encrypted with the CA key passphrase, in the store.
+    File,
+    /// Generated in the CA's PKCS#11 token (needs `key.source = "pkcs11"`).
+    Pkcs11,
 }
 
 /// Log line format.
@@ -74,6 +98,8 @@ pub struct Config {
     pub default_policy: String,
     /// Key storage.
     pub key_source: KeySource,
+    /// Where the OCSP responder key is kept; defaults to where the CA key is.
+    pub ocsp_key_source: OcspKeySource,
     /// File holding the CA key passphrase (else `CA_KEY_PASSPHRASE`).
     pub passphrase_file: Option<PathBuf>,
     /// CRL lifetime (nextUpdate − thisUpdate).
@@ -98,6 +124,7 @@ impl Default for Config {
             policies_dir: None,
             default_policy: "portal-admin".into(),
             key_source: KeySource::File,
+            ocsp_key_source: OcspKeySource::File,
             passphrase_file: None,
             crl_validity: Duration::from_secs(24 * 3600),
             ocsp_validity: Duration::from_secs(3600),
@@ -119,7 +146,7 @@ struct RawConfig {
     default_policy: Option<String>,
     key: Option<RawKey>,
     crl: Option<RawValidity>,
-    ocsp: Option<RawValidity>,
+    ocsp: Option<RawOcsp>,
     log: Option<RawLog>,
     tls: Option<RawTls>,
     limits: Option<RawLimits>,
@@ -145,6 +172,16 @@ struct RawLimits {
 struct RawKey {
     source: Option<String>,
     passphrase_file: Option<String>,
+    module: Option<String>,
+    token_label: Option<String>,
+    pin_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOcsp {
+    validity: Option<String>,
+    key_source: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -194,15 +231,54 @@ impl Config {
         if let Some(v) = pick("CA_DEFAULT_POLICY", raw.default_policy) {
             c.default_policy = v;
         }
-        if let Some(v) = pick("CA_KEY_SOURCE", key.source) {
-            c.key_source = match v.as_str() {
-                "file" => KeySource::File,
-                other => {
-                    return Err(Error::Config(format!(
-                        "key.source: unsupported value \"{other}\": use \"file\" (PKCS#11 support is not built yet)"
-                    )))
+        let module = pick("CA_KEY_MODULE", key.module);
+        let token_label = pick("CA_KEY_TOKEN_LABEL", key.token_label);
+        let pin_file = pick("CA_KEY_PIN_FILE", key.pin_file);
+        match pick("CA_KEY_SOURCE", key.source).as_deref() {
+            None | Some("file") => {
+                // Token settings without a token are a mistake, not a no-op.
+                for (name, value) in [
+                    ("key.module", &module),
+                    ("key.token_label", &token_label),
+                    ("key.pin_file", &pin_file),
+                ] {
+                    if value.is_some() {
+                        return Err(Error::Config(format!(
+                            "{name} is set but key.source is \"file\": set key.source = \"pkcs11\" to use a token"
+                        )));
+                    }
                 }
-            };
+            }
+            Some("pkcs11") => {
+                let module = module.ok_or_else(|| {
+                    Error::Config(
+                        "key.module: required with key.source = \"pkcs11\" (the path of the HSM's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so)".into(),
+                    )
+                })?;
+                let token_label = token_label.ok_or_else(|| {
+                    Error::Config(
+                        "key.token_label: required with key.source = \"pkcs11\" (the label of the token holding the CA key)".into(),
+                    )
+                })?;
+                if token_label.len() > 32 {
+                    return Err(Error::Config(format!(
+                        "key.token_label: \"{}\" is longer than the 32 bytes a PKCS#11 token label holds",
+                        token_label.escape_debug()
+                    )));
+                }
+                c.key_source = KeySource::Pkcs11(TokenConfig {
+                    module: PathBuf::from(module),
+                    token_label,
+                    pin_file: pin_file.map(PathBuf::from),
+                });
+                c.ocsp_key_source = OcspKeySource::Pkcs11;
+            }
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "key.source: unsupported value \"{}\": use \"file\" or \"pkcs11\"",
+                    other.escape_debug()
+                )))
+            }
         }
         c.passphrase_file = pick("CA_KEY_PASSPHRASE_FILE", key.passphrase_file).map(PathBuf::from);
         let duration = |name: &str, value: Option<String>, default: Duration| -> Result<Duration> {
@@ -216,11 +292,30 @@ impl Config {
             pick("CA_CRL_VALIDITY", raw.crl.and_then(|r| r.validity)),
             c.crl_validity,
         )?;
+        let ocsp = raw.ocsp.unwrap_or_default();
         c.ocsp_validity = duration(
             "ocsp.validity",
-            pick("CA_OCSP_VALIDITY", raw.ocsp.and_then(|r| r.validity)),
+            pick("CA_OCSP_VALIDITY", ocsp.validity),
             c.ocsp_validity,
         )?;
+        match pick("CA_OCSP_KEY_SOURCE", ocsp.key_source).as_deref() {
+            None => {}
+            Some("file") => c.ocsp_key_source = OcspKeySource::File,
+            Some("pkcs11") if matches!(c.key_source, KeySource::Pkcs11(_)) => {
+                c.ocsp_key_source = OcspKeySource::Pkcs11
+            }
+            Some("pkcs11") => {
+                return Err(Error::Config(
+                    "ocsp.key_source: \"pkcs11\" needs key.source = \"pkcs11\" (the responder key goes into the CA's token)".into(),
+                ))
+            }
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "ocsp.key_source: unsupported value \"{}\": use \"file\" or \"pkcs11\"",
+                    other.escape_debug()
+                )))
+            }
+        }
         if let Some(v) = pick("CA_LOG_FORMAT", raw.log.and_then(|l| l.format)) {
             c.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -296,6 +391,20 @@ impl Config {
         Ok(c)
     }
 
+    /// The token holding the keys, when `key.source = "pkcs11"`.
+    pub fn token(&self) -> Option<&TokenConfig> {
+        match &self.key_source {
+            KeySource::Pkcs11(token) => Some(token),
+            KeySource::File => None,
+        }
+    }
+
+    /// Whether opening the CA's keys needs the passphrase: always for a key
+    /// file, and with a token only when the OCSP responder key is a file.
+    pub fn needs_passphrase(&self) -> bool {
+        self.token().is_none() || self.ocsp_key_source == OcspKeySource::File
+    }
+
     /// The store URL in effect.
     pub fn database_url(&self) -> String {
         match &self.database_url {
@@ -318,6 +427,30 @@ pub fn take_secret_env(name: &str) -> Option<zeroize::Zeroizing<String>> {
     let value = std::env::var(name).ok().map(zeroize::Zeroizing::new);
     std::env::remove_var(name);
     value.filter(|v| !v.is_empty())
+}
+
+/// The token user PIN, when the CA key is in a PKCS#11 token: from
+/// `key.pin_file`, else `CA_PKCS11_PIN`. The variable leaves the environment
+/// either way (see [`take_secret_env`]); call it before any thread is started.
+/// Read once: a running server keeps it in memory (wiped on exit) to log in
+/// again after the token comes back.
+pub fn read_pin(config: &Config) -> Result<Option<zeroize::Zeroizing<String>>> {
+    let from_env = take_secret_env("CA_PKCS11_PIN");
+    let Some(token) = config.token() else {
+        return Ok(None);
+    };
+    match &token.pin_file {
+        Some(file) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(file)
+                    .map_err(|e| Error::Config(format!("key.pin_file {}: {e}", file.display())))?,
+            );
+            Ok(Some(zeroize::Zeroizing::new(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            )))
+        }
+        None => Ok(from_env),
+    }
 }
 
 #[cfg(test)]
@@ -394,5 +527,45 @@ mod tests {
         std::fs::write(&file, "[limits]\nauth_failures_per_minute = -1\n").unwrap();
         let e = Config::load(Some(&file), |_| None).unwrap_err().to_string();
         assert!(e.contains("limits.auth_failures_per_minute"), "{e}");
+    }
+
+    #[test]
+    fn token_keys_are_validated_naming_the_key() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let e = |pairs| Config::load(None, env(pairs)).unwrap_err().to_string();
+        assert!(e(&[("CA_KEY_SOURCE", "pkcs11")]).starts_with("key.module"));
+        assert!(
+            e(&[("CA_KEY_SOURCE", "pkcs11"), ("CA_KEY_MODULE", "/m.so")])
+                .starts_with("key.token_label")
+        );
+        assert!(e(&[("CA_KEY_SOURCE", "hsm")]).starts_with("key.source"));
+        assert!(e(&[("CA_KEY_MODULE", "/m.so")]).starts_with("key.module is set"));
+        assert!(e(&[("CA_OCSP_KEY_SOURCE", "pkcs11")]).starts_with("ocsp.key_source"));
+        let token = &[
+            ("CA_KEY_SOURCE", "pkcs11"),
+            ("CA_KEY_MODULE", "/m.so"),
+            ("CA_KEY_TOKEN_LABEL", "ca"),
+        ];
+        let c = Config::load(None, env(token)).unwrap();
+        assert_eq!(c.token().unwrap().token_label, "ca");
+        // The responder key follows the CA key into the token unless told otherwise.
+        assert_eq!(c.ocsp_key_source, OcspKeySource::Pkcs11);
+        assert!(!c.needs_passphrase());
+        let file_responder = &[
+            ("CA_KEY_SOURCE", "pkcs11"),
+            ("CA_KEY_MODULE", "/m.so"),
+            ("CA_KEY_TOKEN_LABEL", "ca"),
+            ("CA_OCSP_KEY_SOURCE", "file"),
+        ];
+        let c = Config::load(None, env(file_responder)).unwrap();
+        assert_eq!(c.ocsp_key_source, OcspKeySource::File);
+        assert!(c.needs_passphrase());
     }
 }

@@ -40,6 +40,11 @@ pub enum Error {
     /// The CA key could not be unlocked, or the command needs it and none was given.
     #[error("{0}")]
     Key(String),
+    /// The CA key's device cannot be reached now (a PKCS#11 token removed,
+    /// an HSM down): nothing was changed, and the same request may succeed
+    /// once it is back.
+    #[error("{0}")]
+    SignerUnavailable(String),
     /// Configuration is missing or wrong.
     #[error("{0}")]
     Config(String),
@@ -86,6 +91,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::AlreadyDone { .. } => "already_delivered",
             Error::Key(_) => "key_unavailable",
+            Error::SignerUnavailable(_) => "signer_unavailable",
             Error::Config(_) => "invalid_config",
             Error::Store(_) => "store_error",
             Error::Unavailable(_) => "unavailable",

@@ -7,8 +7,8 @@
 //!   Policy (TOML) ──► Ca::prepare_issue ──► keys::generate ─► x509::build_leaf ─► pkcs12
 //!                            │                                      │ signs through
 //!                            ▼                                      ▼
-//!                      Ca::commit ──► Store (one transaction,   Signer (encrypted key file;
-//!                                      audit event chained)      PKCS#11 later)
+//!                      Ca::commit ──► Store (one transaction,   Signer (encrypted key file,
+//!                                      audit event chained)      or a PKCS#11 token)
 //!   revoke / reissue ──► Store ──► Ca::publish_crl ──► crl::build_crl
 //! ```
 //!
@@ -44,10 +44,13 @@ mod x509;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{
-    now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, Layout, PreparedIssuance,
-    PreparedServerCertificate, ReissueMode, ServerCertRequest,
+    now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, KeySecrets, Layout,
+    PreparedIssuance, PreparedServerCertificate, ReissueMode, ServerCertRequest,
 };
-pub use config::{take_secret_env, Config, KeySource, Limits, LogFormat, TlsFiles};
+pub use config::{
+    read_pin, take_secret_env, Config, KeySource, Limits, LogFormat, OcspKeySource, TlsFiles,
+    TokenConfig,
+};
 pub use crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
 pub use duration::{Duration, DURATION_FORMAT};
 pub use error::{Error, Result};
@@ -59,7 +62,7 @@ pub use policy::{
     ExtendedKeyUsage, Pkcs12Profile, Policies, Policy, PolicyKind, SHIPPED as SHIPPED_POLICIES,
 };
 pub use reason::RevocationReason;
-pub use signer::{FileSigner, Signer};
+pub use signer::{FileSigner, Pkcs11Signer, Signer};
 pub use store::{
     CertificateRecord, CertificateStatus, CrlStatus, IdempotencyKey, IdempotencyRecord, ListFilter,
     PublishedCrl, SqlStore, Store, Supersede,

@@ -44,8 +44,9 @@ pub enum OcspFailure {
     Unauthorized,
     /// Signing failed.
     Internal,
-    /// The store cannot be reached to look the serial up (RFC 6960 §4.2.1
-    /// `tryLater`): the client should retry, and may use a cached answer.
+    /// The store cannot be reached to look the serial up, or the responder's
+    /// key is unavailable for now (its token was removed) — RFC 6960 §4.2.1
+    /// `tryLater`: the client should retry, and may use a cached answer.
     TryLater,
 }
 
@@ -321,7 +322,16 @@ impl OcspResponder {
         validity: time::Duration,
     ) -> std::result::Result<Vec<u8>, OcspFailure> {
         self.sign_inner(query, states, now, validity)
-            .map_err(|_| OcspFailure::Internal)
+            .map_err(|e| match e {
+                Error::SignerUnavailable(_) => OcspFailure::TryLater,
+                _ => OcspFailure::Internal,
+            })
+    }
+
+    /// True when signing waits on a device (a token): call
+    /// [`OcspResponder::sign`] from a blocking thread then.
+    pub fn blocks(&self) -> bool {
+        self.signer.blocks()
     }
 
     /// Writes the response DER by hand (RFC 6960 §4.2.1): this runs for every

@@ -135,7 +135,7 @@ pub(crate) fn build_ca_certificate(
         KeyUsagePurpose::DigitalSignature,
     ];
     params.key_identifier_method = KeyIdMethod::PreSpecified(signer.public_key().key_identifier());
-    let cert = params.self_signed(&RcgenSigner(signer))?;
+    let cert = crate::signer::rcgen_result(params.self_signed(&RcgenSigner(signer)))?;
     Ok(CertificateDer(cert.der().to_vec()))
 }
 
@@ -464,7 +464,7 @@ pub(crate) fn build_leaf(
             .push(authority_info_access(endpoints));
     }
     let issuer = ca.issuer(signer)?;
-    let cert = params.signed_by(request.public_key, &issuer)?;
+    let cert = crate::signer::rcgen_result(params.signed_by(request.public_key, &issuer))?;
     Ok(IssuedCertificate {
         der: CertificateDer(cert.der().to_vec()),
         serial: request.serial,

@@ -44,7 +44,9 @@ impl ApiError {
                 Error::Conflict(_) | Error::AlreadyDone { .. } => StatusCode::CONFLICT,
                 Error::Unauthenticated(_) | Error::TokenExpired(_) => StatusCode::UNAUTHORIZED,
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
-                Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Error::Unavailable(_) | Error::SignerUnavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
                 Error::Key(_)
                 | Error::Config(_)

@@ -113,7 +113,21 @@ impl AppState {
         let state = self.clone();
         tokio::spawn(async move {
             let mut ticks: u64 = 0;
+            let mut key_down = false;
             loop {
+                // A token that went away is re-opened from here (at most once
+                // a second), so the server recovers without a restart.
+                match (state.ca.check_key().await, key_down) {
+                    (Err(e), false) => {
+                        tracing::error!(error = %e, "CA key unavailable; requests that sign get 503 until it is back");
+                        key_down = true;
+                    }
+                    (Ok(()), true) => {
+                        tracing::info!("CA key available again");
+                        key_down = false;
+                    }
+                    _ => {}
+                }
                 state.crl.wait_for_change().await;
                 if let Err(e) = state.crl.refresh(&state.ca, &state.metrics).await {
                     tracing::error!(error = %e, "CRL refresh failed; will retry");

@@ -9,7 +9,8 @@ use clap::Parser;
 use zeroize::Zeroizing;
 
 /// HTTP API of the client-certificate CA. Configuration from --config and CA_… variables;
-/// the CA key passphrase from CA_KEY_PASSPHRASE or key.passphrase_file.
+/// the CA key passphrase from CA_KEY_PASSPHRASE or key.passphrase_file, or with
+/// key.source = "pkcs11" the token PIN from CA_PKCS11_PIN or key.pin_file.
 #[derive(Parser)]
 #[command(name = "ca-server", version)]
 struct Args {
@@ -26,15 +27,15 @@ fn main() {
     };
     init_logging(config.log_format);
     // Read before any thread exists: the environment is then changed safely.
-    let passphrase = match read_passphrase(&config) {
-        Ok(p) => p,
+    let secrets = match read_secrets(&config) {
+        Ok(s) => s,
         Err(e) => fail(&e.to_string()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(serve(config, passphrase)) {
+    if let Err(e) = runtime.block_on(serve(config, secrets)) {
         tracing::error!(error = %e, "ca-server stopped");
         fail(&e.to_string());
     }
@@ -57,32 +58,44 @@ fn init_logging(format: ca_core::LogFormat) {
     }
 }
 
-/// The CA key passphrase: `key.passphrase_file`, else `CA_KEY_PASSPHRASE`
-/// (removed from the environment once read).
-fn read_passphrase(config: &ca_core::Config) -> Result<Zeroizing<Vec<u8>>, ca_core::Error> {
+/// The secrets `key.source` needs, read once: the passphrase from
+/// `key.passphrase_file` or `CA_KEY_PASSPHRASE`, the token PIN from
+/// `key.pin_file` or `CA_PKCS11_PIN` (both variables leave the environment).
+fn read_secrets(config: &ca_core::Config) -> Result<ca_core::KeySecrets, ca_core::Error> {
     let from_env = ca_core::take_secret_env("CA_KEY_PASSPHRASE");
-    match &config.passphrase_file {
+    let pin = ca_core::read_pin(config)?;
+    if let (Some(token), None) = (config.token(), &pin) {
+        return Err(ca_core::Error::Key(format!(
+            "set CA_PKCS11_PIN or key.pin_file to the user PIN of token \"{}\"",
+            token.token_label
+        )));
+    }
+    let passphrase = match &config.passphrase_file {
         Some(file) => {
             let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
                 ca_core::Error::Config(format!("key.passphrase_file {}: {e}", file.display()))
             })?);
-            Ok(Zeroizing::new(
+            Some(Zeroizing::new(
                 text.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
             ))
         }
-        None => from_env
-            .map(|p| Zeroizing::new(p.as_bytes().to_vec()))
-            .ok_or_else(|| {
-                ca_core::Error::Key(
-                    "set CA_KEY_PASSPHRASE or key.passphrase_file to unlock the CA key".into(),
-                )
-            }),
+        None => from_env.map(|p| Zeroizing::new(p.as_bytes().to_vec())),
+    };
+    if passphrase.is_none() && config.needs_passphrase() {
+        let what = match config.token() {
+            None => "to unlock the CA key",
+            Some(_) => "to unlock the OCSP responder key (ocsp.key_source = \"file\")",
+        };
+        return Err(ca_core::Error::Key(format!(
+            "set CA_KEY_PASSPHRASE or key.passphrase_file {what}"
+        )));
     }
+    Ok(ca_core::KeySecrets { passphrase, pin })
 }
 
 async fn serve(
     config: ca_core::Config,
-    passphrase: Zeroizing<Vec<u8>>,
+    secrets: ca_core::KeySecrets,
 ) -> Result<(), ca_core::Error> {
     // TLS files first: a bad certificate or key fails start-up before anything else.
     let tls = match &config.tls {
@@ -94,8 +107,10 @@ async fn serve(
         }
         None => None,
     };
-    let ca = ca_core::Ca::open(&config, Some(&passphrase)).await?;
-    drop(passphrase);
+    // The CA keeps what it needs (a token's PIN, to log in again after the
+    // token comes back); this copy goes now.
+    let ca = ca_core::Ca::open_with(&config, &secrets).await?;
+    drop(secrets);
     let state = ca_server::AppState::new(ca).with_limits(config.limits);
     state.warm_up().await?;
     state.spawn_background();

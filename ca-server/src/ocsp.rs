@@ -38,6 +38,8 @@ pub struct Answer {
     pub etag: Option<String>,
     /// Whether an HTTP cache may keep it (signed, no nonce).
     pub cacheable: bool,
+    /// `tryLater`: the responder key's token is unavailable (served as 503).
+    pub try_later: bool,
 }
 
 struct Cached {
@@ -90,7 +92,7 @@ pub struct OcspCounters {
     pub unauthorized: AtomicU64,
     /// internalError answers.
     pub internal: AtomicU64,
-    /// tryLater answers (the store was unreachable).
+    /// tryLater answers (the store unreachable, or the responder key's token).
     pub try_later: AtomicU64,
     /// Certificate states read from the store.
     pub store_reads: AtomicU64,
@@ -276,6 +278,7 @@ impl OcspService {
                     validity: None,
                     etag: None,
                     cacheable: false,
+                    try_later: failure == OcspFailure::TryLater,
                 })
             }
         }
@@ -330,12 +333,20 @@ impl OcspService {
             .clone()
             .ok_or(OcspFailure::Internal)?;
         let now = ca_core::now();
-        let der = responder.sign(&query, &states, now, ca.ocsp_validity().to_time())?;
         // Answers for unknown serials are not kept: the pre-signed cache is
         // dropped on revocations, not on issuance. Only plain requests are
         // kept (`OcspQuery::plain`), so padding cannot mint cache keys.
         let cacheable =
             query.plain && query.nonce.is_none() && !states.contains(&CertState::Unknown);
+        let validity = ca.ocsp_validity().to_time();
+        let der = if responder.blocks() {
+            // A token signs on a blocking thread, never on an async worker.
+            tokio::task::spawn_blocking(move || responder.sign(&query, &states, now, validity))
+                .await
+                .map_err(|_| OcspFailure::Internal)??
+        } else {
+            responder.sign(&query, &states, now, validity)?
+        };
         let this_update = now.unix_timestamp();
         let next_update = this_update + ca.ocsp_validity().as_secs() as i64;
         let etag = ca_core::ocsp::etag(&der);
@@ -345,6 +356,7 @@ impl OcspService {
                 validity: Some((this_update, next_update)),
                 etag: Some(etag),
                 cacheable,
+                try_later: false,
             },
             cacheable,
         ))

@@ -1059,6 +1059,7 @@ async fn client_certificates_log_in_with_their_policys_role_and_tenant_until_rev
         validity: "1y".parse().unwrap(),
         base_url: "https://127.0.0.1:1".into(),
         passphrase: zeroize::Zeroizing::new(passphrase.clone()),
+        pin: None,
     };
     drop(Ca::init(&config, request, "test").await.unwrap());
     // A renewer policy scoped to the certificate's own tenant, next to the shipped ones.

@@ -57,6 +57,8 @@ pub struct TestCa {
     pub dir: tempfile::TempDir,
     /// `CA_DATABASE_URL` for every command and server (`None`: SQLite in the data directory).
     pub database_url: Option<String>,
+    /// More variables for every command and server (a token's settings).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestCa {
@@ -82,6 +84,7 @@ impl TestCa {
         let ca = TestCa {
             dir: tempfile::tempdir().unwrap(),
             database_url,
+            env: Vec::new(),
         };
         ca.init_here(base_url, extra);
         ca
@@ -92,6 +95,7 @@ impl TestCa {
         TestCa {
             dir: tempfile::tempdir().unwrap(),
             database_url: None,
+            env: Vec::new(),
         }
     }
 
@@ -134,6 +138,7 @@ impl TestCa {
             Some(url) => cmd.env("CA_DATABASE_URL", url),
             None => cmd.env_remove("CA_DATABASE_URL"),
         };
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -361,6 +366,7 @@ impl Server {
             Some(url) => cmd.env("CA_DATABASE_URL", url),
             None => cmd.env_remove("CA_DATABASE_URL"),
         };
+        cmd.envs(ca.env.iter().map(|(k, v)| (k, v)));
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -42,14 +42,31 @@ pub(crate) async fn post_response(state: &AppState, body: Bytes) -> Response {
     }
     let answer = state.ocsp.answer(&state.ca, body).await;
     // POST answers are not for shared caches (RFC 5019 §5).
-    (
+    let mut response = (
+        status_of(&answer),
         [
             (header::CONTENT_TYPE, OCSP_RESPONSE),
             (header::CACHE_CONTROL, "no-store"),
         ],
         answer.der.clone(),
     )
-        .into_response()
+        .into_response();
+    if answer.try_later {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// 200 for every OCSP answer but `tryLater` (the responder key's token is
+/// unavailable), which is 503 with its DER body and Retry-After.
+fn status_of(answer: &crate::ocsp::Answer) -> StatusCode {
+    if answer.try_later {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
 }
 
 /// OCSP request as base64 in the path (RFC 5019 §5): cacheable, with validators.
@@ -109,7 +126,10 @@ pub(crate) async fn get_response(state: &AppState, request: &str, headers: &Head
             response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
     }
-    (response_headers, answer.der.clone()).into_response()
+    if answer.try_later {
+        response_headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    (status_of(&answer), response_headers, answer.der.clone()).into_response()
 }
 
 /// The unsigned `malformedRequest` answer to a GET path that is no request.

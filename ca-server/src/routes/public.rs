@@ -140,9 +140,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
     (status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reason")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.ca.crl_status().await;
+    let key = state.ca.check_key().await;
     let checks = serde_json::json!({
         "store": store.is_ok(),
-        "ca_key": state.ca.can_sign(),
+        "ca_key": key.is_ok(),
         "crl": state.crl.current().is_some(),
     });
     let mut reasons = Vec::new();
@@ -151,11 +152,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             ca_core::Error::Unavailable(_) => {
                 "the database cannot be reached (OCSP answers from its cache, the last CRL is still served; state changes get 503 until it is back)".to_owned()
             }
+            // Other store errors stay in the log (they may hold URLs).
             _ => "the store answers with errors; see the server log".to_owned(),
         });
     }
-    if !state.ca.can_sign() {
-        reasons.push("the CA key is not loaded".to_owned());
+    // Why the CA key cannot sign (its token removed, a refused PIN): what an
+    // operator needs first.
+    if let Err(e) = &key {
+        reasons.push(e.to_string());
     }
     if state.crl.current().is_none() {
         reasons.push("no CRL published yet".to_owned());
@@ -166,11 +170,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(serde_json::json!({ "ready": ready, "checks": checks, "reasons": reasons })),
-    )
-        .into_response()
+    let mut body = serde_json::json!({ "ready": ready, "checks": checks, "reasons": reasons });
+    if let Err(e) = &key {
+        body["reason"] = e.to_string().into();
+    }
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus metrics.

@@ -28,6 +28,7 @@ pub async fn fixture() -> Fixture {
         validity: "1y".parse().unwrap(),
         base_url: "http://127.0.0.1:1".into(),
         passphrase: zeroize::Zeroizing::new(b"test passphrase long".to_vec()),
+        pin: None,
     };
     let ca = Ca::init(&config, request, "test").await.unwrap();
     let admin = ca

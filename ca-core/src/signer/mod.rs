@@ -1,8 +1,12 @@
 //! The `Signer` seam: "sign these bytes with the CA key".
 //!
-//! Certificate, CRL and (later) OCSP building only see this trait, so where the
-//! key lives — an encrypted file today, a PKCS#11 token later — is configuration.
+//! Certificate, CRL and OCSP building only see this trait, so where the key
+//! lives — an encrypted file ([`FileSigner`]) or a PKCS#11 token
+//! ([`Pkcs11Signer`], in `pkcs11.rs`) — is configuration.
 
+pub(crate) mod pkcs11;
+
+use std::cell::RefCell;
 use std::path::Path;
 
 use crate::hash::{sha256, sha384};
@@ -22,7 +26,16 @@ pub trait Signer: Send + Sync {
     /// (DER `ECDSA-Sig-Value` for ECDSA, PKCS#1 v1.5 for RSA), hashing with the
     /// digest of [`KeyAlgorithm`] (SHA-384 for P-384, SHA-256 otherwise).
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
+
+    /// True when signing waits on a device (a PKCS#11 token): callers on an
+    /// async task must move the call to a blocking thread. An in-memory key
+    /// signs in microseconds and is called inline.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
+
+pub use pkcs11::Pkcs11Signer;
 
 /// A key held in process memory, loaded from an encrypted key file.
 /// OpenSSL clears the key's memory when it is freed.
@@ -96,9 +109,29 @@ impl rcgen::PublicKeyData for RcgenSigner<'_> {
     }
 }
 
+thread_local! {
+    /// The error behind the last `RemoteKeyError` rcgen reported on this
+    /// thread: rcgen's error type cannot carry ours (an unavailable token
+    /// must stay `SignerUnavailable`, not become a crypto error).
+    static SIGNER_ERROR: RefCell<Option<Error>> = const { RefCell::new(None) };
+}
+
 impl rcgen::SigningKey for RcgenSigner<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.0.sign(msg).map_err(|_| rcgen::Error::RemoteKeyError)
+        self.0.sign(msg).map_err(|e| {
+            SIGNER_ERROR.with(|slot| *slot.borrow_mut() = Some(e));
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+/// An rcgen result with the signer's own error restored.
+pub(crate) fn rcgen_result<T>(result: Result<T, rcgen::Error>) -> Result<T> {
+    let stashed = SIGNER_ERROR.with(|slot| slot.borrow_mut().take());
+    match (result, stashed) {
+        (Ok(value), _) => Ok(value),
+        (Err(rcgen::Error::RemoteKeyError), Some(error)) => Err(error),
+        (Err(e), _) => Err(e.into()),
     }
 }
 
