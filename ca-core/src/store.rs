@@ -517,6 +517,20 @@ impl SqlStore {
                     Ok(())
                 })
             })
+            // A COMMIT that SQLite refused (disk full, I/O error) leaves its
+            // transaction open on the connection, and sqlx then hands the
+            // connection out again inside it: later writes fail with
+            // SQLITE_BUSY_SNAPSHOT on its stale snapshot. A connection
+            // coming back to the pool is therefore always rolled back (an
+            // error here just means there was nothing to roll back).
+            .after_release(move |conn, _meta| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| Error::Store(format!("cannot open database: {e}")))?;

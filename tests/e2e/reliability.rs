@@ -131,13 +131,13 @@ fn a_full_disk_refuses_changes_clearly_and_recovers() {
 
     // Space is back: the same server carries on, without a restart.
     let (code, body) = server.post(&token, "/v1/tenants/acme/admins/bob/certificates", "{}");
-    assert_eq!(code, "201", "{body}");
+    assert_eq!(code, "201", "{body}\n{}", server.log_text());
     let (code, body) = server.post(
         &token,
         &format!("/v1/certificates/{alice_serial}/revoke"),
         "{}",
     );
-    assert_eq!(code, "200", "{body}");
+    assert_eq!(code, "200", "{body}\n{}", server.log_text());
     assert_eq!(count(&ca), before + 1);
     let audit = ca.run(&["audit", "verify"]);
     assert!(audit.status.success(), "{}", stderr(&audit));
