@@ -1325,31 +1325,15 @@ fn generate_and_sign_with_names(
 ) -> Result<(PKey<Private>, CertificateRecord)> {
     let key = policy.generated_key().generate()?;
     let public_key = PublicKey::from_pkey(&key)?;
-    let request = LeafRequest {
+    let leaf = Leaf {
         policy,
         tenant,
         admin,
         public_key: &public_key,
-        serial: Serial::random()?,
-        now: now(),
         alt_names,
     };
-    let issued = build_leaf(&request, ca_cert, signer, endpoints)?;
-    Ok((
-        key,
-        CertificateRecord {
-            serial: issued.serial,
-            tenant: tenant.to_string(),
-            admin: admin.to_string(),
-            policy: policy.name.clone(),
-            not_before: issued.not_before,
-            not_after: issued.not_after,
-            revoked_at: None,
-            reason: None,
-            invalidity_date: None,
-            der: issued.der.0,
-        },
-    ))
+    let record = leaf.sign(signer, ca_cert, endpoints)?;
+    Ok((key, record))
 }
 
 /// The public key of a responder certificate (DER).
@@ -1374,18 +1358,7 @@ fn generate_and_sign(
     ca_cert: &CaCertificate,
     endpoints: &Endpoints,
 ) -> Result<(PKey<Private>, CertificateRecord)> {
-    let key = policy.generated_key().generate()?;
-    let public_key = PublicKey::from_pkey(&key)?;
-    let record = sign_leaf(
-        policy,
-        tenant,
-        admin,
-        &public_key,
-        signer,
-        ca_cert,
-        endpoints,
-    )?;
-    Ok((key, record))
+    generate_and_sign_with_names(policy, tenant, admin, &[], signer, ca_cert, endpoints)
 }
 
 fn sign_leaf(
@@ -1397,26 +1370,54 @@ fn sign_leaf(
     ca_cert: &CaCertificate,
     endpoints: &Endpoints,
 ) -> Result<CertificateRecord> {
-    let request = LeafRequest {
+    let leaf = Leaf {
         policy,
         tenant,
         admin,
         public_key,
-        serial: Serial::random()?,
-        now: now(),
         alt_names: &[],
     };
-    let issued = build_leaf(&request, ca_cert, signer, endpoints)?;
-    Ok(CertificateRecord {
-        serial: issued.serial,
-        tenant: tenant.to_string(),
-        admin: admin.to_string(),
-        policy: policy.name.clone(),
-        not_before: issued.not_before,
-        not_after: issued.not_after,
-        revoked_at: None,
-        reason: None,
-        invalidity_date: None,
-        der: issued.der.0,
-    })
+    leaf.sign(signer, ca_cert, endpoints)
+}
+
+/// What a leaf certificate is about; [`Leaf::sign`] draws its serial and
+/// makes its record.
+struct Leaf<'a> {
+    policy: &'a Policy,
+    tenant: &'a TenantId,
+    admin: &'a AdminId,
+    public_key: &'a PublicKey,
+    alt_names: &'a [crate::x509::AltName],
+}
+
+impl Leaf<'_> {
+    fn sign(
+        &self,
+        signer: &dyn Signer,
+        ca_cert: &CaCertificate,
+        endpoints: &Endpoints,
+    ) -> Result<CertificateRecord> {
+        let request = LeafRequest {
+            policy: self.policy,
+            tenant: self.tenant,
+            admin: self.admin,
+            public_key: self.public_key,
+            serial: Serial::random()?,
+            now: now(),
+            alt_names: self.alt_names,
+        };
+        let issued = build_leaf(&request, ca_cert, signer, endpoints)?;
+        Ok(CertificateRecord {
+            serial: issued.serial,
+            tenant: self.tenant.to_string(),
+            admin: self.admin.to_string(),
+            policy: self.policy.name.clone(),
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            revoked_at: None,
+            reason: None,
+            invalidity_date: None,
+            der: issued.der.0,
+        })
+    }
 }
