@@ -496,6 +496,9 @@ impl SqlStore {
         let is_sqlite = url.starts_with("sqlite:");
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("invalid database_url: {e}")))?;
+        if is_sqlite {
+            check_writable_dir(url)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if is_sqlite { 4 } else { 16 })
             // A database that went away must fail requests fast (503), not
@@ -598,6 +601,41 @@ impl SqlStore {
         store_audit_head(&mut tx, &open.head).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// SQLite in WAL mode writes beside its database file (`-wal`, `-shm`) even
+/// to read; on a full or read-only file system the pool would only time out
+/// ("pool timed out while waiting for an open connection") after its 15 s.
+/// A probe file says at once what is wrong, naming the directory.
+fn check_writable_dir(url: &str) -> Result<()> {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(()); // in memory
+    }
+    let dir = match std::path::Path::new(path).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Ok(()); // the open reports the missing directory itself
+    }
+    let probe = dir.join(format!(".ca-write-probe-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        // EROFS, ENOSPC, EDQUOT: the disk, not the request.
+        Err(e) if matches!(e.raw_os_error(), Some(30 | 28 | 122)) => Err(Error::StorageFull(
+            format!("cannot write in {}: {e}", dir.display()),
+        )),
+        Err(_) => Ok(()), // permissions and the rest: the open names them
     }
 }
 
