@@ -9,7 +9,7 @@ Operators reissue and revoke through the API at a steady rate (--rate), gateways
 and fetch the CRL (plain and conditional) for the whole run. Every 5 s the harness samples
 the server's RSS, open files and threads, and the window's p99 latency. It passes when there
 were no errors, RSS grew less than 10% after the warm-up (the first fifth of the run), open
-files did not grow, threads grew by at most 2 (tokio's blocking pool starts and retires threads
+files (give or take one socket per client) did not grow, threads grew by at most 2 (tokio's blocking pool starts and retires threads
 on demand), and the last window's p99 is within 3x (+50 ms) of the first
 after warm-up. Loopback only; bounded in time; the server is stopped by PID.
 """
@@ -172,12 +172,14 @@ def main():
         stop.set()
         ca.cleanup(keep=False)
 
+    clients = args.operators + args.gateways
     warm = max(1, len(samples) // 5)
     base, last = samples[warm], samples[-1]
     checks = [
         (not rec.errors, f"errors: {len(rec.errors)} {rec.errors[:3]}"),
         (last["rss_mb"] < base["rss_mb"] * 1.10, f"RSS {base['rss_mb']} -> {last['rss_mb']} MB after warm-up"),
-        (last["fds"] <= base["fds"] + 2, f"open files {base['fds']} -> {last['fds']}"),
+        # One socket per client may be open at a sampling instant, or not.
+        (last["fds"] <= base["fds"] + clients, f"open files {base['fds']} -> {last['fds']} (±{clients} client sockets)"),
         (last["threads"] <= base["threads"] + 2, f"threads {base['threads']} -> {last['threads']}"),
         (last["p99_ms"] <= 3 * base["p99_ms"] + 50, f"p99 {base['p99_ms']} -> {last['p99_ms']} ms"),
     ]
