@@ -869,13 +869,14 @@ impl Ca {
         invalidity_date: Option<OffsetDateTime>,
         actor: &str,
     ) -> Result<CertificateRecord> {
-        // The CA's own certificates (the OCSP responder) change only through
-        // CA commands (`ocsp-signer rotate`), never through a revocation: a
-        // revoked responder would make every OCSP answer unverifiable.
+        // The CA's own certificates (the OCSP responder, ca-server's TLS
+        // certificate) change only through CA commands (`ocsp-signer rotate`,
+        // `server-cert`), never through a revocation: a revoked responder
+        // would make every OCSP answer unverifiable.
         let existing = self.certificate(serial).await?;
         if existing.tenant == crate::ids::RESERVED_TENANT {
             return Err(Error::Forbidden(format!(
-                "certificate {serial} belongs to the CA itself (tenant {}); it is replaced by `ca-cli ocsp-signer rotate`, never revoked directly",
+                "certificate {serial} belongs to the CA itself (tenant {}); it is replaced by `ca-cli ocsp-signer rotate` (OCSP responder) or `ca-cli server-cert` (ca-server's TLS certificate), never revoked directly",
                 crate::ids::RESERVED_TENANT
             )));
         }
