@@ -14,15 +14,18 @@ use zeroize::Zeroizing;
 
 use crate::audit::{verify_chain, AuditDraft, AuditEvent};
 use crate::config::{Config, OcspKeySource};
-use crate::crl::CrlBuilder;
 use crate::duration::Duration;
 use crate::error::{Error, Result};
 use crate::ids::{AdminId, Serial, TenantId};
 use crate::keys::{
     write_encrypted_key, KeyAlgorithm, KeyPurpose, Passphrase, PublicKey, MIN_PASSPHRASE_LEN,
 };
-use crate::ocsp::{CertState, IssuerHashes, OcspFailure, OcspResponder};
-use crate::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
+use crate::pki::crl::CrlBuilder;
+use crate::pki::ocsp::{CertState, IssuerHashes, OcspFailure, OcspResponder};
+use crate::pki::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
+use crate::pki::x509::{
+    build_ca_certificate, build_leaf, parse_subject, CaCertificate, Endpoints, LeafRequest,
+};
 use crate::policy::{Policies, Policy, PolicyKind};
 use crate::reason::RevocationReason;
 use crate::signer::pkcs11::{read_key_record, write_key_record, Pkcs11Signer, Token, TokenKey};
@@ -31,9 +34,6 @@ use crate::store::{
     CertificateRecord, IdempotencyKey, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
 };
 use crate::tokens::{NewToken, Principal, Role, TokenRecord};
-use crate::x509::{
-    build_ca_certificate, build_leaf, parse_subject, CaCertificate, Endpoints, LeafRequest,
-};
 
 const OCSP_CERT_META: &str = "ocsp_responder_cert";
 const OCSP_KEY_META: &str = "ocsp_responder_key";
@@ -307,7 +307,7 @@ impl Ca {
             ));
         }
         let now = now();
-        let (not_before, validity) = (now - crate::x509::BACKDATE, request.validity.to_time());
+        let (not_before, validity) = (now - crate::pki::x509::BACKDATE, request.validity.to_time());
         let passphrase = Arc::new(Passphrase::new(&request.passphrase));
         let (signer, token, der): (Arc<dyn Signer>, _, _) = match (config.token(), pin) {
             (Some(token_config), Some(pin)) => {
@@ -406,7 +406,8 @@ impl Ca {
         }
         let pem =
             std::fs::read(layout.ca_cert()).map_err(Error::io("cannot read", layout.ca_cert()))?;
-        let ca_cert = CaCertificate::from_der(crate::x509::certificate_der_from_pem_or_der(&pem)?)?;
+        let ca_cert =
+            CaCertificate::from_der(crate::pki::x509::certificate_der_from_pem_or_der(&pem)?)?;
         let passphrase = secrets
             .passphrase
             .as_ref()
@@ -439,7 +440,7 @@ impl Ca {
                 let public = ca_cert.public_key().clone();
                 let certificate = format!(
                     "the CA certificate \"{}\" in {}",
-                    crate::x509::subject_line(&ca_cert.der().0),
+                    crate::pki::x509::subject_line(&ca_cert.der().0),
                     layout.ca_cert().display()
                 );
                 let (opened, signer) = blocking(move || {
@@ -741,7 +742,7 @@ impl Ca {
                 policy.name
             )));
         }
-        let public_key = crate::csr::verified_public_key(csr, |algorithm| {
+        let public_key = crate::pki::csr::verified_public_key(csr, |algorithm| {
             if policy.keys.contains(&algorithm) {
                 return Ok(());
             }
@@ -1095,7 +1096,7 @@ impl Ca {
         ) else {
             return Ok(None);
         };
-        let der = crate::x509::certificate_der_from_pem_or_der(cert_pem.as_bytes())?;
+        let der = crate::pki::x509::certificate_der_from_pem_or_der(cert_pem.as_bytes())?;
         if let Some(key) = TokenKey::from_json(&key_text) {
             let token = self.token.clone().ok_or_else(|| {
                 Error::Key(format!(
@@ -1213,7 +1214,7 @@ impl Ca {
         self.store
             .set_meta(
                 OCSP_CERT_META,
-                &crate::x509::pem_encode("CERTIFICATE", &issuance.record.der),
+                &crate::pki::x509::pem_encode("CERTIFICATE", &issuance.record.der),
             )
             .await?;
         if let (Some(token), Some(current)) = (&self.token, TokenKey::from_json(&key_text)) {
@@ -1319,7 +1320,7 @@ fn generate_and_sign_with_names(
     policy: &Policy,
     tenant: &TenantId,
     admin: &AdminId,
-    alt_names: &[crate::x509::AltName],
+    alt_names: &[crate::pki::x509::AltName],
     signer: &dyn Signer,
     ca_cert: &CaCertificate,
     endpoints: &Endpoints,
@@ -1388,7 +1389,7 @@ struct Leaf<'a> {
     tenant: &'a TenantId,
     admin: &'a AdminId,
     public_key: &'a PublicKey,
-    alt_names: &'a [crate::x509::AltName],
+    alt_names: &'a [crate::pki::x509::AltName],
 }
 
 impl Leaf<'_> {

@@ -382,7 +382,7 @@ impl Config {
             )?,
         };
         if let Some(url) = &c.base_url {
-            crate::x509::Endpoints::new(url)
+            crate::pki::x509::Endpoints::new(url)
                 .map_err(|e| Error::Config(format!("base_url: {e}")))?;
         }
         if c.crl_validity.as_secs() < 60 {

@@ -24,7 +24,7 @@ pub struct VerifiedCrl {
 impl VerifiedCrl {
     /// PEM armour.
     pub fn to_pem(&self) -> String {
-        crate::x509::pem_encode("X509 CRL", &self.der)
+        crate::pki::x509::pem_encode("X509 CRL", &self.der)
     }
 }
 

@@ -9,7 +9,7 @@
 //!                            ▼                                      ▼
 //!                      Ca::commit ──► Store (one transaction,   Signer (encrypted key file,
 //!                                      audit event chained)      or a PKCS#11 token)
-//!   revoke / reissue ──► Store ──► Ca::publish_crl ──► crl::build_crl
+//!   revoke / reissue ──► Store ──► Ca::publish_crl ──► pki::crl::build_crl
 //! ```
 //!
 //! Two seams keep the rest independent of where things live: [`Signer`] ("sign
@@ -22,9 +22,6 @@
 mod audit;
 mod ca;
 mod config;
-mod crl;
-mod csr;
-mod derw;
 mod duration;
 mod error;
 pub mod fsutil;
@@ -32,15 +29,13 @@ mod gateway;
 mod hash;
 mod ids;
 mod keys;
-pub mod ocsp;
-mod pkcs12;
+pub(crate) mod pki;
 mod policy;
 mod reason;
 mod signer;
 mod store;
 mod tokens;
 mod view;
-mod x509;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{
@@ -51,13 +46,17 @@ pub use config::{
     read_pin, take_secret_env, Config, KeySource, Limits, LogFormat, OcspKeySource, TlsFiles,
     TokenConfig,
 };
-pub use crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
 pub use duration::{Duration, DURATION_FORMAT};
 pub use error::{Error, Result};
 pub use gateway::{compare_crl, verify_crl, CrlUpdate, VerifiedCrl};
 pub use ids::{AdminId, Serial, TenantId, NAME_RULE, RESERVED_TENANT};
 pub use keys::{KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
-pub use pkcs12::{generate_password, Pkcs12Der};
+pub use pki::crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
+pub use pki::ocsp;
+pub use pki::pkcs12::{generate_password, Pkcs12Der};
+pub use pki::x509::{
+    certificate_serial_hex, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,
+};
 pub use policy::{
     ExtendedKeyUsage, Pkcs12Profile, Policies, Policy, PolicyKind, SHIPPED as SHIPPED_POLICIES,
 };
@@ -69,9 +68,6 @@ pub use store::{
 };
 pub use tokens::{token_id, Action, Credential, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};
-pub use x509::{
-    certificate_serial_hex, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,
-};
 
 pub use time::format_description::well_known::Rfc3339;
 pub use time::OffsetDateTime;
@@ -82,7 +78,7 @@ pub use time::OffsetDateTime;
 pub mod fuzzing {
     /// A CSR as `sign-csr` and `POST …/csr` receive it (PEM or DER).
     pub fn csr(data: &[u8]) -> crate::Result<crate::PublicKey> {
-        crate::csr::verified_public_key(data, |_| Ok(()))
+        crate::pki::csr::verified_public_key(data, |_| Ok(()))
     }
 
     /// A policy file as `policy check` and start-up read it, named after

@@ -21,9 +21,9 @@ use time::OffsetDateTime;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::audit::{event_hash, AuditDraft, AuditEvent};
-use crate::crl::RevokedEntry;
 use crate::error::{Error, Result};
 use crate::ids::Serial;
+use crate::pki::crl::RevokedEntry;
 use crate::reason::RevocationReason;
 use crate::tokens::{Role, TokenRecord};
 

@@ -14,10 +14,10 @@ use zeroize::Zeroizing;
 use super::{generate_and_sign_with_names, Ca, PreparedIssuance};
 use crate::error::{Error, Result};
 use crate::ids::{AdminId, TenantId, RESERVED_TENANT};
+use crate::pki::x509::AltName;
 use crate::policy::PolicyKind;
 use crate::reason::RevocationReason;
 use crate::store::Supersede;
-use crate::x509::AltName;
 
 /// What `server-cert` asks for.
 #[derive(Debug, Clone, Default)]
@@ -111,7 +111,7 @@ impl Ca {
         );
         let chain_pem = format!(
             "{}{ca_pem}",
-            crate::x509::pem_encode("CERTIFICATE", &record.der)
+            crate::pki::x509::pem_encode("CERTIFICATE", &record.der)
         );
         Ok(PreparedServerCertificate {
             issuance: PreparedIssuance {

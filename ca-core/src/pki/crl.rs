@@ -7,15 +7,15 @@
 
 use time::OffsetDateTime;
 
-use crate::derw::{
+use crate::error::{Error, Result};
+use crate::ids::Serial;
+use crate::pki::derw::{
     header, header_len, push_extension, push_generalized_time, push_len, push_time, push_uint,
     signature_algorithm, tlv,
 };
-use crate::error::{Error, Result};
-use crate::ids::Serial;
+use crate::pki::x509::CaCertificate;
 use crate::reason::RevocationReason;
 use crate::signer::Signer;
-use crate::x509::CaCertificate;
 
 /// One revoked certificate as listed on a CRL.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct CrlDer(pub Vec<u8>);
 impl CrlDer {
     /// PEM armour.
     pub fn to_pem(&self) -> String {
-        crate::x509::pem_encode("X509 CRL", &self.0)
+        crate::pki::x509::pem_encode("X509 CRL", &self.0)
     }
 }
 
@@ -220,7 +220,7 @@ mod tests {
     use crate::signer::FileSigner;
 
     fn ca(algorithm: KeyAlgorithm) -> (CaCertificate, FileSigner) {
-        let (der, signer) = crate::x509::test_certificate(
+        let (der, signer) = crate::pki::x509::test_certificate(
             algorithm.generate().unwrap(),
             "CN=Test CA,O=Example,C=DE",
         );

@@ -10,12 +10,14 @@ use time::OffsetDateTime;
 use x509_ocsp::ext::Nonce;
 use x509_ocsp::{CertId, OcspRequest, OcspResponse};
 
-use crate::derw::{push_extension, push_generalized_time, signature_algorithm, wrap, wrap_all};
 use crate::error::{Error, Result};
 use crate::ids::Serial;
+use crate::pki::derw::{
+    push_extension, push_generalized_time, signature_algorithm, wrap, wrap_all,
+};
+use crate::pki::x509::CaCertificate;
 use crate::reason::RevocationReason;
 use crate::signer::Signer;
-use crate::x509::CaCertificate;
 
 const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
@@ -462,8 +464,10 @@ mod tests {
         use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponseStatus};
 
         for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
-            let (certificate, signer) =
-                crate::x509::test_certificate(algorithm.generate().unwrap(), "CN=Test Responder");
+            let (certificate, signer) = crate::pki::x509::test_certificate(
+                algorithm.generate().unwrap(),
+                "CN=Test Responder",
+            );
             let signer = Arc::new(signer);
             let now = crate::now();
             let responder = OcspResponder::new(certificate.0.clone(), signer.clone()).unwrap();

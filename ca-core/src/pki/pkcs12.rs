@@ -113,9 +113,9 @@ mod modern {
     use openssl::symm::Cipher;
     use zeroize::Zeroizing;
 
-    use crate::derw::{uint, wrap, wrap_all};
     use crate::error::Result;
     use crate::hash::sha1;
+    use crate::pki::derw::{uint, wrap, wrap_all};
 
     const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
     const OID_ENCRYPTED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x06];
@@ -415,7 +415,7 @@ mod tests {
     #[test]
     fn every_bundle_has_fresh_salts_and_ivs() {
         let key = crate::keys::KeyAlgorithm::EcdsaP256.generate().unwrap();
-        let (cert, _) = crate::x509::test_certificate(key.clone(), "CN=Bundle Test");
+        let (cert, _) = crate::pki::x509::test_certificate(key.clone(), "CN=Bundle Test");
         let build = || {
             let der = modern::build(&key, &cert.0, &cert.0, 2048, "a (t)", "Abcdefgh2345").unwrap();
             const PBKDF2: &[u8] = &[
@@ -448,7 +448,7 @@ mod tests {
     #[test]
     fn the_policy_iteration_count_is_written_and_used() {
         let key = crate::keys::KeyAlgorithm::EcdsaP256.generate().unwrap();
-        let (cert, _) = crate::x509::test_certificate(key.clone(), "CN=Bundle Test");
+        let (cert, _) = crate::pki::x509::test_certificate(key.clone(), "CN=Bundle Test");
         let dir = tempfile::tempdir().unwrap();
         for profile in [Pkcs12Profile::Modern, Pkcs12Profile::Legacy] {
             let bundle = build_pkcs12(
@@ -510,7 +510,7 @@ mod tests {
     #[test]
     fn modern_bundles_open_with_openssl_for_any_password() {
         let key = crate::keys::KeyAlgorithm::EcdsaP256.generate().unwrap();
-        let (cert, _) = crate::x509::test_certificate(key.clone(), "CN=Bundle Test");
+        let (cert, _) = crate::pki::x509::test_certificate(key.clone(), "CN=Bundle Test");
         let long = "x".repeat(100);
         for password in ["Abcdefgh2345", "pässwörd-ünïcode-€-😀", long.as_str()] {
             let der =
