@@ -462,3 +462,319 @@ fn tokens_expire_and_failed_logins_from_one_address_get_429_but_not_others() {
     ]);
     assert_eq!(stdout(&out), "200");
 }
+
+/// A policy like the shipped `automation-renewer`, but valid for a few
+/// seconds, so a real certificate of this CA expires during the test (the
+/// server's clock is never faked).
+const SHORT_RENEWER_POLICY: &str = r#"name = "short-renewer"
+description = "Renewal job certificate that expires within the test"
+kind = "csr"
+key = ["ecdsa-p256"]
+validity = "4s"
+subject.common_name = "{admin}"
+subject.organizational_unit = "{tenant}"
+subject.organization = "Example Corp"
+extended_key_usage = ["client-auth"]
+max_active_per_admin = 1
+api_role = "renewer"
+"#;
+
+#[test]
+fn an_expired_client_certificate_is_refused_with_401_on_every_replica() {
+    let (ca, port, files) = https_ca();
+    std::fs::write(
+        ca.data_dir().join("policies/short-renewer.toml"),
+        SHORT_RENEWER_POLICY,
+    )
+    .unwrap();
+    let a = Server::start_tls(&ca, port, &files, Some(&files.ca_pem), &[]);
+    let b = Server::start_tls(&ca, free_port(), &files, Some(&files.ca_pem), &[]);
+
+    let (job_key, job_csr) = ca.new_csr("short-job", P256, "/CN=short-job");
+    let job_cert = ca.path_str("short-job.pem");
+    let job = ca.json(&[
+        "sign-csr",
+        "--tenant",
+        "automation",
+        "--admin",
+        "short",
+        "--policy",
+        "short-renewer",
+        "--csr",
+        &job_csr,
+        "--out",
+        &job_cert,
+    ]);
+    let not_after = job["not_after"].as_str().unwrap().to_owned();
+    // OpenSSL reads the validity the server will see: a few seconds.
+    let dates = stdout(&tool(
+        "openssl",
+        &["x509", "-in", &job_cert, "-noout", "-dates"],
+    ));
+    assert!(dates.contains("notAfter="), "{dates}");
+    let call = |server: &Server| -> (String, String) {
+        let out = server.curl(&[
+            "-s",
+            "--cert",
+            &job_cert,
+            "--key",
+            &job_key,
+            "-w",
+            "\n%{http_code}",
+            &server.url("/v1/certificates?tenant=acme"),
+        ]);
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_owned(), body.to_owned())
+    };
+    for server in [&a, &b] {
+        let (code, body) = call(server);
+        assert_eq!(code, "200", "valid: {body}");
+    }
+
+    // Wait until `openssl verify` itself calls the certificate expired.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = tool("openssl", &["verify", "-CAfile", &files.ca_pem, &job_cert]);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        if !out.status.success() && said.contains("certificate has expired") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not expired by {not_after}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The handshake still completes (so the answer can say why), and both
+    // replicas refuse the job with 401 naming the validity.
+    for server in [&a, &b] {
+        let (code, body) = call(server);
+        assert_eq!(code, "401", "expired: {body}");
+        assert!(body.contains("is not valid now"), "{body}");
+        assert!(body.contains(job["serial"].as_str().unwrap()), "{body}");
+    }
+}
+
+#[test]
+fn token_expiry_and_revocation_reach_the_other_replica_on_postgres() {
+    let Some(db) = PgDatabase::create("tls_tokens") else {
+        return;
+    };
+    let ca = TestCa::init_on(&db.url);
+    let (files, _) = TlsFiles::issue(&ca, "server");
+    let admin = ca.token("admin");
+    let a = Server::start_tls(&ca, free_port(), &files, None, &[]);
+    let b = Server::start_tls(&ca, free_port(), &files, None, &[]);
+
+    // Two tokens made through replica A's API: one expiring, one to revoke.
+    let (status, short) = a.api(
+        "POST",
+        "/v1/tokens",
+        &admin,
+        r#"{"role":"auditor","name":"short","expires_in":"3s"}"#,
+        &[],
+    );
+    assert_eq!(status, 201, "{short}");
+    let created = Instant::now();
+    let (status, doomed) = a.api(
+        "POST",
+        "/v1/tokens",
+        &admin,
+        r#"{"role":"auditor","name":"doomed"}"#,
+        &[],
+    );
+    assert_eq!(status, 201, "{doomed}");
+    let short_token = short["token"].as_str().unwrap().to_owned();
+    let doomed_token = doomed["token"].as_str().unwrap().to_owned();
+    let doomed_id = doomed["id"].as_str().unwrap().to_owned();
+    // Replica B has never seen them: it finds them in the database (and caches them).
+    for token in [&short_token, &doomed_token] {
+        for server in [&b, &a] {
+            let (status, body) = server.api("GET", "/v1/audit", token, "", &[]);
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+
+    // Revoked on A: B, which has it cached, refuses it within its 250 ms poll.
+    let (status, body) = a.api(
+        "DELETE",
+        &format!("/v1/tokens/{doomed_id}"),
+        &admin,
+        "",
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    let revoked = Instant::now();
+    assert_eq!(a.api("GET", "/v1/audit", &doomed_token, "", &[]).0, 401);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (status, body) = b.api("GET", "/v1/audit", &doomed_token, "", &[]);
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        // 250 ms poll, plus a curl process and a TLS handshake (~100 ms
+        // each against a debug build on a loaded machine) per try.
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "B still accepts the token revoked on A after {:?}",
+            revoked.elapsed()
+        );
+    }
+    println!(
+        "revoked on A -> refused by B after {:?} ({tries} tries)",
+        revoked.elapsed()
+    );
+    let listed = b.api("GET", "/v1/tokens", &admin, "", &[]).1;
+    let entry = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == doomed_id.as_str())
+        .cloned()
+        .unwrap();
+    assert!(entry["revoked_at"].is_string(), "{entry}");
+
+    // Expired: both replicas refuse it with token_expired, at once.
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(created.elapsed()));
+    for server in [&a, &b] {
+        let (status, body) = server.api("GET", "/v1/audit", &short_token, "", &[]);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("token_expired")),
+            "{body}"
+        );
+    }
+    // Every change is in the audit chain, written by both processes.
+    let report = ca.json(&["audit", "verify"]);
+    assert_eq!(report["ok"], serde_json::json!(true), "{report}");
+}
+
+/// A web-PKI CA (made with Python cryptography, not this CA) and a server
+/// certificate from it for 127.0.0.1, as a site whose TLS certificate comes
+/// from its usual certificate provider would have.
+fn foreign_server_certificate(ca: &TestCa, name: &str) -> (String, String, String) {
+    let (ca_file, cert, key) = (
+        ca.path_str(&format!("{name}-ca.pem")),
+        ca.path_str(&format!("{name}.pem")),
+        ca.path_str(&format!("{name}.key")),
+    );
+    let script = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
+now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+later = now + datetime.timedelta(days=2)
+ca_key = ec.generate_private_key(ec.SECP256R1())
+ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Web PKI Test CA " + sys.argv[4])])
+ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+      .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+      .not_valid_before(now).not_valid_after(later)
+      .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+      .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+      .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+      .sign(ca_key, hashes.SHA256()))
+key = ec.generate_private_key(ec.SECP256R1())
+leaf = (x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(later)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256()))
+open(sys.argv[1], "wb").write(ca.public_bytes(serialization.Encoding.PEM))
+open(sys.argv[2], "wb").write(leaf.public_bytes(serialization.Encoding.PEM))
+open(sys.argv[3], "wb").write(key.private_bytes(serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+"#;
+    let out = tool("python3", &["-c", script, &ca_file, &cert, &key, name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (ca_file, cert, key)
+}
+
+#[test]
+fn crl_pull_with_tls_ca_trusts_only_that_ca_for_the_https_connection() {
+    let port = free_port();
+    let ca = TestCa::init_for(&format!("https://127.0.0.1:{port}"), &[]);
+    let (web_ca, web_cert, web_key) = foreign_server_certificate(&ca, "web");
+    let (other_ca, _, _) = foreign_server_certificate(&ca, "other");
+    let files = TlsFiles {
+        cert: web_cert,
+        key: web_key,
+        ca_pem: web_ca.clone(),
+    };
+    let server = Server::start_tls(&ca, port, &files, None, &[]);
+    let ca_pem = ca.ca_pem();
+    let out_file = ca.path("pulled.crl.pem");
+    let url = server.url("/crl");
+    let pull = |tls_ca: Option<&str>| {
+        let mut args = vec![
+            "--json",
+            "crl",
+            "pull",
+            "--url",
+            &url,
+            "--ca",
+            &ca_pem,
+            "--out",
+            out_file.to_str().unwrap(),
+        ];
+        if let Some(tls_ca) = tls_ca {
+            args.extend_from_slice(&["--tls-ca", tls_ca]);
+        }
+        ca.command(&args).output().unwrap()
+    };
+
+    // Without --tls-ca the CA certificate is the TLS anchor too: this
+    // server's certificate does not chain to it, so nothing is fetched.
+    let out = pull(None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot fetch the CRL from") && stderr(&out).contains("certif"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out_file.exists(), "nothing installed");
+    // A --tls-ca the server's certificate does not chain to: refused the same way.
+    let out = pull(Some(&other_ca));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("certif"), "{}", stderr(&out));
+    assert!(!out_file.exists(), "nothing installed");
+    // Not a certificate at all: named.
+    let garbage = ca.path_str("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let out = pull(Some(&garbage));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("garbage.pem")
+            && stderr(&out).contains("not a PEM or DER certificate"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The right --tls-ca: fetched over HTTPS, and the CRL itself verified
+    // against --ca (this CA), which OpenSSL confirms.
+    let out = pull(Some(&web_ca));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["changed"], true, "{report}");
+    let out = tool(
+        "openssl",
+        &[
+            "crl",
+            "-in",
+            out_file.to_str().unwrap(),
+            "-CAfile",
+            &ca_pem,
+            "-noout",
+        ],
+    );
+    assert!(
+        out.status.success() && stderr(&out).contains("verify OK"),
+        "{}",
+        stderr(&out)
+    );
+}
