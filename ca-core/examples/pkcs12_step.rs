@@ -1,6 +1,7 @@
 //! Times the PKCS#12 step of an issuance on its own (no key generation, no
-//! signing, no store), for both profiles in one process, alternating them so
-//! that machine noise falls on both alike. Used by `benches/bench.py`.
+//! signing, no store), for both profiles and for OpenSSL's `PKCS12_create`
+//! writing the legacy one, in one process, alternating them so that machine
+//! noise falls on all alike. Used by `benches/bench.py`.
 //!
 //! `cargo run --release -p ca-core --example pkcs12_step -- [SECONDS] [ROUNDS]`
 //! prints one JSON line per (key, profile): bundles per second, the median of

@@ -104,16 +104,21 @@ pub mod benching {
     /// `profile` ("modern" or "legacy") with the shipped settings (2,048
     /// iterations), the way `Ca` does after signing. Key generation, signing
     /// and the store are left out. Returns the bundle's size.
+    ///
+    /// "openssl-legacy" is the peer: the same legacy bundle from OpenSSL 3's
+    /// `PKCS12_create` (through the `openssl` crate), the path ca-core took
+    /// before it wrote the legacy profile itself.
     pub fn pkcs12_step(
         key_algorithm: crate::KeyAlgorithm,
         profile: &str,
     ) -> crate::Result<impl FnMut() -> crate::Result<usize>> {
-        let profile = match profile {
-            "modern" => Pkcs12Profile::Modern,
-            "legacy" => Pkcs12Profile::Legacy,
+        let (profile, openssl) = match profile {
+            "modern" => (Pkcs12Profile::Modern, false),
+            "legacy" => (Pkcs12Profile::Legacy, false),
+            "openssl-legacy" => (Pkcs12Profile::Legacy, true),
             other => {
                 return Err(crate::Error::InvalidInput(format!(
-                    "unknown PKCS#12 profile {other:?}: use modern or legacy"
+                    "unknown PKCS#12 profile {other:?}: use modern, legacy or openssl-legacy"
                 )))
             }
         };
@@ -132,7 +137,25 @@ pub mod benching {
             time::Duration::days(1),
         )?;
         let password = crate::generate_password(settings.password_length)?;
+        let x509 = openssl::x509::X509::from_der(&certificate.0)?;
         Ok(move || {
+            if openssl {
+                use openssl::nid::Nid;
+                let mut chain = openssl::stack::Stack::new()?;
+                chain.push(x509.clone())?;
+                let mut builder = openssl::pkcs12::Pkcs12::builder();
+                builder
+                    .name("admin (tenant)")
+                    .pkey(&key)
+                    .cert(&x509)
+                    .ca(chain)
+                    .key_iter(settings.iterations)
+                    .mac_iter(settings.iterations)
+                    .key_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
+                    .cert_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
+                    .mac_md(openssl::hash::MessageDigest::sha1());
+                return Ok(builder.build2(&password)?.to_der()?.len());
+            }
             let bundle = crate::pki::pkcs12::build_pkcs12(
                 &key,
                 &certificate.0,
