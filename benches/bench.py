@@ -290,15 +290,48 @@ def bench_issuance(ca, args, rows):
     env = {"BENCH_TOKEN": ca.token}
     for policy, label in [("portal-admin", "P-256, modern PKCS#12"),
                           ("bench-p256-legacy", "P-256, legacy PKCS#12"),
-                          ("bench-rsa2048-modern", "RSA-2048, modern PKCS#12")]:
+                          ("bench-rsa2048-modern", "RSA-2048, modern PKCS#12"),
+                          ("portal-admin-legacy", "RSA-2048, legacy PKCS#12")]:
         body = os.path.join(WORK, f"{policy}.json")
         with open(body, "w") as f:
             json.dump({"policy": policy}, f)
         for conns in (1, 32):
             results = repeat(args.runs, lambda: (settle(ca.server.pid), wrk(ca.url, "/v1/tenants/bench/admins/a{n}/certificates", args.duration, conns, body, env_extra=env))[1])
-            rows.append(("Issuance via API, durable", f"{label}, c{conns}", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results))
+            # Legacy rows carry legacy ÷ modern for the same key and concurrency.
+            ratio = None
+            if "legacy" in label:
+                modern = label.replace("legacy", "modern") + f", c{conns}"
+                ratio = ratio_of(rows, modern, results, invert=True)
+            rows.append(("Issuance via API, durable", f"{label}, c{conns}", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results, ratio))
             log(f"issuance {policy} c{conns}: {fmt(results, 'rps')}/s")
     return rows
+
+
+def bench_pkcs12_step(args, rows):
+    """The PKCS#12 step of an issuance alone, in process on one thread (no key
+    generation, signing, HTTP or store): both profiles alternated in one run
+    (`ca-core/examples/pkcs12_step.rs`)."""
+    log("building the PKCS#12 step example")
+    run(["cargo", "build", "--release", "-q", "-p", "ca-core", "--example", "pkcs12_step"], cwd=ROOT)
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    seconds = "0.3" if args.smoke else str(max(1, args.duration // 3))
+    res = run([os.path.join(target, "release", "examples", "pkcs12_step"), seconds, str(args.runs)])
+    found = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("JSON "):
+            r = json.loads(line[5:])
+            found[(r["key"], r["profile"])] = r
+    for key in ("P-256", "RSA-2048"):
+        modern = found[(key, "modern")]["median"]
+        legacy = found[(key, "legacy")]["median"]
+        for profile, what, ratio in [("modern", "PKCS#12 step alone, one thread", None),
+                                     ("legacy", "PKCS#12 step alone, one thread", legacy / modern),
+                                     ("openssl-legacy", "PKCS#12 step, OpenSSL PKCS12_create legacy (peer)",
+                                      legacy / found[(key, "openssl-legacy")]["median"])]:
+            r = found[(key, profile)]
+            cell = f"{r['median']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f})"
+            rows.append((what, f"{key} key, {profile}", cell, "–", "–", [{"rps": r["median"]}], ratio))
+            log(f"pkcs12 step {key} {profile}: {cell}/s")
 
 
 def openssl_pipeline(work, key_kind, n):
@@ -332,11 +365,14 @@ def bench_openssl_pipeline(args, rows, ours, server_pid):
         log(f"openssl pipeline {kind}: {fmt(results, 'rps', 1)}/s")
 
 
-def ratio_of(rows, label, peer_results):
+def ratio_of(rows, label, peer_results, invert=False):
+    """ours (the row named `label`) ÷ peer; with `invert`, `peer_results` ÷ that row."""
     for row in rows:
         if row[1] == label:
             ours = statistics.median(r["rps"] for r in row[5])
             theirs = statistics.median(r["rps"] for r in peer_results)
+            if invert:
+                return theirs / ours if ours else None
             return ours / theirs if theirs else None
     return None
 
@@ -766,7 +802,7 @@ def table(rows):
     for row in rows:
         ratio = ""
         if len(row) >= 7 and row[6] is not None:
-            ratio = row[7] if len(row) >= 8 else f"{row[6]:.1f}×"
+            ratio = row[7] if len(row) >= 8 else (f"{row[6]:.2f}×" if row[6] < 10 else f"{row[6]:.1f}×")
         out.append(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[4]} | {ratio} |")
     return "\n".join(out)
 
@@ -788,12 +824,12 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of every part (CI), no peers but OpenSSL")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median reported)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
-    parser.add_argument("--only", default="", help="comma list: issuance,signers,csr,ocsp,tls,crl,latency,footprint")
+    parser.add_argument("--only", default="", help="comma list: pkcs12,issuance,signers,csr,ocsp,tls,crl,latency,footprint")
     parser.add_argument("--json", help="also write raw results here")
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.duration = 1, 1
-    parts = set(args.only.split(",")) if args.only else {"issuance", "signers", "csr", "ocsp", "tls", "crl", "latency", "footprint"}
+    parts = set(args.only.split(",")) if args.only else {"pkcs12", "issuance", "signers", "csr", "ocsp", "tls", "crl", "latency", "footprint"}
     if not have("wrk"):
         raise SystemExit("wrk is required (apt-get install wrk)")
     profile = "release"
@@ -808,6 +844,8 @@ def main():
     try:
         ca = Ca(WORK)
         ca.start()
+        if "pkcs12" in parts:
+            bench_pkcs12_step(args, rows)
         if "issuance" in parts:
             bench_issuance(ca, args, rows)
             bench_openssl_pipeline(args, rows, rows, ca.server.pid)

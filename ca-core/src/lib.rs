@@ -92,6 +92,83 @@ pub mod fuzzing {
     }
 }
 
+/// Entry points for the benchmark harness (`benches/bench.py`, through
+/// `ca-core/examples/pkcs12_step.rs`): one step of issuance timed on its own.
+/// Not a stable interface.
+#[doc(hidden)]
+pub mod benching {
+    use crate::policy::{Pkcs12Profile, Pkcs12Settings};
+
+    /// The PKCS#12 step of an issuance alone: packages one fixed key and a
+    /// self-signed certificate for it (as leaf and as CA) into a bundle of
+    /// `profile` ("modern" or "legacy") with the shipped settings (2,048
+    /// iterations), the way `Ca` does after signing. Key generation, signing
+    /// and the store are left out. Returns the bundle's size.
+    ///
+    /// "openssl-legacy" is the peer: the same legacy bundle from OpenSSL 3's
+    /// `PKCS12_create` (through the `openssl` crate), the path ca-core took
+    /// before it wrote the legacy profile itself.
+    pub fn pkcs12_step(
+        key_algorithm: crate::KeyAlgorithm,
+        profile: &str,
+    ) -> crate::Result<impl FnMut() -> crate::Result<usize>> {
+        let (profile, openssl) = match profile {
+            "modern" => (Pkcs12Profile::Modern, false),
+            "legacy" => (Pkcs12Profile::Legacy, false),
+            "openssl-legacy" => (Pkcs12Profile::Legacy, true),
+            other => {
+                return Err(crate::Error::InvalidInput(format!(
+                    "unknown PKCS#12 profile {other:?}: use modern, legacy or openssl-legacy"
+                )))
+            }
+        };
+        let mut settings: Pkcs12Settings = crate::policy::Policies::shipped()
+            .get("portal-admin")?
+            .pkcs12
+            .clone()
+            .ok_or_else(|| crate::Error::Policy("portal-admin has no pkcs12 settings".into()))?;
+        settings.profile = profile;
+        let key = key_algorithm.generate()?;
+        let signer = crate::signer::FileSigner::new(key.clone())?;
+        let certificate = crate::pki::x509::build_ca_certificate(
+            crate::pki::x509::parse_subject("CN=PKCS#12 step")?,
+            &signer,
+            crate::now(),
+            time::Duration::days(1),
+        )?;
+        let password = crate::generate_password(settings.password_length)?;
+        let x509 = openssl::x509::X509::from_der(&certificate.0)?;
+        Ok(move || {
+            if openssl {
+                use openssl::nid::Nid;
+                let mut chain = openssl::stack::Stack::new()?;
+                chain.push(x509.clone())?;
+                let mut builder = openssl::pkcs12::Pkcs12::builder();
+                builder
+                    .name("admin (tenant)")
+                    .pkey(&key)
+                    .cert(&x509)
+                    .ca(chain)
+                    .key_iter(settings.iterations)
+                    .mac_iter(settings.iterations)
+                    .key_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
+                    .cert_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
+                    .mac_md(openssl::hash::MessageDigest::sha1());
+                return Ok(builder.build2(&password)?.to_der()?.len());
+            }
+            let bundle = crate::pki::pkcs12::build_pkcs12(
+                &key,
+                &certificate.0,
+                &certificate.0,
+                &settings,
+                "admin (tenant)",
+                &password,
+            )?;
+            Ok(bundle.0.len())
+        })
+    }
+}
+
 /// Formats a time as RFC 3339 UTC (`2026-11-25T20:29:41Z`).
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)

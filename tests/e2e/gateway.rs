@@ -230,6 +230,15 @@ fn a_lost_device_is_locked_out_at_the_nginx_gateway() {
         200,
         "the issued certificate gets in"
     );
+    // A legacy bundle (3DES bags, SHA-1 MAC, RSA-2048: for old Windows and
+    // macOS) delivers a key and certificate that log in the same way.
+    let legacy = server.issue(&operator, "bob", r#"{"policy":"portal-admin-legacy"}"#);
+    let (legacy_cert, legacy_key) = extract(&ca, &legacy, "legacy");
+    assert_eq!(
+        nginx.get(&legacy_cert, &legacy_key),
+        200,
+        "the certificate from a legacy bundle gets in"
+    );
     // No certificate: refused.
     let url = format!("https://127.0.0.1:{}/whoami", nginx.port);
     let code = stdout(&tool(
