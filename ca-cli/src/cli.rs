@@ -382,8 +382,16 @@ pub(crate) struct PullArgs {
     #[arg(long, value_name = "CMD")]
     pub(crate) on_change: Option<String>,
     /// Keep pulling at this interval (e.g. 60s) until SIGTERM.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", conflicts_with = "watch")]
     pub(crate) interval: Option<String>,
+    /// Keep the CRL current until SIGTERM by long-polling the CA (`Prefer:
+    /// wait=55` with `If-None-Match`): the server answers the moment a newer
+    /// CRL is published, so a revocation reaches the gateway within about a
+    /// second and an idle gateway costs one request a minute. Servers that do
+    /// not hold the request are polled once a second; errors are retried with
+    /// backoff (1 s doubling to 30 s).
+    #[arg(long)]
+    pub(crate) watch: bool,
     /// Write DER instead of PEM.
     #[arg(long)]
     pub(crate) der: bool,

@@ -15,7 +15,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(error) = runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // A `crl pull --watch` stopped by SIGTERM may leave its long-poll running
+    // on a blocking thread; do not wait out its 55 s (nothing is written there).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if let Err(error) = result {
         if json {
             let view = ca_core::ErrorView::from_error(&error);
             eprintln!("{}", serde_json::to_string(&view).expect("serialisable"));

@@ -2,7 +2,7 @@
 //! the verification is `ca_core::verify_crl`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ca_core::{compare_crl, fsutil, verify_crl, CrlUpdate, Error, Result, VerifiedCrl};
 use serde_json::json;
@@ -16,6 +16,16 @@ struct Validators {
     etag: Option<String>,
     last_modified: Option<String>,
 }
+
+/// How long a `--watch` long-poll asks the server to hold it (RFC 7240
+/// `Prefer: wait`); the server's own limit is the same 55 s.
+const WATCH_WAIT: Duration = Duration::from_secs(55);
+/// In `--watch` mode, requests that come back without news start at most
+/// this often: the fallback against a server that does not hold requests
+/// (or has no long-poll slot free), and a guard against one that answers at once.
+const WATCH_MIN_SPACING: Duration = Duration::from_secs(1);
+/// Retry delays after a failed pull in `--watch` mode: doubling up to this.
+const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What one pull did.
 struct Outcome {
@@ -45,9 +55,15 @@ pub(crate) async fn run(json_output: bool, args: PullArgs) -> Result<()> {
     }
     let ca = std::fs::read(&args.ca)
         .map_err(|e| Error::InvalidInput(format!("cannot read --ca {}: {e}", args.ca.display())))?;
+    // A long-poll is held up to WATCH_WAIT before its answer starts.
+    let request_timeout = match args.watch {
+        true => timeout + WATCH_WAIT,
+        false => timeout,
+    };
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(timeout));
+        .timeout_connect(Some(timeout))
+        .timeout_global(Some(request_timeout));
     if args.url.starts_with("https://") {
         // The CA serves its API with a certificate it issued itself
         // (`ca-cli server-cert`), so the CA certificate is the trust anchor
@@ -79,19 +95,69 @@ pub(crate) async fn run(json_output: bool, args: PullArgs) -> Result<()> {
     }
     let agent: ureq::Agent = config.build().into();
     let mut validators = Validators::default();
+    if args.watch {
+        return watch(json_output, &agent, &args, &ca, &mut validators).await;
+    }
     let Some(interval) = interval else {
-        let outcome = pull_once(&agent, &args, &ca, &mut validators).await?;
+        let outcome = pull_once(&agent, &args, &ca, &mut validators, None).await?;
         report(json_output, &args, &outcome);
         return Ok(());
     };
     let mut stop = Box::pin(terminated());
     loop {
-        match pull_once(&agent, &args, &ca, &mut validators).await {
+        match pull_once(&agent, &args, &ca, &mut validators, None).await {
             Ok(outcome) => report(json_output, &args, &outcome),
             Err(e) => eprintln!("error: {e} (retrying in {}s)", interval.as_secs()),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return Ok(()),
+        }
+    }
+}
+
+/// `--watch`: long-poll until SIGTERM. Every CRL is verified and installed
+/// exactly as by a single pull; only a change is reported (and runs
+/// `--on-change`).
+async fn watch(
+    json_output: bool,
+    agent: &ureq::Agent,
+    args: &PullArgs,
+    ca: &[u8],
+    validators: &mut Validators,
+) -> Result<()> {
+    let mut stop = Box::pin(terminated());
+    let mut backoff = Duration::from_secs(1);
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let pulled = tokio::select! {
+            pulled = pull_once(agent, args, ca, validators, Some(WATCH_WAIT)) => pulled,
+            // The fetch runs on a blocking thread and is abandoned; a CRL is
+            // only ever installed by rename, so nothing is left half-written.
+            _ = &mut stop => return Ok(()),
+        };
+        let pause = match pulled {
+            Ok(outcome) => {
+                backoff = Duration::from_secs(1);
+                if outcome.changed || first {
+                    report(json_output, args, &outcome);
+                }
+                first = false;
+                match outcome.changed {
+                    true => Duration::ZERO,
+                    false => WATCH_MIN_SPACING.saturating_sub(started.elapsed()),
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e} (retrying in {}s)", backoff.as_secs());
+                let pause = backoff;
+                backoff = (backoff * 2).min(WATCH_MAX_BACKOFF);
+                pause
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
             _ = &mut stop => return Ok(()),
         }
     }
@@ -120,6 +186,7 @@ async fn pull_once(
     args: &PullArgs,
     ca: &[u8],
     validators: &mut Validators,
+    wait: Option<Duration>,
 ) -> Result<Outcome> {
     let installed = read_installed(&args.out, ca);
     // Validators only make sense for the copy they were given with.
@@ -128,7 +195,7 @@ async fn pull_once(
     } else {
         Validators::default()
     };
-    let fetched = fetch(agent.clone(), args.url.clone(), sent).await?;
+    let fetched = fetch(agent.clone(), args.url.clone(), sent, wait).await?;
     let Some((body, new_validators)) = fetched else {
         return Ok(Outcome {
             changed: false,
@@ -166,11 +233,13 @@ async fn pull_once(
     })
 }
 
-/// GETs the CRL; `None` when the server says 304 Not Modified.
+/// GETs the CRL; `None` when the server says 304 Not Modified. With `wait`,
+/// asks the server to hold a 304 until a newer CRL is published (RFC 7240 §4.3).
 async fn fetch(
     agent: ureq::Agent,
     url: String,
     validators: Validators,
+    wait: Option<Duration>,
 ) -> Result<Option<(Vec<u8>, Validators)>> {
     let fetch_error = |what: String| Error::Io {
         context: "cannot fetch the CRL from",
@@ -185,6 +254,9 @@ async fn fetch(
         }
         if let Some(date) = &validators.last_modified {
             request = request.header("If-Modified-Since", date);
+        }
+        if let (Some(wait), Some(_)) = (wait, &validators.etag) {
+            request = request.header("Prefer", format!("wait={}", wait.as_secs()));
         }
         let mut response = request.call().map_err(|e| e.to_string())?;
         let status = response.status().as_u16();

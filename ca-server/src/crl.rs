@@ -1,14 +1,23 @@
 //! The CRL as served to gateways, and the background task that keeps it fresh:
 //! republished after every revocation (debounced) and at half its validity,
 //! and reloaded when another process (`ca-cli`, another replica) publishes.
+//!
+//! Gateways may also long-poll (`crl pull --watch`): a conditional GET that
+//! would be answered 304 is held until a newer CRL is served here or its wait
+//! (RFC 7240 `Prefer: wait`) runs out. The number of requests held is capped
+//! in total and per client address, so an unauthenticated peer cannot pin
+//! more than a fixed share of tasks and memory; past the cap a request gets
+//! its 304 at once, without `Preference-Applied`, and its client polls instead.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use ca_core::{Ca, PublishedCrl};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::metrics::Metrics;
 
@@ -49,17 +58,127 @@ impl CachedCrl {
     }
 }
 
+/// The longest a long-poll is held (RFC 7240 §4.3 `wait`). Below the 60 s
+/// that proxies commonly allow an idle upstream read (nginx's
+/// `proxy_read_timeout`), so a held request is not cut by a proxy in between.
+pub const MAX_WAIT: Duration = Duration::from_secs(55);
+/// Long-polls held at once, in all. Each costs its connection's task and
+/// buffers (a few KiB), so this bounds what they pin to a few MiB.
+const MAX_WAITERS: usize = 1024;
+/// Long-polls held at once for one client address (IPv6 by /64), so one peer
+/// cannot take all the slots. Gateways behind one NAT beyond this still get
+/// their answers, by polling.
+const MAX_WAITERS_PER_ADDRESS: usize = 8;
+
 /// The served CRL and the wake-up for revocations made through this server.
-#[derive(Default)]
 pub struct CrlCache {
-    current: RwLock<Option<Arc<CachedCrl>>>,
+    /// The CRL being served; long-polls watch it for a newer one.
+    current: watch::Sender<Option<Arc<CachedCrl>>>,
     changed: Notify,
+    /// Set at shutdown: held long-polls are answered at once.
+    closing: watch::Sender<bool>,
+    waiters: Mutex<Waiters>,
+}
+
+impl Default for CrlCache {
+    fn default() -> Self {
+        CrlCache {
+            current: watch::Sender::new(None),
+            changed: Notify::new(),
+            closing: watch::Sender::new(false),
+            waiters: Mutex::default(),
+        }
+    }
+}
+
+/// Who holds long-poll slots.
+#[derive(Default)]
+struct Waiters {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// One held long-poll; the slot is given back when it is dropped (answered,
+/// or the client went away and hyper dropped the request's future).
+pub struct WaitSlot<'a> {
+    cache: &'a CrlCache,
+    address: IpAddr,
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.cache.waiters.lock().unwrap();
+        waiters.total -= 1;
+        if let Some(n) = waiters.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                waiters.by_address.remove(&self.address);
+            }
+        }
+    }
 }
 
 impl CrlCache {
     /// The CRL being served.
     pub fn current(&self) -> Option<Arc<CachedCrl>> {
-        self.current.read().unwrap().clone()
+        self.current.borrow().clone()
+    }
+
+    /// A long-poll slot for a client at `address`, or `None` when the total
+    /// or this address's share is taken.
+    pub fn wait_slot(&self, address: IpAddr) -> Option<WaitSlot<'_>> {
+        let address = crate::limits::address_key(address);
+        let mut waiters = self.waiters.lock().unwrap();
+        if *self.closing.borrow() || waiters.total >= MAX_WAITERS {
+            return None;
+        }
+        let held = waiters.by_address.entry(address).or_insert(0);
+        if *held >= MAX_WAITERS_PER_ADDRESS {
+            return None;
+        }
+        *held += 1;
+        waiters.total += 1;
+        Some(WaitSlot {
+            cache: self,
+            address,
+        })
+    }
+
+    /// Long-polls held now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().unwrap().total
+    }
+
+    /// Waits (holding `slot`) until a CRL other than the one tagged `etag` is
+    /// served, at most `wait`; returns it, or `None` when the wait ran out or
+    /// the server is shutting down.
+    pub async fn newer_than(
+        &self,
+        etag: &str,
+        wait: Duration,
+        slot: WaitSlot<'_>,
+    ) -> Option<Arc<CachedCrl>> {
+        let mut current = self.current.subscribe();
+        let mut closing = self.closing.subscribe();
+        let newer = async {
+            current
+                .wait_for(|c| c.as_ref().is_some_and(|c| c.etag != etag))
+                .await
+                .ok()
+                .and_then(|c| c.clone())
+        };
+        let result = tokio::select! {
+            newer = tokio::time::timeout(wait.min(MAX_WAIT), newer) => newer.ok().flatten(),
+            _ = closing.wait_for(|closing| *closing) => None,
+        };
+        drop(slot);
+        result
+    }
+
+    /// Shutdown: answers every held long-poll now (so graceful shutdown does
+    /// not wait out their 55 s) and holds no new ones.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Tells the refresher that something was revoked.
@@ -68,7 +187,9 @@ impl CrlCache {
     }
 
     fn set(&self, crl: &PublishedCrl) {
-        *self.current.write().unwrap() = Some(Arc::new(CachedCrl::new(crl)));
+        // Wakes every long-poll waiting for a CRL newer than the one it has.
+        self.current
+            .send_replace(Some(Arc::new(CachedCrl::new(crl))));
     }
 
     /// Publishes if stale, then serves the newest published CRL.

@@ -126,7 +126,13 @@ async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %address, scheme, data_dir = %config.data_dir.display(), "ca-server ready");
     reload_on_sighup(tls.clone());
-    ca_server::listener::serve(listener, ca_server::app(state), tls, shutdown()).await;
+    let crl = state.crl.clone();
+    let shutdown = async move {
+        shutdown().await;
+        // Held CRL long-polls are answered now, not after their wait.
+        crl.close();
+    };
+    ca_server::listener::serve(listener, ca_server::app(state), tls, shutdown).await;
     tracing::info!("ca-server stopped cleanly");
     Ok(())
 }

@@ -1140,3 +1140,181 @@ async fn client_certificates_log_in_with_their_policys_role_and_tenant_until_rev
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A CRL GET as a gateway at `address` sends it (the listener adds the peer).
+async fn crl_get(
+    state: &AppState,
+    address: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap) {
+    let mut request = Request::builder().method("GET").uri("/crl");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let mut request = request.body(Body::empty()).unwrap();
+    request.extensions_mut().insert(ca_server::Peer {
+        address: address.parse().unwrap(),
+        tls: false,
+        certificate: None,
+    });
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    (response.status(), response.headers().clone())
+}
+
+#[tokio::test]
+async fn a_crl_long_poll_is_answered_when_a_newer_crl_is_published() {
+    let f = fixture().await;
+    let (_, headers, _) = f.raw("GET", "/crl", None, None, &[]).await;
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let state = f.state.clone();
+    let tag = etag.clone();
+    let started = std::time::Instant::now();
+    let held = tokio::spawn(async move {
+        crl_get(
+            &state,
+            "192.0.2.1:1000",
+            &[("if-none-match", &tag), ("prefer", "wait=20")],
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "the long-poll is held while nothing changes"
+    );
+    assert_eq!(f.state.crl.waiting(), 1);
+    let serial = f.issue("acme", "alice").await;
+    let (status, _) = f
+        .call(
+            "POST",
+            &format!("/v1/certificates/{serial}/revoke"),
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    f.state.warm_up().await.unwrap();
+    let (status, headers) = held.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(headers[header::ETAG].to_str().unwrap(), etag);
+    assert_eq!(headers["preference-applied"], "wait=20");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(f.state.crl.waiting(), 0, "the slot is given back");
+}
+
+#[tokio::test]
+async fn a_crl_long_poll_ends_with_304_after_its_wait_and_plain_gets_are_unchanged() {
+    let f = fixture().await;
+    let (_, headers, _) = f.raw("GET", "/crl", None, None, &[]).await;
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let (status, headers) = crl_get(
+        &f.state,
+        "192.0.2.1:1000",
+        &[
+            ("if-none-match", &etag),
+            ("prefer", "respond-async, wait=1"),
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers["preference-applied"], "wait=1");
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    // Waits the server does not understand are ignored (RFC 7240 §2): answered at once.
+    for prefer in ["wait=abc", "wait=-1", "wait=0", "wait", "handling=lenient"] {
+        let started = std::time::Instant::now();
+        let (status, headers) = crl_get(
+            &f.state,
+            "192.0.2.1:1000",
+            &[("if-none-match", &etag), ("prefer", prefer)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{prefer}");
+        assert!(headers.get("preference-applied").is_none(), "{prefer}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "{prefer}"
+        );
+    }
+    // A request for a CRL the client does not have is never held.
+    let (status, headers) = crl_get(
+        &f.state,
+        "192.0.2.1:1000",
+        &[("if-none-match", "\"crl-0\""), ("prefer", "wait=30")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("preference-applied").is_none());
+    // Waits above 55 s are cut to 55 s.
+    let state = f.state.clone();
+    let tag = etag.clone();
+    let held = tokio::spawn(async move {
+        crl_get(
+            &state,
+            "192.0.2.1:1000",
+            &[("if-none-match", &tag), ("prefer", "wait=3600")],
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    f.state.crl.close();
+    let (status, headers) = held.await.unwrap();
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers["preference-applied"], "wait=55");
+}
+
+#[tokio::test]
+async fn crl_long_polls_are_capped_per_address_and_released_at_shutdown() {
+    let f = fixture().await;
+    let (_, headers, _) = f.raw("GET", "/crl", None, None, &[]).await;
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let hold = |address: &'static str| {
+        let (state, tag) = (f.state.clone(), etag.clone());
+        tokio::spawn(async move {
+            crl_get(
+                &state,
+                address,
+                &[("if-none-match", &tag), ("prefer", "wait=30")],
+            )
+            .await
+        })
+    };
+    // One peer fills its share (8) ...
+    let held: Vec<_> = (0..8).map(|_| hold("198.51.100.7:4000")).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(f.state.crl.waiting(), 8);
+    // ... then its next long-poll is answered at once, without Preference-Applied,
+    let started = std::time::Instant::now();
+    let (status, headers) = crl_get(
+        &f.state,
+        "198.51.100.7:4001",
+        &[("if-none-match", &etag), ("prefer", "wait=30")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(headers.get("preference-applied").is_none());
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    // ... while another address is still held.
+    let other = hold("203.0.113.9:5000");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!other.is_finished());
+    assert_eq!(f.state.crl.waiting(), 9);
+    let (_, _, metrics) = f.raw("GET", "/metrics", None, None, &[]).await;
+    assert!(String::from_utf8(metrics)
+        .unwrap()
+        .contains("ca_crl_waiting 9"));
+    // Shutdown answers every held long-poll at once.
+    let started = std::time::Instant::now();
+    f.state.crl.close();
+    for handle in held.into_iter().chain([other]) {
+        let (status, headers) = handle.await.unwrap();
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert_eq!(headers["preference-applied"], "wait=30");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(f.state.crl.waiting(), 0);
+}

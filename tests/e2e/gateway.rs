@@ -486,3 +486,231 @@ fn crl_pull_interval_mode_stops_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The `crl pull` options of the shipped systemd unit
+/// (`examples/systemd/ca-crl-pull.service`) other than the host-specific
+/// `--url`, `--ca`, `--out` and `--on-change`: what a gateway installed from
+/// the examples runs with.
+fn shipped_pull_options() -> Vec<String> {
+    let unit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/systemd/ca-crl-pull.service");
+    let text = std::fs::read_to_string(unit).unwrap();
+    let exec = text
+        .replace("\\\n", " ")
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=").map(str::to_owned))
+        .expect("ExecStart in the unit");
+    // Words, with "double-quoted" ones kept whole (systemd's quoting).
+    let mut words = Vec::new();
+    let mut rest = exec.trim();
+    while !rest.is_empty() {
+        let (word, tail) = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').expect("closing quote"),
+            None => rest.split_once(' ').unwrap_or((rest, "")),
+        };
+        words.push(word.to_owned());
+        rest = tail.trim_start();
+    }
+    assert_eq!(&words[1..3], ["crl", "pull"], "{exec}");
+    let mut options = Vec::new();
+    let mut words = words.into_iter().skip(3);
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--url" | "--ca" | "--out" | "--on-change" => {
+                words.next();
+            }
+            _ => options.push(word),
+        }
+    }
+    options
+}
+
+/// Waits until `server` holds `n` CRL long-polls (its `ca_crl_waiting` gauge).
+fn wait_for_long_polls(server: &Server, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = stdout(&server.curl(&["-s", &server.url("/metrics")]));
+        if metrics.contains(&format!("\nca_crl_waiting {n}\n")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server does not hold {n} long-poll(s): {}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("ca_crl"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_shipped_crl_pull_unit_locks_a_lost_device_out_at_nginx_within_2_s() {
+    let options = shipped_pull_options();
+    println!("shipped crl pull options: {options:?}");
+    let port = free_port();
+    let ca = TestCa::init_for(&format!("https://127.0.0.1:{port}"), &[]);
+    let operator = ca.token("operator");
+    let (files, _) = TlsFiles::issue(&ca, "server");
+    let server = Server::start_tls(&ca, port, &files, None, &[]);
+    let ca_pem = ca.ca_pem();
+    let bootstrap = ca.path("bootstrap-crl.pem");
+    let out = pull(&ca, &server.url("/crl"), &ca_pem, &bootstrap, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let issued = server.issue(&operator, "alice", "{}");
+    let (mut old_cert, mut old_key) = extract(&ca, &issued, "old-0");
+    let nginx = Nginx::start(&ca, "portal.conf", Some(&bootstrap), Path::new(&ca_pem));
+    assert_eq!(nginx.get(&old_cert, &old_key), 200);
+
+    // The unit's command line, with this host's URL, files and nginx.
+    let changes = ca.path("changes");
+    let on_change = format!(
+        "{} && echo changed >> {}",
+        nginx.reload_command(),
+        changes.display()
+    );
+    let crl_path = nginx.crl_path();
+    let url = server.url("/crl");
+    let mut args = vec![
+        "--json",
+        "crl",
+        "pull",
+        "--url",
+        &url,
+        "--ca",
+        &ca_pem,
+        "--out",
+        crl_path.to_str().unwrap(),
+        "--on-change",
+        &on_change,
+    ];
+    args.extend(options.iter().map(String::as_str));
+    let log = ca.path("pull.log");
+    let mut watcher = ca
+        .command(&args)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut figures = Vec::new();
+    for round in 1..=3 {
+        // The gateway sits in its long-poll (an idle gateway costs nothing)...
+        wait_for_long_polls(&server, 1);
+        std::thread::sleep(Duration::from_millis(300));
+        // ... when a device is reported lost.
+        let reissued = server.reissue(&operator, "alice", "key-compromise");
+        let answered = Instant::now();
+        loop {
+            let code = nginx.get(&old_cert, &old_key);
+            if code != 200 {
+                assert_eq!(code, 400, "refusal is nginx's certificate error");
+                break;
+            }
+            assert!(
+                answered.elapsed() < Duration::from_secs(15),
+                "old certificate still accepted after 15 s; pull log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        figures.push(answered.elapsed());
+        let (new_cert, new_key) = extract(&ca, &reissued, &format!("old-{round}"));
+        assert_eq!(
+            nginx.get(&new_cert, &new_key),
+            200,
+            "the new certificate gets in"
+        );
+        (old_cert, old_key) = (new_cert, new_key);
+    }
+    let worst = *figures.iter().max().unwrap();
+    println!("reissue answered -> nginx refuses the old certificate, shipped unit ({options:?}): {figures:?}, max {worst:?}");
+    assert!(
+        worst <= Duration::from_secs(2),
+        "lock-out took {figures:?}; the shipped setup must do it within 2 s"
+    );
+    // --on-change ran once per new CRL, never for a long-poll's 304.
+    wait_for_long_polls(&server, 1);
+    let ran = std::fs::read_to_string(&changes).unwrap().lines().count();
+    assert_eq!(ran, 3, "--on-change runs only when the CRL changed");
+    // SIGTERM while a long-poll is held: a clean, prompt exit.
+    let stopping = Instant::now();
+    tool("kill", &["-TERM", &watcher.id().to_string()]);
+    let status = watcher.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let mut errors = String::new();
+    std::io::Read::read_to_string(watcher.stderr.as_mut().unwrap(), &mut errors).unwrap();
+    // (nginx -s reload itself prints notices there.)
+    assert!(!errors.contains("error"), "{errors}");
+    let reports = std::fs::read_to_string(&log).unwrap();
+    let changed = reports
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["changed"] == true)
+        .count();
+    assert_eq!(changed, 3, "{reports}");
+}
+
+#[test]
+fn crl_pull_watch_reconnects_with_backoff_after_the_ca_restarts() {
+    let port = free_port();
+    let ca = TestCa::init();
+    let server = Server::start_on(&ca, port, &[]);
+    let ca_pem = ca.ca_pem();
+    let v = ca.issue("acme", "alice", "portal-admin", "a.p12");
+    let serial = v["serial"].as_str().unwrap().to_owned();
+    let installed = ca.path("crl.pem");
+    let url = server.url("/crl");
+    let mut watcher = ca
+        .command(&[
+            "crl",
+            "pull",
+            "--url",
+            &url,
+            "--ca",
+            &ca_pem,
+            "--out",
+            installed.to_str().unwrap(),
+            "--watch",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(ca.path("pull.err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_long_polls(&server, 1);
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0), "a held long-poll does not hold up shutdown");
+    // Revoked while the CA's server is down (the CLI publishes the CRL).
+    ca.ok(&["revoke", &serial]);
+    std::thread::sleep(Duration::from_secs(3));
+    let errors = std::fs::read_to_string(ca.path("pull.err")).unwrap();
+    assert!(
+        errors.contains("retrying in 1s") && errors.contains("retrying in 2s"),
+        "{errors}"
+    );
+    let server = Server::start_on(&ca, port, &[]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = stdout(&tool(
+            "openssl",
+            &["crl", "-in", installed.to_str().unwrap(), "-noout", "-text"],
+        ));
+        if text.to_lowercase().contains(&serial) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revocation did not arrive after the restart: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for_long_polls(&server, 1);
+    tool("kill", &["-TERM", &watcher.id().to_string()]);
+    assert_eq!(watcher.wait().unwrap().code(), Some(0));
+}

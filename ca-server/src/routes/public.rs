@@ -1,13 +1,16 @@
 //! Unauthenticated endpoints for gateways, browsers and monitoring.
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use std::time::Duration;
+
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::crl::CachedCrl;
+use crate::crl::{CachedCrl, MAX_WAIT};
 use crate::error::ApiError;
+use crate::listener::Peer;
 use crate::AppState;
 
 /// The routes.
@@ -38,22 +41,76 @@ pub async fn ca_pem(State(state): State<AppState>) -> Response {
 }
 
 /// Answers a CRL request, honouring `If-None-Match` and `If-Modified-Since`.
-fn serve_crl(state: &AppState, headers: &HeaderMap, pem: bool) -> Result<Response, ApiError> {
-    let crl = state
+///
+/// A conditional request that would get 304 and carries `Prefer: wait=N`
+/// (RFC 7240 §4.3) is held until a newer CRL is served or N seconds (at most
+/// 55) pass: a long-poll, so a watching gateway learns of a revocation the
+/// moment its CRL is published and costs nothing meanwhile. The held answer
+/// says `Preference-Applied: wait=N` (§3); a 304 without it means the wait was
+/// not granted (all long-poll slots taken) and the client should poll.
+async fn serve_crl(
+    state: &AppState,
+    peer: Option<&Peer>,
+    headers: &HeaderMap,
+    pem: bool,
+) -> Result<Response, ApiError> {
+    let mut crl = state
         .crl
         .current()
         .ok_or_else(|| ApiError::Unavailable("no CRL published yet; retry shortly".into()))?;
+    let mut applied = None;
+    if not_modified(&crl, headers) {
+        let wait = preferred_wait(headers);
+        // In-process callers (tests) have no peer; they share one slot group.
+        let address = peer.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.address.ip());
+        let slot = wait.and_then(|_| state.crl.wait_slot(address));
+        if let (Some(wait), Some(slot)) = (wait, slot) {
+            applied =
+                Some(HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("ascii"));
+            if let Some(newer) = state.crl.newer_than(&crl.etag, wait, slot).await {
+                crl = newer;
+            }
+        }
+    }
     let now = ca_core::now().unix_timestamp();
     let cache_headers = cache_headers(&crl, now);
-    if not_modified(&crl, headers) {
-        return Ok((StatusCode::NOT_MODIFIED, cache_headers).into_response());
-    }
-    let (content_type, body) = if pem {
-        ("application/x-pem-file", crl.pem.clone())
+    let mut response = if not_modified(&crl, headers) {
+        (StatusCode::NOT_MODIFIED, cache_headers).into_response()
     } else {
-        ("application/pkix-crl", crl.der.clone())
+        let (content_type, body) = if pem {
+            ("application/x-pem-file", crl.pem.clone())
+        } else {
+            ("application/pkix-crl", crl.der.clone())
+        };
+        (cache_headers, [(header::CONTENT_TYPE, content_type)], body).into_response()
     };
-    Ok((cache_headers, [(header::CONTENT_TYPE, content_type)], body).into_response())
+    if let Some(applied) = applied {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("preference-applied"), applied);
+    }
+    Ok(response)
+}
+
+/// The `wait` preference of `Prefer` headers (RFC 7240 §2, §4.3), at most
+/// [`MAX_WAIT`]; `None` when absent, zero or not a number — a preference the
+/// server does not understand is ignored (§2), so such a GET is answered at once.
+fn preferred_wait(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|preference| {
+            // A preference is `token [= word] *( ";" parameter )`.
+            let preference = preference.split(';').next()?.trim();
+            let (name, value) = preference.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("wait") {
+                return None;
+            }
+            value.trim().trim_matches('"').parse::<u64>().ok()
+        })?;
+    (seconds > 0).then(|| Duration::from_secs(seconds).min(MAX_WAIT))
 }
 
 /// ETag, Last-Modified and a max-age that never reaches past nextUpdate. The
@@ -108,25 +165,41 @@ fn not_modified(crl: &CachedCrl, headers: &HeaderMap) -> bool {
 }
 
 /// The current CRL, DER.
-#[utoipa::path(get, path = "/crl", tag = "public", responses(
+///
+/// A conditional GET with `Prefer: wait=N` (RFC 7240) that would be answered
+/// 304 is held until a newer CRL is published (then 200 with it) or N seconds
+/// pass (at most 55; then 304). Held answers carry `Preference-Applied`.
+#[utoipa::path(get, path = "/crl", tag = "public",
+    params(
+        ("If-None-Match" = Option<String>, Header, description = "ETag of the CRL the client has"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): with a matching If-None-Match, hold the request up to N seconds (at most 55) until a newer CRL is published"),
+    ),
+    responses(
     (status = 200, description = "CRL (DER)", content_type = "application/pkix-crl"),
-    (status = 304, description = "Not modified (If-None-Match / If-Modified-Since)")))]
+    (status = 304, description = "Not modified (If-None-Match / If-Modified-Since); after a long-poll's wait ran out it carries `Preference-Applied: wait=N`, without it the wait was not granted (long-poll slots taken: poll instead)")))]
 pub async fn crl_der(
     State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve_crl(&state, &headers, false)
+    serve_crl(&state, peer.as_deref(), &headers, false).await
 }
 
-/// The current CRL, PEM.
-#[utoipa::path(get, path = "/crl.pem", tag = "public", responses(
+/// The current CRL, PEM (long-poll as for `/crl`).
+#[utoipa::path(get, path = "/crl.pem", tag = "public",
+    params(
+        ("If-None-Match" = Option<String>, Header, description = "ETag of the CRL the client has"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240), as for /crl"),
+    ),
+    responses(
     (status = 200, description = "CRL (PEM)", content_type = "application/x-pem-file"),
-    (status = 304, description = "Not modified")))]
+    (status = 304, description = "Not modified (see /crl for long-polls)")))]
 pub async fn crl_pem(
     State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve_crl(&state, &headers, true)
+    serve_crl(&state, peer.as_deref(), &headers, true).await
 }
 
 /// Liveness.
@@ -187,6 +260,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let now = ca_core::now().unix_timestamp();
     let mut text = state.metrics.render(crl, now);
     text.push_str(&state.ocsp.render_metrics(now));
+    text.push_str(&format!(
+        "# HELP ca_crl_waiting Long-polls on /crl held now (Prefer: wait).\n# TYPE ca_crl_waiting gauge\nca_crl_waiting {}\n",
+        state.crl.waiting()
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
