@@ -40,6 +40,27 @@ const OCSP_KEY_META: &str = "ocsp_responder_key";
 const OCSP_TENANT: &str = crate::ids::RESERVED_TENANT;
 const OCSP_ADMIN: &str = "ocsp-responder";
 
+/// Where issuer `number`'s responder certificate and key are kept (issuer 1
+/// keeps the names of the single CA).
+fn responder_meta(number: u64) -> (String, String) {
+    match number {
+        1 => (OCSP_CERT_META.to_owned(), OCSP_KEY_META.to_owned()),
+        n => (
+            format!("{OCSP_CERT_META}/{n}"),
+            format!("{OCSP_KEY_META}/{n}"),
+        ),
+    }
+}
+
+/// The admin name issuer `number`'s responder certificates are recorded
+/// under (one active responder per issuer: the one-active rule is per admin).
+fn responder_admin(number: u64) -> String {
+    match number {
+        1 => OCSP_ADMIN.to_owned(),
+        n => format!("{OCSP_ADMIN}-{n}"),
+    }
+}
+
 mod client_auth;
 mod issuers;
 mod server_cert;
@@ -887,8 +908,11 @@ impl Ca {
         actor: &str,
     ) -> Result<Issuance> {
         let mut record = prepared.record;
-        // Prepared by this Ca, so signed by its active issuer.
-        record.issuer = self.active_issuer;
+        // Leaves are signed by the active issuer (0 until committed); a
+        // retired issuer signs only its own OCSP responder certificates.
+        if record.issuer == 0 {
+            record.issuer = self.active_issuer;
+        }
         let mut draft = AuditDraft::new(
             actor,
             prepared.action,
@@ -1121,6 +1145,17 @@ impl Ca {
         &self,
         serial: Option<&Serial>,
     ) -> std::result::Result<CertState, OcspFailure> {
+        self.ocsp_state_for(self.active_issuer, serial).await
+    }
+
+    /// The status of one certificate of issuer `number` as OCSP reports it:
+    /// a serial another of our issuers signed is `unknown` under this one
+    /// (RFC 6960 §2.2: the CertID names the issuer).
+    pub async fn ocsp_state_for(
+        &self,
+        number: u64,
+        serial: Option<&Serial>,
+    ) -> std::result::Result<CertState, OcspFailure> {
         let Some(serial) = serial else {
             return Ok(CertState::Unknown);
         };
@@ -1130,6 +1165,7 @@ impl Ca {
         })?;
         Ok(match record {
             None => CertState::Unknown,
+            Some(record) if record.issuer != number => CertState::Unknown,
             Some(record) => match record.revoked_at {
                 Some(at) => CertState::Revoked {
                     at,
@@ -1140,11 +1176,19 @@ impl Ca {
         })
     }
 
-    /// The delegated OCSP responder in the store, if one was issued.
+    /// The active issuer's delegated OCSP responder in the store, if one was issued.
     pub async fn load_ocsp_responder(&self) -> Result<Option<OcspResponder>> {
+        self.load_ocsp_responder_for(self.active_issuer).await
+    }
+
+    /// Issuer `number`'s delegated OCSP responder in the store, if one was
+    /// issued. Each issuer has its own: a delegated responder answers only
+    /// for the CA that certified it (RFC 6960 §4.2.2.2).
+    pub async fn load_ocsp_responder_for(&self, number: u64) -> Result<Option<OcspResponder>> {
+        let (cert_meta, key_meta) = responder_meta(number);
         let (Some(cert_pem), Some(key_text)) = (
-            self.store.meta(OCSP_CERT_META).await?,
-            self.store.meta(OCSP_KEY_META).await?,
+            self.store.meta(&cert_meta).await?,
+            self.store.meta(&key_meta).await?,
         ) else {
             return Ok(None);
         };
@@ -1186,6 +1230,22 @@ impl Ca {
     /// `ocsp-responder`), supersedes the previous one, and stores it for every
     /// server sharing this store.
     pub async fn rotate_ocsp_responder(&self, actor: &str) -> Result<OcspResponder> {
+        self.rotate_ocsp_responder_for(self.active_issuer, actor)
+            .await
+    }
+
+    /// Like [`Ca::rotate_ocsp_responder`], for issuer `number` (a retired
+    /// issuer's responder is certified by the retired issuer's key).
+    pub async fn rotate_ocsp_responder_for(
+        &self,
+        number: u64,
+        actor: &str,
+    ) -> Result<OcspResponder> {
+        let issuer = Arc::clone(
+            self.issuer_by_number(number)
+                .ok_or_else(|| Error::NotFound(format!("no issuer numbered {number}")))?,
+        );
+        let (cert_meta, key_meta) = responder_meta(number);
         let policy = self
             .policies
             .ocsp_responder()
@@ -1196,7 +1256,10 @@ impl Ca {
                 ))
             })?
             .clone();
-        let signer = self.shared_signer()?;
+        let signer = issuer
+            .signer
+            .clone()
+            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", self.key_hint)))?;
         // With a token, the new key is generated in it (the default for
         // key.source = "pkcs11"); else it is encrypted with the passphrase.
         let in_token = match (&self.token, self.ocsp_key_source) {
@@ -1212,11 +1275,14 @@ impl Ca {
                 ))
             })?),
         };
-        let label = responder_key_label(&self.ca_cert.public_key().key_identifier());
-        let (ca_cert, endpoints) = (self.ca_cert.clone(), self.endpoints.clone());
+        let label = responder_key_label(&issuer.certificate.public_key().key_identifier());
+        let (ca_cert, endpoints) = (issuer.certificate.clone(), issuer.endpoints.clone());
         let key_label = label.clone();
         let (record, key_text, responder_signer) = blocking(move || {
-            let (tenant, admin) = (TenantId::parse(OCSP_TENANT)?, AdminId::parse(OCSP_ADMIN)?);
+            let (tenant, admin) = (
+                TenantId::parse(OCSP_TENANT)?,
+                AdminId::parse(&responder_admin(number))?,
+            );
             let sign = |public_key: &PublicKey| {
                 sign_leaf(
                     &policy,
@@ -1250,6 +1316,8 @@ impl Ca {
             }
         })
         .await?;
+        let mut record = record;
+        record.issuer = number;
         let prepared = PreparedIssuance {
             record,
             supersede: Some(Supersede {
@@ -1260,12 +1328,12 @@ impl Ca {
             bundle: None,
             password: None,
         };
-        let previous = self.store.meta(OCSP_KEY_META).await?;
+        let previous = self.store.meta(&key_meta).await?;
         let issuance = self.commit(prepared, actor).await?;
-        self.store.set_meta(OCSP_KEY_META, &key_text).await?;
+        self.store.set_meta(&key_meta, &key_text).await?;
         self.store
             .set_meta(
-                OCSP_CERT_META,
+                &cert_meta,
                 &crate::pki::x509::pem_encode("CERTIFICATE", &issuance.record.der),
             )
             .await?;
@@ -1289,12 +1357,22 @@ impl Ca {
     /// The responder to sign with: the stored one, or a fresh one when there is
     /// none or the stored one has passed half its validity.
     pub async fn ensure_ocsp_responder(&self, actor: &str) -> Result<OcspResponder> {
-        if let Some(responder) = self.load_ocsp_responder().await? {
+        self.ensure_ocsp_responder_for(self.active_issuer, actor)
+            .await
+    }
+
+    /// Like [`Ca::ensure_ocsp_responder`], for issuer `number`.
+    pub async fn ensure_ocsp_responder_for(
+        &self,
+        number: u64,
+        actor: &str,
+    ) -> Result<OcspResponder> {
+        if let Some(responder) = self.load_ocsp_responder_for(number).await? {
             if !self.ocsp_rotation_due(&responder) {
                 return Ok(responder);
             }
         }
-        self.rotate_ocsp_responder(actor).await
+        self.rotate_ocsp_responder_for(number, actor).await
     }
 
     /// True once a responder certificate has less than half its policy validity left.
@@ -1309,9 +1387,15 @@ impl Ca {
 
     /// The serial of the stored responder certificate (cheap; to notice rotation by another process).
     pub async fn ocsp_responder_fingerprint(&self) -> Result<Option<String>> {
+        self.ocsp_responder_fingerprint_for(self.active_issuer)
+            .await
+    }
+
+    /// Like [`Ca::ocsp_responder_fingerprint`], for issuer `number`.
+    pub async fn ocsp_responder_fingerprint_for(&self, number: u64) -> Result<Option<String>> {
         Ok(self
             .store
-            .meta(OCSP_CERT_META)
+            .meta(&responder_meta(number).0)
             .await?
             .map(|pem| hex::encode(crate::hash::sha256(pem.as_bytes()))))
     }

@@ -2,6 +2,7 @@
 //! republished after every revocation (debounced) and at half its validity,
 //! and reloaded when another process (`ca-cli`, another replica) publishes.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,10 +50,13 @@ impl CachedCrl {
     }
 }
 
-/// The served CRL and the wake-up for revocations made through this server.
+/// The served CRLs (the active issuer's, and after a rollover each retired
+/// issuer's) and the wake-up for revocations made through this server.
 #[derive(Default)]
 pub struct CrlCache {
     current: RwLock<Option<Arc<CachedCrl>>>,
+    /// Every issuer's CRL, by issuer number (the active one's included).
+    by_issuer: RwLock<HashMap<u64, Arc<CachedCrl>>>,
     changed: Notify,
 }
 
@@ -62,28 +66,39 @@ impl CrlCache {
         self.current.read().unwrap().clone()
     }
 
+    /// The CRL of issuer `number`.
+    pub fn of_issuer(&self, number: u64) -> Option<Arc<CachedCrl>> {
+        self.by_issuer.read().unwrap().get(&number).cloned()
+    }
+
     /// Tells the refresher that something was revoked.
     pub fn revoked(&self) {
         self.changed.notify_one();
     }
 
-    fn set(&self, crl: &PublishedCrl) {
-        *self.current.write().unwrap() = Some(Arc::new(CachedCrl::new(crl)));
-    }
-
-    /// Publishes if stale, then serves the newest published CRL.
+    /// Publishes every issuer's CRL that is stale, then serves the newest
+    /// published ones. The active issuer's is the one `/crl` serves.
     pub async fn refresh(&self, ca: &Ca, metrics: &Metrics) -> ca_core::Result<()> {
-        if ca.crl_needs_refresh().await? {
-            let crl = ca.publish_crl("server").await?;
-            metrics.crl_published();
-            tracing::info!(crl_number = crl.number, "published CRL");
-        }
-        let status = ca.crl_status().await?;
-        let served = self.current().map(|c| c.number).unwrap_or(0);
-        if status.published_number > served {
-            if let Some(crl) = ca.latest_crl().await? {
-                self.set(&crl);
+        for issuer in ca.issuers() {
+            let number = issuer.number();
+            if issuer.can_sign() && ca.crl_needs_refresh_for(number).await? {
+                let crl = ca.publish_crl_for(number, "server").await?;
+                metrics.crl_published();
+                tracing::info!(crl_number = crl.number, issuer = %issuer.id(), "published CRL");
             }
+            let status = ca.crl_status_for(number).await?;
+            let served = self.of_issuer(number).map(|c| c.number).unwrap_or(0);
+            if status.published_number > served {
+                if let Some(crl) = ca.latest_crl_for(number).await? {
+                    self.by_issuer
+                        .write()
+                        .unwrap()
+                        .insert(number, Arc::new(CachedCrl::new(&crl)));
+                }
+            }
+        }
+        if let Some(active) = ca.issuers().first() {
+            *self.current.write().unwrap() = self.of_issuer(active.number());
         }
         Ok(())
     }

@@ -564,6 +564,11 @@ impl Ca {
         Ok(status.revision > status.published_revision || crate::now() >= half_life)
     }
 
+    /// Where issuer `number`'s CRL publication stands.
+    pub async fn crl_status_for(&self, number: u64) -> Result<crate::store::CrlStatus> {
+        self.store.crl_status(number).await
+    }
+
     /// Issuer `number`'s published CRL.
     pub async fn latest_crl_for(&self, number: u64) -> Result<Option<PublishedCrl>> {
         self.store.latest_crl(number).await
