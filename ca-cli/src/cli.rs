@@ -142,6 +142,21 @@ pub(crate) enum Command {
     /// Read and verify the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+
+    /// Offline root CA ceremonies (own directory, own key; no store, no server).
+    ///
+    /// Example: ca-cli root init --root-dir /media/root --subject "CN=Portal Root CA,O=Example Corp"
+    /// Example: ca-cli root sign-ca --root-dir /media/root --csr issuing.csr --out issuing.pem
+    #[command(subcommand)]
+    Root(crate::hierarchy::RootCommand),
+
+    /// The issuing side of a hierarchy: install the root-signed certificate,
+    /// roll over to a new issuing CA, give it the root's CRL.
+    ///
+    /// Example: ca-cli ca import-cert issuing.pem --chain root.pem
+    /// Example: ca-cli ca rollover --subject "CN=Portal Issuing CA 2,O=Example Corp" --csr-out new.csr
+    #[command(subcommand)]
+    Ca(crate::hierarchy::CaCommand),
 }
 
 #[derive(Debug, Args)]
@@ -174,9 +189,18 @@ pub(crate) struct InitArgs {
     /// CA certificate lifetime (e.g. 10y, 3650d).
     #[arg(long, default_value = "10y")]
     pub(crate) validity: String,
-    /// Public URL of this CA; certificates point to <URL>/crl, <URL>/ocsp and <URL>/ca.crt.
+    /// Public URL of this CA; certificates point to <URL>/crl, <URL>/ocsp and <URL>/ca.crt
+    /// (under a root: <URL>/crl/{issuer-id} and <URL>/ca/{issuer-id}.crt).
     #[arg(long, value_name = "URL")]
     pub(crate) base_url: String,
+    /// Create an issuing CA under an offline root: the store, the key and a
+    /// CSR (--csr-out), no certificate. Nothing is issued until
+    /// `ca import-cert` installs the certificate the root signs (--validity is the root's choice then).
+    #[arg(long, requires = "csr_out")]
+    pub(crate) issuing: bool,
+    /// With --issuing: where to write the CSR for `root sign-ca`.
+    #[arg(long, value_name = "FILE", requires = "issuing")]
+    pub(crate) csr_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -13,17 +13,17 @@ use crate::cli::{
     AuditCommand, Cli, Command, IssueArgs, OcspSignerCommand, PolicyCommand, TokenCommand,
 };
 
-struct Context {
-    config: Config,
-    json: bool,
-    passphrase: Option<Zeroizing<Vec<u8>>>,
+pub(crate) struct Context {
+    pub(crate) config: Config,
+    pub(crate) json: bool,
+    pub(crate) passphrase: Option<Zeroizing<Vec<u8>>>,
     /// The token user PIN (`key.source = "pkcs11"`).
-    pin: Option<Zeroizing<String>>,
-    actor: String,
+    pub(crate) pin: Option<Zeroizing<String>>,
+    pub(crate) actor: String,
 }
 
 impl Context {
-    fn print(&self, value: Value, human: impl FnOnce() -> String) {
+    pub(crate) fn print(&self, value: Value, human: impl FnOnce() -> String) {
         if self.json {
             println!("{value}");
         } else {
@@ -34,7 +34,7 @@ impl Context {
         }
     }
 
-    async fn open(&self, need_key: bool) -> Result<Ca> {
+    pub(crate) async fn open(&self, need_key: bool) -> Result<Ca> {
         if need_key {
             match self.config.token() {
                 Some(token) if self.pin.is_none() => {
@@ -58,7 +58,7 @@ impl Context {
     }
 }
 
-fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
+pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::InvalidInput(format!("cannot read {what} file {}: {e}", path.display()))
     })?;
@@ -96,7 +96,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         actor: format!("cli:{user}"),
     };
     match cli.command {
+        Command::Init(args) if args.issuing => crate::hierarchy::init_issuing(&ctx, args).await,
         Command::Init(args) => init(&ctx, args).await,
+        Command::Root(command) => crate::hierarchy::root(&ctx, command).await,
+        Command::Ca(command) => crate::hierarchy::ca(&ctx, command).await,
         Command::Issue(args) => issue(&ctx, args, None).await,
         Command::Reissue(args) => {
             let reason = RevocationReason::parse(&args.reason)?;
@@ -212,7 +215,10 @@ async fn issue(ctx: &Context, args: IssueArgs, reissue: Option<RevocationReason>
     let crl_number = if issuance.revoked.is_empty() {
         None
     } else {
-        Some(ca.publish_crl(&ctx.actor).await?.number)
+        // The replaced certificate may come from a retired issuer: every
+        // stale CRL is republished, and the active issuer's number shown.
+        ca.publish_stale_crls(&ctx.actor).await?;
+        ca.crl_status().await.ok().map(|s| s.published_number)
     };
     print_issuance(ctx, &issuance, &args.out, reissue.is_some(), crl_number);
     Ok(())
@@ -283,10 +289,12 @@ async fn revoke(ctx: &Context, args: crate::cli::RevokeArgs) -> Result<()> {
     let record = ca
         .revoke(&serial, reason, invalidity_date, &ctx.actor)
         .await?;
-    let crl = if ca.can_sign() {
-        Some(ca.publish_crl(&ctx.actor).await?)
-    } else {
-        None
+    // The CRL to republish is the one of the certificate's own issuer.
+    let crl = match ca.issuer_by_number(record.issuer) {
+        Some(issuer) if issuer.can_sign() => {
+            Some(ca.publish_crl_for(record.issuer, &ctx.actor).await?)
+        }
+        _ => None,
     };
     let mut value =
         serde_json::to_value(CertificateView::new(&record, now())).expect("serialisable");
@@ -441,6 +449,12 @@ async fn crl(ctx: &Context, args: crate::cli::CrlArgs) -> Result<()> {
     }
     let ca = ctx.open(true).await?;
     let crl = ca.publish_crl(&ctx.actor).await?;
+    // Retired issuers (after a rollover) keep publishing their own CRLs.
+    for issuer in ca.issuers().iter().skip(1) {
+        if issuer.can_sign() {
+            ca.publish_crl_for(issuer.number(), &ctx.actor).await?;
+        }
+    }
     if let Some(out) = &args.out {
         if args.pem {
             fsutil::write_file(out, ca_core::pem_encode("X509 CRL", &crl.der).as_bytes())?;
@@ -687,7 +701,7 @@ async fn server_cert(ctx: &Context, args: crate::cli::ServerCertArgs) -> Result<
     key.commit()?;
     cert.commit()?;
     if !issuance.revoked.is_empty() {
-        ca.publish_crl(&ctx.actor).await?;
+        ca.publish_stale_crls(&ctx.actor).await?;
     }
     let view = CertificateView::new(&issuance.record, now());
     let mut value = serde_json::to_value(&view).expect("serialisable");

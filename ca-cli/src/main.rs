@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod hierarchy;
 mod pull;
 
 use clap::Parser;
@@ -38,7 +39,7 @@ fn exit_code(error: &ca_core::Error) -> i32 {
         Error::Unauthenticated(_) | Error::TokenExpired(_) | Error::Forbidden(_) => 2,
         Error::Conflict(_) | Error::AlreadyDone { .. } => 3,
         Error::NotFound(_) => 4,
-        Error::Key(_) | Error::SignerUnavailable(_) => 5,
+        Error::Key(_) | Error::SignerUnavailable(_) | Error::NotReady(_) => 5,
         Error::AuditBroken(_) => 6,
         Error::Store(_)
         | Error::Unavailable(_)

@@ -20,7 +20,6 @@ use crate::ids::{AdminId, Serial, TenantId};
 use crate::keys::{
     write_encrypted_key, KeyAlgorithm, KeyPurpose, Passphrase, PublicKey, MIN_PASSPHRASE_LEN,
 };
-use crate::pki::crl::CrlBuilder;
 use crate::pki::ocsp::{CertState, IssuerHashes, OcspFailure, OcspResponder};
 use crate::pki::pkcs12::{build_pkcs12, check_password, generate_password, Pkcs12Der};
 use crate::pki::x509::{
@@ -28,7 +27,7 @@ use crate::pki::x509::{
 };
 use crate::policy::{Policies, Policy, PolicyKind};
 use crate::reason::RevocationReason;
-use crate::signer::pkcs11::{read_key_record, write_key_record, Pkcs11Signer, Token, TokenKey};
+use crate::signer::pkcs11::{write_key_record, Pkcs11Signer, Token, TokenKey};
 use crate::signer::{FileSigner, Signer};
 use crate::store::{
     CertificateRecord, IdempotencyKey, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
@@ -41,9 +40,32 @@ const OCSP_KEY_META: &str = "ocsp_responder_key";
 const OCSP_TENANT: &str = crate::ids::RESERVED_TENANT;
 const OCSP_ADMIN: &str = "ocsp-responder";
 
+/// Where issuer `number`'s responder certificate and key are kept (issuer 1
+/// keeps the names of the single CA).
+fn responder_meta(number: u64) -> (String, String) {
+    match number {
+        1 => (OCSP_CERT_META.to_owned(), OCSP_KEY_META.to_owned()),
+        n => (
+            format!("{OCSP_CERT_META}/{n}"),
+            format!("{OCSP_KEY_META}/{n}"),
+        ),
+    }
+}
+
+/// The admin name issuer `number`'s responder certificates are recorded
+/// under (one active responder per issuer: the one-active rule is per admin).
+fn responder_admin(number: u64) -> String {
+    match number {
+        1 => OCSP_ADMIN.to_owned(),
+        n => format!("{OCSP_ADMIN}-{n}"),
+    }
+}
+
 mod client_auth;
+mod issuers;
 mod server_cert;
 
+pub use issuers::{ImportedIssuer, Issuer, IssuingRequest, PendingIssuer};
 pub use server_cert::{PreparedServerCertificate, ServerCertRequest};
 
 /// The current time, whole seconds (certificates and the store keep seconds).
@@ -89,6 +111,11 @@ impl Layout {
     /// Editable copies of the policies.
     pub fn policies(&self) -> PathBuf {
         self.dir.join("policies")
+    }
+
+    /// The root certificate, under a trust hierarchy (`ca import-cert --chain`).
+    pub fn root_cert(&self) -> PathBuf {
+        self.dir.join("root.pem")
     }
 }
 
@@ -191,6 +218,14 @@ pub struct Ca {
     key_hint: &'static str,
     issuer_hashes: IssuerHashes,
     tokens: crate::tokens::TokenCache,
+    // --- Trust hierarchy (ca/issuers.rs). The fields above (ca_cert,
+    // signer, endpoints, issuer_hashes) are the active issuer's. ---
+    /// Every issuer with an unexpired certificate, the active one first.
+    issuers: Vec<Arc<Issuer>>,
+    /// The active issuer's number (what new certificates record).
+    active_issuer: u64,
+    /// The root certificate, under a hierarchy.
+    root: Option<crate::pki::x509::CertificateDer>,
 }
 
 fn load_policies(config: &Config, layout: &Layout) -> Result<Policies> {
@@ -358,10 +393,22 @@ impl Ca {
             None => format!("key={} base_url={}", request.key, endpoints.base_url),
         };
         store.audit(draft, now).await?;
+        let single = Arc::new(Issuer {
+            number: 1,
+            id: crate::pki::x509::issuer_id(&ca_cert),
+            state: crate::store::IssuerState::Active,
+            certificate: ca_cert.clone(),
+            signer: Some(Arc::clone(&signer)),
+            hashes: IssuerHashes::new(&ca_cert)?,
+            endpoints: endpoints.clone(),
+        });
         let ca = Ca {
             store: Arc::new(store),
             issuer_hashes: IssuerHashes::new(&ca_cert)?,
             tokens: Default::default(),
+            issuers: vec![single],
+            active_issuer: 1,
+            root: None,
             ca_cert,
             endpoints,
             policies: load_policies(config, &layout)?,
@@ -398,21 +445,13 @@ impl Ca {
     /// naming both); without, only key-less operations work.
     pub async fn open_with(config: &Config, secrets: &KeySecrets) -> Result<Ca> {
         let layout = Layout::new(&config.data_dir);
-        if !layout.ca_cert().exists() {
+        let (in_token, in_file) = (layout.token_key().exists(), layout.ca_key().exists());
+        if !layout.ca_cert().exists() && !in_token && !in_file {
             return Err(Error::NotFound(format!(
                 "no CA in {}: run `ca-cli init` first, or point --data-dir / CA_DATA_DIR at the data directory",
                 layout.dir().display()
             )));
         }
-        let pem =
-            std::fs::read(layout.ca_cert()).map_err(Error::io("cannot read", layout.ca_cert()))?;
-        let ca_cert =
-            CaCertificate::from_der(crate::pki::x509::certificate_der_from_pem_or_der(&pem)?)?;
-        let passphrase = secrets
-            .passphrase
-            .as_ref()
-            .map(|p| Arc::new(Passphrase::new(p)));
-        let (in_token, in_file) = (layout.token_key().exists(), layout.ca_key().exists());
         if config.token().is_none() && in_token && !in_file {
             return Err(Error::Config(format!(
                 "key.source: the CA in {} keeps its key in a PKCS#11 token ({}): set key.source = \"pkcs11\", key.module and key.token_label",
@@ -427,35 +466,52 @@ impl Ca {
                 layout.ca_key().display()
             )));
         }
-        let mut token = None;
-        let signer: Option<Arc<dyn Signer>> = match (config.token(), &secrets.pin, &passphrase) {
-            (None, _, Some(p)) => {
-                let signer = FileSigner::unlock(&layout.ca_key(), p)?;
-                crate::signer::check_matches(&signer, ca_cert.public_key().spki_der())?;
-                Some(Arc::new(signer))
+        let store = SqlStore::connect(&config.database_url()).await?;
+        store.migrate().await?;
+        // A single self-signed CA has no issuer rows; a hierarchy has one
+        // per issuing CA, and the store says which is active.
+        let rows = store.issuers().await?;
+        let hierarchy = !rows.is_empty();
+        if hierarchy
+            && !rows
+                .iter()
+                .any(|r| r.state == crate::store::IssuerState::Active)
+        {
+            return Err(issuers::not_ready(&rows, &layout));
+        }
+        let ca_der = match rows
+            .iter()
+            .find(|r| r.state == crate::store::IssuerState::Active)
+        {
+            Some(row) => row.der.clone().ok_or_else(|| {
+                Error::Store(format!(
+                    "the active issuer {} has no certificate",
+                    row.number
+                ))
+            })?,
+            None => {
+                let pem = std::fs::read(layout.ca_cert())
+                    .map_err(Error::io("cannot read", layout.ca_cert()))?;
+                crate::pki::x509::certificate_der_from_pem_or_der(&pem)?
             }
-            (Some(token_config), Some(pin), _) => {
-                let record = read_key_record(&layout.token_key())?;
+        };
+        let ca_cert = CaCertificate::from_der(ca_der)?;
+        let active_issuer = rows
+            .iter()
+            .find(|r| r.state == crate::store::IssuerState::Active)
+            .map(|r| r.number)
+            .unwrap_or(1);
+        let passphrase = secrets
+            .passphrase
+            .as_ref()
+            .map(|p| Arc::new(Passphrase::new(p)));
+        let token = match (config.token(), &secrets.pin) {
+            (Some(token_config), Some(pin)) => {
                 let (token_config, pin) = (token_config.clone(), pin.clone());
-                let public = ca_cert.public_key().clone();
-                let certificate = format!(
-                    "the CA certificate \"{}\" in {}",
-                    crate::pki::x509::subject_line(&ca_cert.der().0),
-                    layout.ca_cert().display()
-                );
-                let (opened, signer) = blocking(move || {
-                    let token = Token::open(&token_config, &pin)?;
-                    let signer = Pkcs11Signer::find(&token, record, public, &certificate)?;
-                    Ok((token, signer))
-                })
-                .await?;
-                token = Some(opened);
-                Some(Arc::new(signer))
+                Some(blocking(move || Token::open(&token_config, &pin)).await?)
             }
             _ => None,
         };
-        let store = SqlStore::connect(&config.database_url()).await?;
-        store.migrate().await?;
         let base_url = match &config.base_url {
             Some(url) => url.clone(),
             None => store.meta("base_url").await?.ok_or_else(|| {
@@ -464,12 +520,53 @@ impl Ca {
                 )
             })?,
         };
+        let base_endpoints = Endpoints::new(&base_url)?;
+        let (issuers, root) = if hierarchy {
+            let issuers = issuers::load_issuers(
+                &rows,
+                &layout,
+                &base_endpoints,
+                passphrase.as_ref(),
+                token.as_ref(),
+                now(),
+            )
+            .await?;
+            let root = std::fs::read(layout.root_cert()).map_err(Error::io(
+                "cannot read the root certificate",
+                layout.root_cert(),
+            ))?;
+            let root = crate::pki::x509::CertificateDer(
+                crate::pki::x509::certificate_der_from_pem_or_der(&root)?,
+            );
+            (issuers, Some(root))
+        } else {
+            let signer = issuers::unlock_issuer_key(
+                &layout,
+                1,
+                &ca_cert,
+                passphrase.as_ref(),
+                token.as_ref(),
+            )
+            .await?;
+            let single = Arc::new(Issuer {
+                number: 1,
+                id: crate::pki::x509::issuer_id(&ca_cert),
+                state: crate::store::IssuerState::Active,
+                hashes: IssuerHashes::new(&ca_cert)?,
+                certificate: ca_cert.clone(),
+                signer,
+                endpoints: base_endpoints.clone(),
+            });
+            (vec![single], None)
+        };
+        let active = Arc::clone(&issuers[0]);
+        let signer = active.signer.clone();
         Ok(Ca {
             store: Arc::new(store),
             issuer_hashes: IssuerHashes::new(&ca_cert)?,
             tokens: Default::default(),
             ca_cert,
-            endpoints: Endpoints::new(&base_url)?,
+            endpoints: active.endpoints.clone(),
             policies: load_policies(config, &layout)?,
             default_policy: config.default_policy.clone(),
             crl_validity: config.crl_validity,
@@ -483,6 +580,9 @@ impl Ca {
             },
             token,
             ocsp_key_source: config.ocsp_key_source,
+            issuers,
+            active_issuer,
+            root,
         })
     }
 
@@ -807,7 +907,12 @@ impl Ca {
         idempotency: Option<&IdempotencyKey>,
         actor: &str,
     ) -> Result<Issuance> {
-        let record = prepared.record;
+        let mut record = prepared.record;
+        // Leaves are signed by the active issuer (0 until committed); a
+        // retired issuer signs only its own OCSP responder certificates.
+        if record.issuer == 0 {
+            record.issuer = self.active_issuer;
+        }
         let mut draft = AuditDraft::new(
             actor,
             prepared.action,
@@ -894,46 +999,16 @@ impl Ca {
         Ok(record)
     }
 
-    /// Builds, signs and publishes a fresh CRL.
+    /// Builds, signs and publishes a fresh CRL of the active issuer.
     pub async fn publish_crl(&self, actor: &str) -> Result<PublishedCrl> {
-        let signer = self.shared_signer()?;
-        let this_update = now();
-        let next_update = this_update + self.crl_validity.to_time();
-        let (number, revision) = self.store.begin_crl().await?;
-        let mut builder =
-            CrlBuilder::new(&self.ca_cert, &*signer, number, this_update, next_update)?;
-        self.store
-            .revoked_entries(this_update, &mut |entry| builder.push(&entry))
-            .await?;
-        let count = builder.entries();
-        let der = if signer.blocks() {
-            blocking(move || builder.finish(&*signer)).await?
-        } else {
-            builder.finish(&*signer)?
-        };
-        let crl = PublishedCrl {
-            number,
-            this_update,
-            next_update,
-            der: der.0,
-            revision,
-            entries: count,
-        };
-        let draft = AuditDraft::new(actor, "crl", format!("crl {number}"));
-        self.store.publish_crl(&crl, draft).await?;
-        Ok(crl)
+        self.publish_crl_for(self.active_issuer, actor).await
     }
 
-    /// True when the published CRL misses a revocation, or has passed half its
-    /// validity (DESIGN §5: regenerated on revocation and ahead of nextUpdate).
+    /// True when the active issuer's published CRL misses a revocation, or
+    /// has passed half its validity (DESIGN §5: regenerated on revocation and
+    /// ahead of nextUpdate).
     pub async fn crl_needs_refresh(&self) -> Result<bool> {
-        let status = self.store.crl_status().await?;
-        let (Some(this_update), Some(next_update)) = (status.this_update, status.next_update)
-        else {
-            return Ok(true);
-        };
-        let half_life = this_update + (next_update - this_update) / 2;
-        Ok(status.revision > status.published_revision || now() >= half_life)
+        self.crl_needs_refresh_for(self.active_issuer).await
     }
 
     /// A counter every state change moves, by any process (the audit
@@ -943,9 +1018,10 @@ impl Ca {
         Ok(self.store.audit_head().await?.0)
     }
 
-    /// Cheap state of CRL publication (polled by servers).
+    /// Cheap state of the active issuer's CRL publication (polled by
+    /// servers; its revision moves on every revocation of any issuer).
     pub async fn crl_status(&self) -> Result<crate::store::CrlStatus> {
-        self.store.crl_status().await
+        self.store.crl_status(self.active_issuer).await
     }
 
     /// Creates an API token that never expires; the returned secret is shown once.
@@ -1069,6 +1145,17 @@ impl Ca {
         &self,
         serial: Option<&Serial>,
     ) -> std::result::Result<CertState, OcspFailure> {
+        self.ocsp_state_for(self.active_issuer, serial).await
+    }
+
+    /// The status of one certificate of issuer `number` as OCSP reports it:
+    /// a serial another of our issuers signed is `unknown` under this one
+    /// (RFC 6960 §2.2: the CertID names the issuer).
+    pub async fn ocsp_state_for(
+        &self,
+        number: u64,
+        serial: Option<&Serial>,
+    ) -> std::result::Result<CertState, OcspFailure> {
         let Some(serial) = serial else {
             return Ok(CertState::Unknown);
         };
@@ -1078,6 +1165,7 @@ impl Ca {
         })?;
         Ok(match record {
             None => CertState::Unknown,
+            Some(record) if record.issuer != number => CertState::Unknown,
             Some(record) => match record.revoked_at {
                 Some(at) => CertState::Revoked {
                     at,
@@ -1088,11 +1176,19 @@ impl Ca {
         })
     }
 
-    /// The delegated OCSP responder in the store, if one was issued.
+    /// The active issuer's delegated OCSP responder in the store, if one was issued.
     pub async fn load_ocsp_responder(&self) -> Result<Option<OcspResponder>> {
+        self.load_ocsp_responder_for(self.active_issuer).await
+    }
+
+    /// Issuer `number`'s delegated OCSP responder in the store, if one was
+    /// issued. Each issuer has its own: a delegated responder answers only
+    /// for the CA that certified it (RFC 6960 §4.2.2.2).
+    pub async fn load_ocsp_responder_for(&self, number: u64) -> Result<Option<OcspResponder>> {
+        let (cert_meta, key_meta) = responder_meta(number);
         let (Some(cert_pem), Some(key_text)) = (
-            self.store.meta(OCSP_CERT_META).await?,
-            self.store.meta(OCSP_KEY_META).await?,
+            self.store.meta(&cert_meta).await?,
+            self.store.meta(&key_meta).await?,
         ) else {
             return Ok(None);
         };
@@ -1134,6 +1230,22 @@ impl Ca {
     /// `ocsp-responder`), supersedes the previous one, and stores it for every
     /// server sharing this store.
     pub async fn rotate_ocsp_responder(&self, actor: &str) -> Result<OcspResponder> {
+        self.rotate_ocsp_responder_for(self.active_issuer, actor)
+            .await
+    }
+
+    /// Like [`Ca::rotate_ocsp_responder`], for issuer `number` (a retired
+    /// issuer's responder is certified by the retired issuer's key).
+    pub async fn rotate_ocsp_responder_for(
+        &self,
+        number: u64,
+        actor: &str,
+    ) -> Result<OcspResponder> {
+        let issuer = Arc::clone(
+            self.issuer_by_number(number)
+                .ok_or_else(|| Error::NotFound(format!("no issuer numbered {number}")))?,
+        );
+        let (cert_meta, key_meta) = responder_meta(number);
         let policy = self
             .policies
             .ocsp_responder()
@@ -1144,7 +1256,10 @@ impl Ca {
                 ))
             })?
             .clone();
-        let signer = self.shared_signer()?;
+        let signer = issuer
+            .signer
+            .clone()
+            .ok_or_else(|| Error::Key(format!("this needs the CA key: {}", self.key_hint)))?;
         // With a token, the new key is generated in it (the default for
         // key.source = "pkcs11"); else it is encrypted with the passphrase.
         let in_token = match (&self.token, self.ocsp_key_source) {
@@ -1160,11 +1275,14 @@ impl Ca {
                 ))
             })?),
         };
-        let label = responder_key_label(&self.ca_cert.public_key().key_identifier());
-        let (ca_cert, endpoints) = (self.ca_cert.clone(), self.endpoints.clone());
+        let label = responder_key_label(&issuer.certificate.public_key().key_identifier());
+        let (ca_cert, endpoints) = (issuer.certificate.clone(), issuer.endpoints.clone());
         let key_label = label.clone();
         let (record, key_text, responder_signer) = blocking(move || {
-            let (tenant, admin) = (TenantId::parse(OCSP_TENANT)?, AdminId::parse(OCSP_ADMIN)?);
+            let (tenant, admin) = (
+                TenantId::parse(OCSP_TENANT)?,
+                AdminId::parse(&responder_admin(number))?,
+            );
             let sign = |public_key: &PublicKey| {
                 sign_leaf(
                     &policy,
@@ -1198,6 +1316,8 @@ impl Ca {
             }
         })
         .await?;
+        let mut record = record;
+        record.issuer = number;
         let prepared = PreparedIssuance {
             record,
             supersede: Some(Supersede {
@@ -1208,12 +1328,12 @@ impl Ca {
             bundle: None,
             password: None,
         };
-        let previous = self.store.meta(OCSP_KEY_META).await?;
+        let previous = self.store.meta(&key_meta).await?;
         let issuance = self.commit(prepared, actor).await?;
-        self.store.set_meta(OCSP_KEY_META, &key_text).await?;
+        self.store.set_meta(&key_meta, &key_text).await?;
         self.store
             .set_meta(
-                OCSP_CERT_META,
+                &cert_meta,
                 &crate::pki::x509::pem_encode("CERTIFICATE", &issuance.record.der),
             )
             .await?;
@@ -1237,12 +1357,22 @@ impl Ca {
     /// The responder to sign with: the stored one, or a fresh one when there is
     /// none or the stored one has passed half its validity.
     pub async fn ensure_ocsp_responder(&self, actor: &str) -> Result<OcspResponder> {
-        if let Some(responder) = self.load_ocsp_responder().await? {
+        self.ensure_ocsp_responder_for(self.active_issuer, actor)
+            .await
+    }
+
+    /// Like [`Ca::ensure_ocsp_responder`], for issuer `number`.
+    pub async fn ensure_ocsp_responder_for(
+        &self,
+        number: u64,
+        actor: &str,
+    ) -> Result<OcspResponder> {
+        if let Some(responder) = self.load_ocsp_responder_for(number).await? {
             if !self.ocsp_rotation_due(&responder) {
                 return Ok(responder);
             }
         }
-        self.rotate_ocsp_responder(actor).await
+        self.rotate_ocsp_responder_for(number, actor).await
     }
 
     /// True once a responder certificate has less than half its policy validity left.
@@ -1257,16 +1387,22 @@ impl Ca {
 
     /// The serial of the stored responder certificate (cheap; to notice rotation by another process).
     pub async fn ocsp_responder_fingerprint(&self) -> Result<Option<String>> {
+        self.ocsp_responder_fingerprint_for(self.active_issuer)
+            .await
+    }
+
+    /// Like [`Ca::ocsp_responder_fingerprint`], for issuer `number`.
+    pub async fn ocsp_responder_fingerprint_for(&self, number: u64) -> Result<Option<String>> {
         Ok(self
             .store
-            .meta(OCSP_CERT_META)
+            .meta(&responder_meta(number).0)
             .await?
             .map(|pem| hex::encode(crate::hash::sha256(pem.as_bytes()))))
     }
 
-    /// The published CRL.
+    /// The active issuer's published CRL.
     pub async fn latest_crl(&self) -> Result<Option<PublishedCrl>> {
-        self.store.latest_crl().await
+        self.store.latest_crl(self.active_issuer).await
     }
 
     /// One certificate.
@@ -1420,6 +1556,8 @@ impl Leaf<'_> {
             reason: None,
             invalidity_date: None,
             der: issued.der.0,
+            // Set to the active issuer's number when committed.
+            issuer: 0,
         })
     }
 }

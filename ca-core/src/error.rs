@@ -76,6 +76,10 @@ pub enum Error {
     /// The audit chain does not verify.
     #[error("{0}")]
     AuditBroken(String),
+    /// The CA cannot sign yet: an issuing CA waits for the certificate its
+    /// root signs (`ca import-cert`). Nothing was changed.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl Error {
@@ -99,6 +103,7 @@ impl Error {
             Error::Crypto(_) => "crypto_error",
             Error::Io { .. } => "io_error",
             Error::AuditBroken(_) => "audit_broken",
+            Error::NotReady(_) => "not_ready",
         }
     }
 

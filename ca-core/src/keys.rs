@@ -286,6 +286,9 @@ pub(crate) enum KeyPurpose {
     CaSigning,
     /// The delegated OCSP responder's key (kept in the store).
     OcspResponder,
+    /// An offline root's key (`root.key` in the root directory): bound into
+    /// the associated data, so it can never be passed off as an issuing key.
+    RootSigning,
 }
 
 impl KeyPurpose {
@@ -293,6 +296,7 @@ impl KeyPurpose {
         match self {
             KeyPurpose::CaSigning => "ca-signing",
             KeyPurpose::OcspResponder => "ocsp-responder",
+            KeyPurpose::RootSigning => "root-signing",
         }
     }
 

@@ -32,6 +32,7 @@ mod keys;
 pub(crate) mod pki;
 mod policy;
 mod reason;
+mod root;
 mod signer;
 mod store;
 mod tokens;
@@ -39,8 +40,9 @@ mod view;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{
-    now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, KeySecrets, Layout,
-    PreparedIssuance, PreparedServerCertificate, ReissueMode, ServerCertRequest,
+    now, AuditReport, Ca, ImportedIssuer, InitRequest, Issuance, IssueRequest, Issuer,
+    IssuingRequest, KeySecrets, Layout, PendingIssuer, PreparedIssuance, PreparedServerCertificate,
+    ReissueMode, ServerCertRequest,
 };
 pub use config::{
     read_pin, take_secret_env, Config, KeySource, Limits, LogFormat, OcspKeySource, TlsFiles,
@@ -61,10 +63,11 @@ pub use policy::{
     ExtendedKeyUsage, Pkcs12Profile, Policies, Policy, PolicyKind, SHIPPED as SHIPPED_POLICIES,
 };
 pub use reason::RevocationReason;
+pub use root::{RootCa, RootInit, RootSecret, SignedCa};
 pub use signer::{FileSigner, Pkcs11Signer, Signer};
 pub use store::{
-    CertificateRecord, CertificateStatus, CrlStatus, IdempotencyKey, IdempotencyRecord, ListFilter,
-    PublishedCrl, SqlStore, Store, Supersede,
+    CertificateRecord, CertificateStatus, CrlStatus, IdempotencyKey, IdempotencyRecord, IssuerRow,
+    IssuerState, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
 };
 pub use tokens::{token_id, Action, Credential, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};

@@ -85,6 +85,8 @@ pub struct CertificateRecord {
     pub invalidity_date: Option<OffsetDateTime>,
     /// The certificate.
     pub der: Vec<u8>,
+    /// The number of the issuer that signed it (see [`IssuerRow`]).
+    pub issuer: u64,
 }
 
 impl CertificateRecord {
@@ -205,6 +207,68 @@ pub struct PublishedCrl {
     pub revision: u64,
     /// How many revoked certificates it lists.
     pub entries: u64,
+    /// The number of the issuer that signed it.
+    pub issuer: u64,
+}
+
+/// Where an issuer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerState {
+    /// Its key and CSR exist; it waits for the root to sign its certificate.
+    Pending,
+    /// New certificates come from it.
+    Active,
+    /// Replaced by a rollover: it signs only its CRL and OCSP answers until
+    /// its last certificate expires.
+    Retired,
+}
+
+impl IssuerState {
+    fn code(self) -> i64 {
+        match self {
+            Self::Pending => 0,
+            Self::Active => 1,
+            Self::Retired => 2,
+        }
+    }
+
+    fn from_code(code: i64) -> Result<Self> {
+        match code {
+            0 => Ok(Self::Pending),
+            1 => Ok(Self::Active),
+            2 => Ok(Self::Retired),
+            other => Err(Error::Store(format!("bad issuer state {other} in store"))),
+        }
+    }
+
+    /// The name shown to operators.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Retired => "retired",
+        }
+    }
+}
+
+/// One issuer of the CA as the store keeps it (no key material: `key_ref`
+/// names the key file or the token key).
+#[derive(Debug, Clone)]
+pub struct IssuerRow {
+    /// Its number: its CRL state, and what certificates record as their issuer.
+    pub number: u64,
+    /// Its stable id (hex of the start of its key identifier), used in URLs.
+    pub id: String,
+    /// Where it stands.
+    pub state: IssuerState,
+    /// Its subject, as given when it was created.
+    pub subject: String,
+    /// Its key: a file name in the data directory, or a token key record.
+    pub key_ref: String,
+    /// Its certificate (none while pending).
+    pub der: Option<Vec<u8>>,
+    /// Its certificate's notAfter.
+    pub not_after: Option<OffsetDateTime>,
 }
 
 /// Durable state. Implementations make each method one transaction.
@@ -265,24 +329,59 @@ pub trait Store: Send + Sync {
     /// Reserves the next CRL number (strictly increasing, never reused) and
     /// returns it with the revocation revision. Read the entries after this,
     /// so a higher number never lists fewer revocations.
-    async fn begin_crl(&self) -> Result<(u64, u64)>;
+    async fn begin_crl(&self, issuer: u64) -> Result<(u64, u64)>;
 
     /// Hands every revoked certificate not expired at `now` to `visit`, in
     /// serial order, a page at a time (a million are never held at once).
     async fn revoked_entries(
         &self,
+        issuer: u64,
         now: OffsetDateTime,
         visit: &mut (dyn FnMut(RevokedEntry) + Send),
     ) -> Result<()>;
 
-    /// Where CRL publication stands.
-    async fn crl_status(&self) -> Result<CrlStatus>;
+    /// Where CRL publication of `issuer` stands.
+    async fn crl_status(&self, issuer: u64) -> Result<CrlStatus>;
 
-    /// Publishes a signed CRL unless a higher number is already published.
+    /// Publishes a signed CRL (of `crl.issuer`) unless a higher number is already published.
     async fn publish_crl(&self, crl: &PublishedCrl, audit: AuditDraft) -> Result<bool>;
 
-    /// The published CRL.
-    async fn latest_crl(&self) -> Result<Option<PublishedCrl>>;
+    /// The published CRL of `issuer`.
+    async fn latest_crl(&self, issuer: u64) -> Result<Option<PublishedCrl>>;
+
+    /// Every issuer, by number.
+    async fn issuers(&self) -> Result<Vec<IssuerRow>>;
+
+    /// Records a new issuer (its CRL numbers start at 0), in one audited
+    /// transaction. Its number must be new.
+    async fn add_issuer(
+        &self,
+        issuer: &IssuerRow,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// Installs `der` as the certificate of pending issuer `number` and makes
+    /// it the active one; the previously active issuer is retired (it keeps
+    /// its CRL and OCSP). One audited transaction.
+    async fn activate_issuer(
+        &self,
+        number: u64,
+        der: &[u8],
+        not_after: OffsetDateTime,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// Raises `issuer`'s CRL numbers so the next one is above `at_least`
+    /// (restore, shown a CRL newer than the backup). Never lowers them.
+    async fn raise_crl_number(
+        &self,
+        issuer: u64,
+        at_least: u64,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()>;
 
     /// Appends an audit event on its own.
     async fn audit(&self, audit: AuditDraft, now: OffsetDateTime) -> Result<()>;
@@ -414,7 +513,11 @@ impl RevokedPage {
 pub(crate) const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
 
 async fn bump_revision(tx: &mut Tx) -> Result<()> {
-    sqlx::query("UPDATE crl_state SET revision = revision + 1 WHERE id = 1")
+    // Every issuer's revision moves (not only the revoked certificate's
+    // issuer's): each CRL is then rebuilt, which costs a second small CRL
+    // during a rollover and keeps row 1's revision a counter of every
+    // revocation, which the OCSP caches watch.
+    sqlx::query("UPDATE crl_state SET revision = revision + 1")
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -450,7 +553,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 const CERT_COLUMNS: &str =
-    "serial, tenant, admin, policy, not_before, not_after, revoked_at, reason, invalidity_date, der";
+    "serial, tenant, admin, policy, not_before, not_after, revoked_at, reason, invalidity_date, der, issuer";
 
 fn record_from_row(row: &AnyRow) -> Result<CertificateRecord> {
     let serial: String = row.try_get("serial")?;
@@ -473,6 +576,7 @@ fn record_from_row(row: &AnyRow) -> Result<CertificateRecord> {
             .and_then(RevocationReason::from_code),
         invalidity_date: opt_ts("invalidity_date")?,
         der: row.try_get("der")?,
+        issuer: row.try_get::<i64, _>("issuer")? as u64,
     })
 }
 
@@ -566,11 +670,12 @@ impl SqlStore {
 
     /// The DER of published CRL `number`, read a piece at a time into one
     /// buffer of the right size; `None` if a piece is gone (superseded).
-    async fn crl_der(&self, number: i64) -> Result<Option<Vec<u8>>> {
+    async fn crl_der(&self, issuer: i64, number: i64) -> Result<Option<Vec<u8>>> {
         let sizes = sqlx::query(
-            "SELECT count(*) AS n, coalesce(sum(length(data)), 0) AS len FROM crl_der_chunks WHERE number = $1",
+            "SELECT count(*) AS n, coalesce(sum(length(data)), 0) AS len FROM crl_pieces WHERE issuer = $2 AND number = $1",
         )
         .bind(number)
+        .bind(issuer)
         .fetch_all(&self.pool)
         .await?
         .one()?;
@@ -581,11 +686,14 @@ impl SqlStore {
         }
         let mut der = Vec::with_capacity(len as usize);
         for idx in 0..pieces {
-            let row = sqlx::query("SELECT data FROM crl_der_chunks WHERE number = $1 AND idx = $2")
-                .bind(number)
-                .bind(idx)
-                .fetch_all(&self.pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT data FROM crl_pieces WHERE number = $1 AND idx = $2 AND issuer = $3",
+            )
+            .bind(number)
+            .bind(idx)
+            .bind(issuer)
+            .fetch_all(&self.pool)
+            .await?;
             let Some(row) = row.first() else {
                 return Ok(None);
             };
@@ -875,9 +983,9 @@ async fn insert_rows(
     let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
     for chunk in jobs.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der) \
+            "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der, issuer) \
              VALUES {} ON CONFLICT DO NOTHING RETURNING serial",
-            values_list(chunk.len(), 9)
+            values_list(chunk.len(), 10)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for job in chunk {
@@ -891,7 +999,8 @@ async fn insert_rows(
                 .bind(ts(record.not_before))
                 .bind(ts(record.not_after))
                 .bind(ts(now))
-                .bind(&record.der);
+                .bind(&record.der)
+                .bind(record.issuer as i64);
         }
         for row in query.fetch_all(&mut *conn).await? {
             let serial: String = row.try_get("serial")?;
@@ -975,7 +1084,7 @@ async fn insert_one(
             ));
         }
         if !revoked.is_empty() {
-            sqlx::query("UPDATE crl_state SET revision = revision + 1 WHERE id = 1")
+            sqlx::query("UPDATE crl_state SET revision = revision + 1")
                 .execute(&mut *conn)
                 .await?;
         }
@@ -1183,12 +1292,13 @@ impl Store for SqlStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn begin_crl(&self) -> Result<(u64, u64)> {
+    async fn begin_crl(&self, issuer: u64) -> Result<(u64, u64)> {
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         let state = sqlx::query(
-            "UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1 RETURNING last_number, revision",
+            "UPDATE crl_state SET last_number = last_number + 1 WHERE id = $1 RETURNING last_number, revision",
         )
+        .bind(issuer as i64)
         .fetch_all(&mut *tx)
         .await?
         .one()?;
@@ -1201,6 +1311,7 @@ impl Store for SqlStore {
 
     async fn revoked_entries(
         &self,
+        issuer: u64,
         now: OffsetDateTime,
         visit: &mut (dyn FnMut(RevokedEntry) + Send),
     ) -> Result<()> {
@@ -1218,7 +1329,7 @@ impl Store for SqlStore {
             "SELECT {} AS serials, {} AS revoked_at, {} AS reasons, {} AS invalidity_dates, \
                     max(serial) AS last, count(*) AS n FROM ( \
                SELECT serial, revoked_at, coalesce(reason, -1) AS reason, coalesce(invalidity_date, -1) AS invalidity_date \
-               FROM certificates WHERE revoked_at IS NOT NULL AND not_after > $1 AND serial > $2 \
+               FROM certificates WHERE revoked_at IS NOT NULL AND issuer = $3 AND not_after > $1 AND serial > $2 \
                ORDER BY serial LIMIT {CRL_CHUNK}) AS page",
             agg("serial", ""),
             agg("revoked_at", ","),
@@ -1229,6 +1340,7 @@ impl Store for SqlStore {
             sqlx::query(AssertSqlSafe(sql.clone()))
                 .bind(ts(now))
                 .bind(after)
+                .bind(issuer as i64)
                 .fetch_all(&self.pool)
         };
         let mut rows = page(String::new()).await?;
@@ -1257,10 +1369,11 @@ impl Store for SqlStore {
         }
     }
 
-    async fn crl_status(&self) -> Result<CrlStatus> {
+    async fn crl_status(&self, issuer: u64) -> Result<CrlStatus> {
         let row = sqlx::query(
-            "SELECT revision, published_revision, published_number, this_update, next_update FROM crl_state WHERE id = 1",
+            "SELECT revision, published_revision, published_number, this_update, next_update FROM crl_state WHERE id = $1",
         )
+        .bind(issuer as i64)
         .fetch_all(&self.pool).await?.one()?;
         Ok(CrlStatus {
             revision: row.try_get::<i64, _>("revision")? as u64,
@@ -1307,13 +1420,14 @@ impl Store for SqlStore {
         let (mut tx, open) = self.begin(audit, crl.this_update).await?;
         let changed = sqlx::query(
             "UPDATE crl_state SET published_number = $1, this_update = $2, next_update = $3, published_revision = $4, entries = $5 \
-             WHERE id = 1 AND published_number < $1",
+             WHERE id = $6 AND published_number < $1",
         )
         .bind(crl.number as i64)
         .bind(ts(crl.this_update))
         .bind(ts(crl.next_update))
         .bind(crl.revision as i64)
         .bind(crl.entries as i64)
+        .bind(crl.issuer as i64)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -1321,36 +1435,41 @@ impl Store for SqlStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("DELETE FROM crl_der_chunks WHERE number <> $1")
+        sqlx::query("DELETE FROM crl_pieces WHERE issuer = $2 AND number <> $1")
             .bind(crl.number as i64)
+            .bind(crl.issuer as i64)
             .execute(&mut *tx)
             .await?;
         for (idx, piece) in crl.der.chunks(CRL_DER_CHUNK).enumerate() {
-            sqlx::query("INSERT INTO crl_der_chunks (number, idx, data) VALUES ($1, $2, $3)")
-                .bind(crl.number as i64)
-                .bind(idx as i64)
-                .bind(piece)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO crl_pieces (issuer, number, idx, data) VALUES ($4, $1, $2, $3)",
+            )
+            .bind(crl.number as i64)
+            .bind(idx as i64)
+            .bind(piece)
+            .bind(crl.issuer as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         self.commit(tx, open).await?;
         Ok(true)
     }
 
-    async fn latest_crl(&self) -> Result<Option<PublishedCrl>> {
+    async fn latest_crl(&self, issuer: u64) -> Result<Option<PublishedCrl>> {
         // The pieces of CRL n are written in the transaction that publishes
         // n and deleted in the one that publishes a later CRL: a missing
         // piece means a newer CRL won the race, so read that one.
         for _ in 0..5 {
             let row = sqlx::query(
-                "SELECT published_number, published_revision, entries, this_update, next_update FROM crl_state WHERE id = 1",
+                "SELECT published_number, published_revision, entries, this_update, next_update FROM crl_state WHERE id = $1",
             )
+            .bind(issuer as i64)
             .fetch_all(&self.pool).await?.one()?;
             let number: i64 = row.try_get("published_number")?;
             if number == 0 {
                 return Ok(None);
             }
-            let Some(der) = self.crl_der(number).await? else {
+            let Some(der) = self.crl_der(issuer as i64, number).await? else {
                 continue;
             };
             return Ok(Some(PublishedCrl {
@@ -1360,11 +1479,137 @@ impl Store for SqlStore {
                 der,
                 revision: row.try_get::<i64, _>("published_revision")? as u64,
                 entries: row.try_get::<i64, _>("entries")? as u64,
+                issuer,
             }));
         }
         Err(Error::Store(
             "the published CRL kept changing while it was read; try again".into(),
         ))
+    }
+
+    async fn issuers(&self) -> Result<Vec<IssuerRow>> {
+        let rows = sqlx::query(
+            "SELECT number, id, state, subject, key_ref, not_after, der FROM issuers ORDER BY number",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(IssuerRow {
+                    number: row.try_get::<i64, _>("number")? as u64,
+                    id: row.try_get("id")?,
+                    state: IssuerState::from_code(row.try_get("state")?)?,
+                    subject: row.try_get("subject")?,
+                    key_ref: row.try_get("key_ref")?,
+                    der: row.try_get("der")?,
+                    not_after: row
+                        .try_get::<Option<i64>, _>("not_after")?
+                        .map(from_ts)
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_issuer(
+        &self,
+        issuer: &IssuerRow,
+        mut audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        audit.details = format!(
+            "issuer={} number={} state={}",
+            issuer.id,
+            issuer.number,
+            issuer.state.name()
+        );
+        let (mut tx, open) = self.begin(audit, now).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO issuers (number, id, state, subject, key_ref, not_after, der, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(issuer.number as i64)
+        .bind(&issuer.id)
+        .bind(issuer.state.code())
+        .bind(&issuer.subject)
+        .bind(&issuer.key_ref)
+        .bind(issuer.not_after.map(ts))
+        .bind(issuer.der.clone())
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::Conflict(format!(
+                    "an issuer numbered {} or with id {} already exists",
+                    issuer.number, issuer.id
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Issuer 1's CRL state comes with the schema; later issuers get theirs here.
+        sqlx::query(
+            "INSERT INTO crl_state (id, last_number, published_number) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(issuer.number as i64)
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx, open).await
+    }
+
+    async fn activate_issuer(
+        &self,
+        number: u64,
+        der: &[u8],
+        not_after: OffsetDateTime,
+        mut audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        audit.details = format!(
+            "number={number} not_after={} sha256={}",
+            crate::rfc3339(not_after),
+            hex::encode(crate::hash::sha256(der))
+        );
+        let (mut tx, open) = self.begin(audit, now).await?;
+        let changed = sqlx::query(
+            "UPDATE issuers SET state = 1, der = $1, not_after = $2 WHERE number = $3 AND state = 0",
+        )
+        .bind(der)
+        .bind(ts(not_after))
+        .bind(number as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(Error::Conflict(format!(
+                "issuer {number} is not waiting for a certificate (it was imported already, or never created)"
+            )));
+        }
+        sqlx::query("UPDATE issuers SET state = 2 WHERE state = 1 AND number <> $1")
+            .bind(number as i64)
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx, open).await
+    }
+
+    async fn raise_crl_number(
+        &self,
+        issuer: u64,
+        at_least: u64,
+        mut audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        audit.details = format!("issuer_number={issuer} crl_number_at_least={at_least}");
+        let (mut tx, open) = self.begin(audit, now).await?;
+        sqlx::query(
+            "UPDATE crl_state SET last_number = $1, revision = revision + 1 WHERE id = $2 AND last_number < $1",
+        )
+        .bind(at_least as i64)
+        .bind(issuer as i64)
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx, open).await
     }
 
     async fn audit(&self, audit: AuditDraft, now: OffsetDateTime) -> Result<()> {
@@ -1530,6 +1775,7 @@ mod tests {
             der: (0..len).map(|i| (i * 7 + number as usize) as u8).collect(),
             revision: number,
             entries: 0,
+            issuer: 1,
         }
     }
 
@@ -1614,20 +1860,20 @@ mod tests {
     }
 
     async fn crl_pieces(store: &SqlStore) {
-        assert!(store.latest_crl().await.unwrap().is_none());
+        assert!(store.latest_crl(1).await.unwrap().is_none());
 
         // Larger than two pieces, not a multiple of the piece size.
         let first = crl(1, 2 * CRL_DER_CHUNK + 12_345);
         let draft = || AuditDraft::new("test", "crl", "crl");
         assert!(store.publish_crl(&first, draft()).await.unwrap());
-        assert_eq!(store.latest_crl().await.unwrap().unwrap().der, first.der);
+        assert_eq!(store.latest_crl(1).await.unwrap().unwrap().der, first.der);
 
         let second = crl(2, CRL_DER_CHUNK / 3);
         assert!(store.publish_crl(&second, draft()).await.unwrap());
-        let latest = store.latest_crl().await.unwrap().unwrap();
+        let latest = store.latest_crl(1).await.unwrap().unwrap();
         assert_eq!((latest.number, latest.der), (2, second.der.clone()));
         // The first CRL's pieces are gone; an older number is refused.
-        let left: i64 = sqlx::query("SELECT count(*) AS n FROM crl_der_chunks")
+        let left: i64 = sqlx::query("SELECT count(*) AS n FROM crl_pieces")
             .fetch_all(&store.pool)
             .await
             .unwrap()
@@ -1637,7 +1883,7 @@ mod tests {
             .unwrap();
         assert_eq!(left, 1);
         assert!(!store.publish_crl(&first, draft()).await.unwrap());
-        assert_eq!(store.latest_crl().await.unwrap().unwrap().der, second.der);
+        assert_eq!(store.latest_crl(1).await.unwrap().unwrap().der, second.der);
     }
 
     /// Inserts `n` certificate rows straight into the table; row `i` is
@@ -1688,7 +1934,7 @@ mod tests {
         fill(store, n, now.unix_timestamp()).await;
         let mut seen = Vec::new();
         store
-            .revoked_entries(now, &mut |entry| seen.push(entry))
+            .revoked_entries(1, now, &mut |entry| seen.push(entry))
             .await
             .unwrap();
         let expected: Vec<usize> = (0..n).filter(|i| i % 7 != 6 && i % 13 != 12).collect();

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -70,10 +70,15 @@ const MAX_WAITERS: usize = 1024;
 /// their answers, by polling.
 const MAX_WAITERS_PER_ADDRESS: usize = 8;
 
-/// The served CRL and the wake-up for revocations made through this server.
+/// The served CRLs (the active issuer's, and after a rollover each retired
+/// issuer's) and the wake-up for revocations made through this server.
 pub struct CrlCache {
-    /// The CRL being served; long-polls watch it for a newer one.
+    /// The active issuer's CRL, served at `/crl`; long-polls watch it for a newer one.
     current: watch::Sender<Option<Arc<CachedCrl>>>,
+    /// Every issuer's CRL, by issuer number (the active one's included);
+    /// after a rollover the retired issuers' stay here until their last
+    /// certificate expires.
+    by_issuer: RwLock<HashMap<u64, Arc<CachedCrl>>>,
     changed: Notify,
     /// Set at shutdown: held long-polls are answered at once.
     closing: watch::Sender<bool>,
@@ -84,6 +89,7 @@ impl Default for CrlCache {
     fn default() -> Self {
         CrlCache {
             current: watch::Sender::new(None),
+            by_issuer: RwLock::default(),
             changed: Notify::new(),
             closing: watch::Sender::new(false),
             waiters: Mutex::default(),
@@ -181,30 +187,47 @@ impl CrlCache {
         self.closing.send_replace(true);
     }
 
+    /// The CRL of issuer `number`.
+    pub fn of_issuer(&self, number: u64) -> Option<Arc<CachedCrl>> {
+        self.by_issuer.read().unwrap().get(&number).cloned()
+    }
+
     /// Tells the refresher that something was revoked.
     pub fn revoked(&self) {
         self.changed.notify_one();
     }
 
-    fn set(&self, crl: &PublishedCrl) {
-        // Wakes every long-poll waiting for a CRL newer than the one it has.
-        self.current
-            .send_replace(Some(Arc::new(CachedCrl::new(crl))));
-    }
-
-    /// Publishes if stale, then serves the newest published CRL.
+    /// Publishes every issuer's CRL that is stale, then serves the newest
+    /// published ones. The active issuer's is the one `/crl` serves (and
+    /// long-polls watch).
     pub async fn refresh(&self, ca: &Ca, metrics: &Metrics) -> ca_core::Result<()> {
-        if ca.crl_needs_refresh().await? {
-            let crl = ca.publish_crl("server").await?;
-            metrics.crl_published();
-            tracing::info!(crl_number = crl.number, "published CRL");
-        }
-        let status = ca.crl_status().await?;
-        let served = self.current().map(|c| c.number).unwrap_or(0);
-        if status.published_number > served {
-            if let Some(crl) = ca.latest_crl().await? {
-                self.set(&crl);
+        for issuer in ca.issuers() {
+            let number = issuer.number();
+            if issuer.can_sign() && ca.crl_needs_refresh_for(number).await? {
+                let crl = ca.publish_crl_for(number, "server").await?;
+                metrics.crl_published();
+                tracing::info!(crl_number = crl.number, issuer = %issuer.id(), "published CRL");
             }
+            let status = ca.crl_status_for(number).await?;
+            let served = self.of_issuer(number).map(|c| c.number).unwrap_or(0);
+            if status.published_number > served {
+                if let Some(crl) = ca.latest_crl_for(number).await? {
+                    self.by_issuer
+                        .write()
+                        .unwrap()
+                        .insert(number, Arc::new(CachedCrl::new(&crl)));
+                }
+            }
+        }
+        if let Some(active) = ca.issuers().first().and_then(|a| self.of_issuer(a.number())) {
+            // Replaced (and long-polls woken) only when it is another CRL.
+            self.current.send_if_modified(|current| {
+                let changed = current.as_ref().is_none_or(|c| c.etag != active.etag);
+                if changed {
+                    *current = Some(active);
+                }
+                changed
+            });
         }
         Ok(())
     }

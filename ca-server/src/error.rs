@@ -44,7 +44,7 @@ impl ApiError {
                 Error::Conflict(_) | Error::AlreadyDone { .. } => StatusCode::CONFLICT,
                 Error::Unauthenticated(_) | Error::TokenExpired(_) => StatusCode::UNAUTHORIZED,
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
-                Error::Unavailable(_) | Error::SignerUnavailable(_) => {
+                Error::Unavailable(_) | Error::SignerUnavailable(_) | Error::NotReady(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,

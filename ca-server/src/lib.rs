@@ -172,13 +172,57 @@ pub fn app(state: AppState) -> Api {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state.clone());
-    Api { state, router }
+    Api {
+        state: Some(state),
+        router,
+    }
+}
+
+/// What the server answers while an issuing CA waits for its certificate
+/// (`init --issuing` before `ca import-cert`): `/healthz` 200, `/readyz` 503
+/// with the reason, everything else 503 `not_ready` with the same reason.
+/// Nothing is issued or signed; restart the server after the import.
+pub fn pending_app(reason: String) -> Api {
+    use axum::routing::get;
+    let ready_reason = reason.clone();
+    let router = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let reason = ready_reason.clone();
+                async move {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({
+                            "ready": false,
+                            "checks": { "issuer": false },
+                            "reasons": [reason.clone()],
+                            "reason": reason,
+                        })),
+                    )
+                }
+            }),
+        )
+        .fallback(move || {
+            let reason = reason.clone();
+            async move { ApiError::Core(ca_core::Error::NotReady(reason)) }
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    Api {
+        state: None,
+        router,
+    }
 }
 
 /// The service [`app`] returns; serve it with `axum::serve(listener, app.into_make_service())`.
 #[derive(Clone)]
 pub struct Api {
-    state: AppState,
+    /// `None` while the CA waits for its issuing certificate ([`pending_app`]).
+    state: Option<AppState>,
     router: Router,
 }
 
@@ -194,15 +238,16 @@ impl tower::Service<Request> for Api {
     fn call(&mut self, request: Request) -> Self::Future {
         let tls = request.extensions().get::<Peer>().is_some_and(|p| p.tls);
         let private = request.uri().path().starts_with("/v1/");
-        match routes::ocsp::fast_route(&request) {
-            Some(route) => {
-                let state = self.state.clone();
-                Box::pin(async move {
-                    let mut response = routes::ocsp::fast(state, request, route).await;
-                    security_headers(&mut response, tls, false);
-                    Ok(response)
-                })
-            }
+        let fast = match &self.state {
+            Some(state) => routes::ocsp::fast_route(&request).map(|r| (r, state.clone())),
+            None => None,
+        };
+        match fast {
+            Some((route, state)) => Box::pin(async move {
+                let mut response = routes::ocsp::fast(state, request, route).await;
+                security_headers(&mut response, tls, false);
+                Ok(response)
+            }),
             None => {
                 let answer = self.router.call(request);
                 Box::pin(async move {

@@ -109,11 +109,25 @@ async fn serve(
     };
     // The CA keeps what it needs (a token's PIN, to log in again after the
     // token comes back); this copy goes now.
-    let ca = ca_core::Ca::open_with(&config, &secrets).await?;
+    let opened = ca_core::Ca::open_with(&config, &secrets).await;
     drop(secrets);
-    let state = ca_server::AppState::new(ca).with_limits(config.limits);
-    state.warm_up().await?;
-    state.spawn_background();
+    let mut crl = None;
+    let api = match opened {
+        Ok(ca) => {
+            let state = ca_server::AppState::new(ca).with_limits(config.limits);
+            state.warm_up().await?;
+            state.spawn_background();
+            crl = Some(state.crl.clone());
+            ca_server::app(state)
+        }
+        // An issuing CA waiting for its certificate: serve /readyz 503 with
+        // the reason (and nothing else) rather than refusing to start.
+        Err(ca_core::Error::NotReady(reason)) => {
+            tracing::warn!(reason = %reason, "the CA cannot issue yet");
+            ca_server::pending_app(reason)
+        }
+        Err(e) => return Err(e),
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| {
@@ -126,13 +140,14 @@ async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %address, scheme, data_dir = %config.data_dir.display(), "ca-server ready");
     reload_on_sighup(tls.clone());
-    let crl = state.crl.clone();
     let shutdown = async move {
         shutdown().await;
         // Held CRL long-polls are answered now, not after their wait.
-        crl.close();
+        if let Some(crl) = crl {
+            crl.close();
+        }
     };
-    ca_server::listener::serve(listener, ca_server::app(state), tls, shutdown).await;
+    ca_server::listener::serve(listener, api, tls, shutdown).await;
     tracing::info!("ca-server stopped cleanly");
     Ok(())
 }

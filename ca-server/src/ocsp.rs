@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::body::Bytes;
-use ca_core::ocsp::{parse_request, CertState, OcspFailure, OcspResponder};
+use ca_core::ocsp::{parse_request_any, CertState, IssuerHashes, OcspFailure, OcspResponder};
 use ca_core::{Ca, Serial};
 
 /// Bound on remembered certificate states; past it the map starts over.
@@ -101,15 +101,19 @@ pub struct OcspCounters {
 /// The responder state shared by all requests.
 #[derive(Default)]
 pub struct OcspService {
-    responder: RwLock<Option<Arc<OcspResponder>>>,
-    fingerprint: Mutex<Option<String>>,
+    /// Each issuer's delegated responder, by issuer number (after a rollover
+    /// the retired issuer answers for its certificates with its own).
+    responders: RwLock<HashMap<u64, Arc<OcspResponder>>>,
+    fingerprints: Mutex<HashMap<u64, String>>,
+    /// The active issuer's number (for metrics).
+    active: AtomicU64,
     cache: RwLock<Presigned>,
     /// Good and revoked states read from the store, so a nonce request (signed
     /// live every time) costs no store read.
-    states: RwLock<HashMap<Serial, CertState>>,
+    states: RwLock<HashMap<(u64, Serial), CertState>>,
     /// Serials the store did not know: a flood of random serials costs one
     /// store read each, once. Dropped on any issuance (see [`OcspService::issued`]).
-    unknown: RwLock<HashSet<Serial>>,
+    unknown: RwLock<HashSet<(u64, Serial)>>,
     /// The store's change counter (audit sequence) the unknown set reflects.
     changes: AtomicU64,
     /// Bumped on every invalidation: an answer or state read before a change
@@ -202,33 +206,51 @@ impl OcspService {
 
     /// The responder certificate's notAfter (unix seconds), for metrics.
     pub fn responder_not_after(&self) -> Option<i64> {
-        self.responder
+        let active = self.active.load(Ordering::Relaxed);
+        self.responders
             .read()
             .unwrap()
-            .as_ref()
+            .get(&active)
             .map(|r| r.not_after().unix_timestamp())
     }
 
-    /// Loads the stored responder, rotating it when missing or past half-life;
-    /// picks up a rotation made by another process.
+    /// Loads every issuer's stored responder, rotating one when missing or
+    /// past half-life; picks up a rotation made by another process.
     pub async fn refresh_responder(&self, ca: &Ca) -> ca_core::Result<()> {
-        let stored = ca.ocsp_responder_fingerprint().await?;
-        let current = self.fingerprint.lock().unwrap().clone();
-        let due = self
-            .responder
-            .read()
-            .unwrap()
-            .as_ref()
-            .map(|r| ca.ocsp_rotation_due(r))
-            .unwrap_or(true);
-        if stored.is_some() && stored == current && !due {
-            return Ok(());
+        if let Some(active) = ca.issuers().first() {
+            self.active.store(active.number(), Ordering::Relaxed);
         }
-        let responder = ca.ensure_ocsp_responder("server").await?;
-        tracing::info!(not_after = %ca_core::rfc3339(responder.not_after()), "OCSP responder certificate loaded");
-        *self.responder.write().unwrap() = Some(Arc::new(responder));
-        *self.fingerprint.lock().unwrap() = ca.ocsp_responder_fingerprint().await?;
-        self.invalidate();
+        for issuer in ca.issuers() {
+            let number = issuer.number();
+            if !issuer.can_sign() {
+                continue;
+            }
+            let stored = ca.ocsp_responder_fingerprint_for(number).await?;
+            let current = self.fingerprints.lock().unwrap().get(&number).cloned();
+            let due = self
+                .responders
+                .read()
+                .unwrap()
+                .get(&number)
+                .map(|r| ca.ocsp_rotation_due(r))
+                .unwrap_or(true);
+            if stored.is_some() && stored == current && !due {
+                continue;
+            }
+            let responder = ca.ensure_ocsp_responder_for(number, "server").await?;
+            tracing::info!(issuer = %issuer.id(), not_after = %ca_core::rfc3339(responder.not_after()), "OCSP responder certificate loaded");
+            self.responders
+                .write()
+                .unwrap()
+                .insert(number, Arc::new(responder));
+            if let Some(fingerprint) = ca.ocsp_responder_fingerprint_for(number).await? {
+                self.fingerprints
+                    .lock()
+                    .unwrap()
+                    .insert(number, fingerprint);
+            }
+            self.invalidate();
+        }
         Ok(())
     }
 
@@ -286,19 +308,25 @@ impl OcspService {
 
     /// One certificate's state, from memory when a store read since the last
     /// status change has seen it.
-    async fn state(&self, ca: &Ca, serial: Option<&Serial>) -> Result<CertState, OcspFailure> {
+    async fn state(
+        &self,
+        ca: &Ca,
+        issuer: u64,
+        serial: Option<&Serial>,
+    ) -> Result<CertState, OcspFailure> {
         let Some(serial) = serial else {
             return Ok(CertState::Unknown);
         };
-        if let Some(state) = self.states.read().unwrap().get(serial).copied() {
+        let key = (issuer, *serial);
+        if let Some(state) = self.states.read().unwrap().get(&key).copied() {
             return Ok(state);
         }
-        if self.unknown.read().unwrap().contains(serial) {
+        if self.unknown.read().unwrap().contains(&key) {
             return Ok(CertState::Unknown);
         }
         let generation = self.generation.load(Ordering::SeqCst);
         self.counters.store_reads.fetch_add(1, Ordering::Relaxed);
-        let state = ca.ocsp_state(Some(serial)).await?;
+        let state = ca.ocsp_state_for(issuer, Some(serial)).await?;
         // Remembered only if nothing was issued or changed meanwhile.
         if state == CertState::Unknown {
             let mut unknown = self.unknown.write().unwrap();
@@ -306,7 +334,7 @@ impl OcspService {
                 if unknown.len() >= MAX_UNKNOWN {
                     unknown.clear();
                 }
-                unknown.insert(*serial);
+                unknown.insert(key);
             }
         } else {
             let mut states = self.states.write().unwrap();
@@ -314,23 +342,26 @@ impl OcspService {
                 if states.len() >= MAX_ENTRIES {
                     states.clear();
                 }
-                states.insert(*serial, state);
+                states.insert(key, state);
             }
         }
         Ok(state)
     }
 
     async fn sign(&self, ca: &Ca, request: &[u8]) -> Result<(Answer, bool), OcspFailure> {
-        let query = parse_request(request, ca.issuer_hashes())?;
+        let hashes: Vec<&IssuerHashes> = ca.issuers().iter().map(|i| i.hashes()).collect();
+        let (which, query) = parse_request_any(request, &hashes)?;
+        let issuer = ca.issuers()[which].number();
         let mut states = Vec::with_capacity(query.serials.len());
         for serial in &query.serials {
-            states.push(self.state(ca, serial.as_ref()).await?);
+            states.push(self.state(ca, issuer, serial.as_ref()).await?);
         }
         let responder = self
-            .responder
+            .responders
             .read()
             .unwrap()
-            .clone()
+            .get(&issuer)
+            .cloned()
             .ok_or(OcspFailure::Internal)?;
         let now = ca_core::now();
         // Answers for unknown serials are not kept: the pre-signed cache is

@@ -10,7 +10,8 @@ use crate::routes::{audit, certificates, ocsp, public, tokens};
     info(title = "Portal client-certificate CA", description = "Issue, reissue and revoke administrators' login certificates; CRL for gateways."),
     paths(
         public::ca_crt, public::ca_pem, public::crl_der, public::crl_pem, public::healthz, public::readyz,
-        public::metrics, public::openapi,
+        public::metrics, public::openapi, public::root_pem, public::crls_pem,
+        public::issuer_certificate, public::issuer_crl,
         certificates::issue, certificates::reissue, certificates::sign_csr, certificates::revoke,
         certificates::list, certificates::show,
         audit::audit,

@@ -8,6 +8,7 @@ mod cli_errors;
 mod cli_issue;
 mod cli_revocation;
 mod gateway;
+mod hierarchy;
 mod hsm;
 mod ocsp;
 mod postgres;

@@ -144,6 +144,18 @@ pub fn parse_request(
     der: &[u8],
     issuer: &IssuerHashes,
 ) -> std::result::Result<OcspQuery, OcspFailure> {
+    parse_request_any(der, &[issuer]).map(|(_, query)| query)
+}
+
+/// Parses a DER request for one of several issuers (a CA after a rollover):
+/// every CertID must name the same one of `issuers`, whose index is
+/// returned with the query. A request mixing issuers is `unauthorized`: one
+/// response is signed by one delegated responder, and a delegated responder
+/// answers only for the CA that certified it (RFC 6960 §4.2.2.2).
+pub fn parse_request_any(
+    der: &[u8],
+    issuers: &[&IssuerHashes],
+) -> std::result::Result<(usize, OcspQuery), OcspFailure> {
     if der.len() > MAX_REQUEST_LEN {
         return Err(OcspFailure::Malformed);
     }
@@ -169,6 +181,11 @@ pub fn parse_request(
     };
     let mut cert_ids = Vec::with_capacity(list.len());
     let mut serials = Vec::with_capacity(list.len());
+    let which = issuers
+        .iter()
+        .position(|issuer| issuer.matches(&list[0].req_cert))
+        .ok_or(OcspFailure::Unauthorized)?;
+    let issuer = issuers[which];
     for item in list {
         if !issuer.matches(&item.req_cert) {
             return Err(OcspFailure::Unauthorized);
@@ -189,12 +206,15 @@ pub fn parse_request(
             .parameters
             .as_ref()
             .is_none_or(|p| der::Tagged::tag(p) == der::Tag::Null && p.value().is_empty());
-    Ok(OcspQuery {
-        cert_ids,
-        serials,
-        nonce,
-        plain,
-    })
+    Ok((
+        which,
+        OcspQuery {
+            cert_ids,
+            serials,
+            nonce,
+            plain,
+        },
+    ))
 }
 
 /// Decodes the path of an RFC 5019 GET (`/ocsp/{base64 DER}`, URL-decoded by the

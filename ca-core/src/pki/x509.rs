@@ -250,6 +250,10 @@ impl CaCertificate {
 pub struct Endpoints {
     /// `<base_url>` without a trailing slash.
     pub base_url: String,
+    /// Under a trust hierarchy, the id of the issuer whose certificates these
+    /// are: its CRL and certificate then have URLs of their own, stable across
+    /// rollovers (DESIGN §5). `None` for the single self-signed CA.
+    pub issuer: Option<String>,
 }
 
 impl Endpoints {
@@ -268,12 +272,24 @@ impl Endpoints {
         }
         Ok(Endpoints {
             base_url: trimmed.to_owned(),
+            issuer: None,
         })
+    }
+
+    /// The endpoints of issuer `id`'s certificates.
+    pub fn for_issuer(&self, id: &str) -> Self {
+        Endpoints {
+            base_url: self.base_url.clone(),
+            issuer: Some(id.to_owned()),
+        }
     }
 
     /// CRL distribution point.
     pub fn crl(&self) -> String {
-        format!("{}/crl", self.base_url)
+        match &self.issuer {
+            Some(id) => format!("{}/crl/{id}", self.base_url),
+            None => format!("{}/crl", self.base_url),
+        }
     }
 
     /// OCSP responder.
@@ -283,7 +299,10 @@ impl Endpoints {
 
     /// CA certificate (caIssuers).
     pub fn ca_cert(&self) -> String {
-        format!("{}/ca.crt", self.base_url)
+        match &self.issuer {
+            Some(id) => format!("{}/ca/{id}.crt", self.base_url),
+            None => format!("{}/ca.crt", self.base_url),
+        }
     }
 }
 
@@ -506,4 +525,130 @@ pub fn certificate_serial_hex(der: &[u8]) -> String {
         .and_then(|bn| bn.to_hex_str().ok())
         .map(|h| h.to_lowercase())
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Trust hierarchy: the offline root, the issuing CAs it signs, their CSRs.
+// ---------------------------------------------------------------------------
+
+/// Builds a self-signed root CA certificate: critical basicConstraints CA:TRUE
+/// with no path length (RFC 5280 §4.2.1.9: the root may sign issuing CAs),
+/// keyCertSign + cRLSign only (RFC 5280 §4.2.1.3: a root signs nothing else).
+pub(crate) fn build_root_certificate(
+    subject: DistinguishedName,
+    signer: &dyn Signer,
+    not_before: OffsetDateTime,
+    validity: time::Duration,
+) -> Result<CertificateDer> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject;
+    params.serial_number = Some(rcgen_serial(&Serial::random()?));
+    params.not_before = not_before;
+    params.not_after = not_before + validity;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.key_identifier_method = KeyIdMethod::PreSpecified(signer.public_key().key_identifier());
+    let cert = crate::signer::rcgen_result(params.self_signed(&RcgenSigner(signer)))?;
+    Ok(CertificateDer(cert.der().to_vec()))
+}
+
+/// What `root sign-ca` puts into an issuing CA certificate.
+pub(crate) struct IssuingCaRequest<'a> {
+    /// The issuing CA's subject, from its CSR (kept byte for byte).
+    pub subject_der: &'a [u8],
+    /// Its key, from the CSR (whose signature was verified).
+    pub public_key: &'a PublicKey,
+    /// Serial.
+    pub serial: Serial,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end (never beyond the root's).
+    pub not_after: OffsetDateTime,
+    /// basicConstraints pathLenConstraint: 0 = it issues only end-entity certificates.
+    pub path_len: u8,
+    /// The root's CRL URL, as a CRL distribution point (RFC 5280 §4.2.1.13).
+    pub crl_url: Option<&'a str>,
+}
+
+/// Signs an issuing CA certificate with the root's key.
+pub(crate) fn build_issuing_certificate(
+    request: &IssuingCaRequest<'_>,
+    root: &CaCertificate,
+    signer: &dyn Signer,
+) -> Result<CertificateDer> {
+    use x509_parser::prelude::FromDer;
+    let (_, name) = x509_parser::x509::X509Name::from_der(request.subject_der)
+        .map_err(|_| Error::InvalidInput("the CSR's subject cannot be read".into()))?;
+    let subject = distinguished_name(&name)?;
+    if name.iter_common_name().next().is_none() {
+        return Err(Error::InvalidInput(
+            "the CSR's subject has no CN: an issuing CA needs a name (init --issuing --subject \"CN=…\")".into(),
+        ));
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject;
+    params.serial_number = Some(rcgen_serial(&request.serial));
+    params.not_before = request.not_before;
+    params.not_after = request.not_after;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(request.path_len));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(request.public_key.key_identifier());
+    if let Some(url) = request.crl_url {
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![url.to_owned()],
+        }];
+    }
+    let issuer = root.issuer(signer)?;
+    let cert = crate::signer::rcgen_result(params.signed_by(request.public_key, &issuer))?;
+    Ok(CertificateDer(cert.der().to_vec()))
+}
+
+/// A PKCS#10 request for an issuing CA's key (signed through the `Signer`, so a
+/// token key works as a file key does). Only the subject and the key are in
+/// it: the root decides the extensions.
+pub(crate) fn build_ca_csr(subject: DistinguishedName, signer: &dyn Signer) -> Result<String> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject;
+    let csr = crate::signer::rcgen_result(params.serialize_request(&RcgenSigner(signer)))?;
+    crate::signer::rcgen_result(csr.pem())
+}
+
+/// The subject (DER) and verified key of a CSR (PEM or DER).
+pub(crate) fn csr_subject_and_key(csr: &[u8]) -> Result<(Vec<u8>, PublicKey)> {
+    let public_key = crate::pki::csr::verified_public_key(csr, |_| Ok(()))?;
+    let der = match openssl::x509::X509Req::from_pem(csr) {
+        Ok(req) => req.to_der()?,
+        Err(_) => csr.to_vec(),
+    };
+    let req = openssl::x509::X509Req::from_der(&der)
+        .map_err(|_| Error::InvalidInput("not a PEM or DER PKCS#10 certificate request".into()))?;
+    Ok((req.subject_name().to_der()?, public_key))
+}
+
+/// The id of an issuer: the first 8 bytes of its key identifier (RFC 5280
+/// §4.2.1.2 method 1), in hex. Stable for the life of the key, short enough
+/// for a URL, and the same on every replica.
+pub(crate) fn issuer_id(ca: &CaCertificate) -> String {
+    let key_id = ca.public_key().key_identifier();
+    hex::encode(&key_id[..key_id.len().min(8)])
+}
+
+/// Parses every certificate of a PEM file, in order.
+pub(crate) fn certificates_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let stack = openssl::x509::X509::stack_from_pem(pem)
+        .map_err(|_| Error::InvalidInput("not a PEM file of certificates".into()))?;
+    if stack.is_empty() {
+        return Err(Error::InvalidInput(
+            "no PEM CERTIFICATE block in the file".into(),
+        ));
+    }
+    stack
+        .iter()
+        .map(|c| c.to_der().map_err(Error::from))
+        .collect()
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +20,10 @@ pub fn router() -> Router<AppState> {
         .route("/ca.pem", get(ca_pem))
         .route("/crl", get(crl_der))
         .route("/crl.pem", get(crl_pem))
+        .route("/crl/{issuer}", get(issuer_crl))
+        .route("/ca/{issuer}", get(issuer_certificate))
+        .route("/root.pem", get(root_pem))
+        .route("/crls.pem", get(crls_pem))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -33,11 +37,112 @@ pub async fn ca_crt(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "application/pkix-cert")], der).into_response()
 }
 
-/// The CA certificate, PEM.
-#[utoipa::path(get, path = "/ca.pem", tag = "public", responses((status = 200, description = "CA certificate (PEM)", content_type = "application/x-pem-file")))]
+/// The active issuer's chain, PEM: its certificate, then (under a root) the root's.
+#[utoipa::path(get, path = "/ca.pem", tag = "public", responses((status = 200, description = "The active issuer's certificate, then the root's (PEM)", content_type = "application/x-pem-file")))]
 pub async fn ca_pem(State(state): State<AppState>) -> Response {
-    let pem = state.ca.ca_certificate().der().to_pem();
+    let pem = state.ca.chain_pem();
     ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
+}
+
+/// The root certificate (PEM), under a trust hierarchy.
+#[utoipa::path(get, path = "/root.pem", tag = "public", responses(
+    (status = 200, description = "Root certificate (PEM)", content_type = "application/x-pem-file"),
+    (status = 404, description = "A self-signed CA: no root")))]
+pub async fn root_pem(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let root = state.ca.root_certificate().ok_or_else(|| {
+        ApiError::Core(ca_core::Error::NotFound(
+            "this CA is self-signed: its own certificate (/ca.pem) is the trust anchor".into(),
+        ))
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        root.to_pem(),
+    )
+        .into_response())
+}
+
+/// Every CRL a gateway needs for `ssl_crl` (PEM, one after the other): each
+/// issuer's latest and the root's latest imported one.
+#[utoipa::path(get, path = "/crls.pem", tag = "public", responses(
+    (status = 200, description = "Every issuer's CRL and the root's (PEM)", content_type = "application/x-pem-file")))]
+pub async fn crls_pem(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut pem = String::new();
+    for issuer in state.ca.issuers() {
+        let crl = state.crl.of_issuer(issuer.number()).ok_or_else(|| {
+            ApiError::Unavailable("not every issuer's CRL is published yet; retry shortly".into())
+        })?;
+        pem.push_str(std::str::from_utf8(&crl.pem).unwrap_or_default());
+    }
+    if let Some(root_crl) = state.ca.root_crl_pem().await? {
+        pem.push_str(&root_crl);
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ],
+        pem,
+    )
+        .into_response())
+}
+
+/// One issuer's certificate: `/ca/{issuer-id}.crt` (DER, what caIssuers
+/// points at) or `/ca/{issuer-id}.pem`.
+#[utoipa::path(get, path = "/ca/{issuer}", tag = "public", params(("issuer" = String, Path, description = "issuer id with .crt (DER) or .pem")),
+    responses((status = 200, description = "Issuer certificate"), (status = 404, description = "No such issuer")))]
+pub async fn issuer_certificate(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let (id, pem) = match (file.strip_suffix(".crt"), file.strip_suffix(".pem")) {
+        (Some(id), _) => (id, false),
+        (_, Some(id)) => (id, true),
+        _ => (file.as_str(), false),
+    };
+    let issuer = state.ca.issuer_by_id(id).ok_or_else(|| no_issuer(id))?;
+    let der = issuer.certificate().der();
+    Ok(match pem {
+        true => (
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            der.to_pem(),
+        )
+            .into_response(),
+        false => (
+            [(header::CONTENT_TYPE, "application/pkix-cert")],
+            der.0.clone(),
+        )
+            .into_response(),
+    })
+}
+
+/// One issuer's CRL: `/crl/{issuer-id}` (DER, what the CDP of its
+/// certificates points at) or `/crl/{issuer-id}.pem`.
+#[utoipa::path(get, path = "/crl/{issuer}", tag = "public", params(("issuer" = String, Path, description = "issuer id, optionally with .pem")),
+    responses((status = 200, description = "CRL"), (status = 304, description = "Not modified"), (status = 404, description = "No such issuer")))]
+pub async fn issuer_crl(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (id, pem) = match file.strip_suffix(".pem") {
+        Some(id) => (id, true),
+        None => (file.as_str(), false),
+    };
+    let issuer = state.ca.issuer_by_id(id).ok_or_else(|| no_issuer(id))?;
+    let crl = state.crl.of_issuer(issuer.number());
+    serve_cached_crl(crl, &headers, pem)
+}
+
+fn no_issuer(id: &str) -> ApiError {
+    // The id is echoed only when it looks like one (hex), never arbitrary input.
+    let shown = if id.len() <= 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        id
+    } else {
+        "(not an issuer id)"
+    };
+    ApiError::Core(ca_core::Error::NotFound(format!(
+        "no issuer {shown} with unexpired certificates; see /ca.pem for the active one"
+    )))
 }
 
 /// Answers a CRL request, honouring `If-None-Match` and `If-Modified-Since`.
@@ -90,6 +195,29 @@ async fn serve_crl(
             .insert(HeaderName::from_static("preference-applied"), applied);
     }
     Ok(response)
+}
+
+/// Answers a request for one issuer's CRL (`/crl/{issuer-id}`), honouring
+/// `If-None-Match` and `If-Modified-Since`; long-polls are for `/crl`, the
+/// active issuer's, which is the one that changes on every revocation made now.
+fn serve_cached_crl(
+    crl: Option<std::sync::Arc<CachedCrl>>,
+    headers: &HeaderMap,
+    pem: bool,
+) -> Result<Response, ApiError> {
+    let crl =
+        crl.ok_or_else(|| ApiError::Unavailable("no CRL published yet; retry shortly".into()))?;
+    let now = ca_core::now().unix_timestamp();
+    let cache_headers = cache_headers(&crl, now);
+    if not_modified(&crl, headers) {
+        return Ok((StatusCode::NOT_MODIFIED, cache_headers).into_response());
+    }
+    let (content_type, body) = if pem {
+        ("application/x-pem-file", crl.pem.clone())
+    } else {
+        ("application/pkix-crl", crl.der.clone())
+    };
+    Ok((cache_headers, [(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 /// The `wait` preference of `Prefer` headers (RFC 7240 §2, §4.3), at most
