@@ -39,8 +39,9 @@ mod view;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{
-    now, AuditReport, Ca, InitRequest, Issuance, IssueRequest, KeySecrets, Layout,
+    now, AuditReport, Ca, ConsoleSecret, InitRequest, Issuance, IssueRequest, KeySecrets, Layout,
     PreparedIssuance, PreparedServerCertificate, ReissueMode, ServerCertRequest,
+    CONSOLE_SESSION_LIFETIME,
 };
 pub use config::{
     read_pin, take_secret_env, Config, KeySource, Limits, LogFormat, OcspKeySource, TlsFiles,
@@ -63,8 +64,9 @@ pub use policy::{
 pub use reason::RevocationReason;
 pub use signer::{FileSigner, Pkcs11Signer, Signer};
 pub use store::{
-    CertificateRecord, CertificateStatus, CrlStatus, IdempotencyKey, IdempotencyRecord, ListFilter,
-    PublishedCrl, SqlStore, Store, Supersede,
+    CertificateRecord, CertificateStatus, ConsoleSession, CrlStatus, IdempotencyKey,
+    IdempotencyRecord, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
+    CONSOLE_SESSIONS_PER_CREDENTIAL,
 };
 pub use tokens::{token_id, Action, Credential, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};
