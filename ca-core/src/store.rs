@@ -1721,6 +1721,87 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn console_sessions_are_bounded_expire_and_end() {
+        let (_dir, store) = sqlite_store().await;
+        console_sessions(&store).await;
+    }
+
+    #[tokio::test]
+    async fn console_sessions_are_bounded_expire_and_end_on_postgres_too() {
+        if let Some((store, scratch)) = postgres_store("console_sessions").await {
+            console_sessions(&store).await;
+            scratch.drop_database(store).await;
+        }
+    }
+
+    async fn console_sessions(store: &SqlStore) {
+        let now = crate::now();
+        let session = |n: i64, credential: &str, life: i64| ConsoleSession {
+            id_hash: format!("{credential}-{n:03}"),
+            credential: credential.into(),
+            created_at: now + time::Duration::seconds(n),
+            expires_at: now + time::Duration::seconds(n + life),
+        };
+        let draft = || AuditDraft::new("token:t", "console-sign-in", "console");
+        // An expired session of another credential is swept by the next sign-in.
+        store
+            .insert_console_session(&session(0, "token:old", -1), draft(), now)
+            .await
+            .unwrap();
+        let limit = CONSOLE_SESSIONS_PER_CREDENTIAL;
+        for n in 1..=limit + 5 {
+            store
+                .insert_console_session(&session(n, "token:a", 1800), draft(), now)
+                .await
+                .unwrap();
+        }
+        assert!(store
+            .console_session("token:old-000")
+            .await
+            .unwrap()
+            .is_none());
+        // Only the newest `limit` of one credential stay.
+        for n in 1..=5 {
+            let gone = session(n, "token:a", 1800).id_hash;
+            assert!(
+                store.console_session(&gone).await.unwrap().is_none(),
+                "{gone}"
+            );
+        }
+        let newest = session(limit + 5, "token:a", 1800);
+        assert_eq!(
+            store.console_session(&newest.id_hash).await.unwrap(),
+            Some(newest.clone())
+        );
+        let kept = store
+            .console_session(&session(6, "token:a", 1800).id_hash)
+            .await
+            .unwrap();
+        assert!(kept.is_some());
+        // Sign-out deletes; a second one changes nothing.
+        let out = || AuditDraft::new("token:a", "console-sign-out", "console");
+        assert!(store
+            .delete_console_session(&newest.id_hash, out(), now)
+            .await
+            .unwrap());
+        let head = store.audit_head().await.unwrap();
+        assert!(!store
+            .delete_console_session(&newest.id_hash, out(), now)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.audit_head().await.unwrap(),
+            head,
+            "a no-op sign-out was audited"
+        );
+        assert!(store
+            .console_session(&newest.id_hash)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
     async fn crl_pieces(store: &SqlStore) {
         assert!(store.latest_crl().await.unwrap().is_none());
 

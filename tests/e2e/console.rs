@@ -460,3 +460,50 @@ fn revoking_the_token_ends_its_console_sessions() {
     assert_eq!(code, "303");
     assert_eq!(get(&server, &cookie, "/ui/").0, "303");
 }
+
+#[test]
+fn a_console_session_works_on_every_replica_and_ends_on_all_with_its_token() {
+    let Some(db) = PgDatabase::create("console") else {
+        return;
+    };
+    let ca = TestCa::init_on(&db.url);
+    let created = ca.json(&["token", "create", "--role", "operator", "--name", "desk"]);
+    let operator = created["token"].as_str().unwrap().to_owned();
+    let operator_id = created["id"].as_str().unwrap().to_owned();
+    let admin = ca.token("admin");
+    let a = Server::start(&ca);
+    let b = Server::start(&ca);
+    let cookie = cookie_pair(&sign_in(&a, &operator));
+    // Signed in on replica a; the same cookie works on b, and its forms too.
+    let (code, page) = get(&b, &cookie, "/ui/tenants/acme/admins/alice");
+    assert_eq!(code, "200", "{page}");
+    let csrf = csrf_of(&page);
+    let (code, body) = post(
+        &b,
+        &cookie,
+        "/ui/tenants/acme/admins/alice/issue",
+        &format!("policy=portal-admin&csrf={csrf}"),
+        &[],
+    );
+    assert_eq!(code, "201", "{body}");
+    assert!(body.contains("id=\"password\""), "{body}");
+
+    // The token revoked through replica a's API: replica b ends the session too.
+    let (code, body) = a.api(
+        "DELETE",
+        &format!("/v1/tokens/{operator_id}"),
+        &admin,
+        "",
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while get(&b, &cookie, "/ui/").0 != "303" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica b kept a session whose token was revoked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(get(&a, &cookie, "/ui/").0, "303");
+}

@@ -388,7 +388,7 @@ async fn certificate(
             }
         }
         @if active && who.authorize(Action::Revoke, Some(&record.tenant)).is_ok() && record.tenant != ca_core::RESERVED_TENANT {
-            p { a.button href=(format!("{}/revoke", certificate_href(&record.serial))) { "Revoke…" } }
+            p { a.button.danger href=(format!("{}/revoke", certificate_href(&record.serial))) { "Revoke…" } }
         }
         details { summary { "PEM" } pre.mono { (pem) } }
     };
@@ -452,25 +452,29 @@ async fn render_admin(
         h2 { "Certificates (newest first)" }
         (certificate_table(&records, now, false))
         @if may_revoke && !active.is_empty() {
-            p { @for r in &active { a.button href=(format!("{}/revoke", certificate_href(&r.serial))) { "Revoke " (r.serial.to_hex()[..8]) "…" } " " } }
+            p { @for r in &active { a.button.danger href=(format!("{}/revoke", certificate_href(&r.serial))) { "Revoke " (r.serial.to_hex()[..8]) "…" } " " } }
         }
-        @if may_issue && tenant != ca_core::RESERVED_TENANT {
+        @if may_issue && active.is_empty() && tenant != ca_core::RESERVED_TENANT {
             form.card method="post" action=(format!("{href}/issue")) aria-labelledby="issue-title" {
                 h2 id="issue-title" { "Issue a first certificate" }
                 (csrf_field(console))
                 div.row {
                     (select("policy", "Policy", &policies, &default_policy, err("issue", "policy")))
                     (field("password", "Bundle password (blank: generate one)", "password", "", err("issue", "password"), html!{}))
-                    div.field {
-                        span id="delivery-label" { b { "Delivery" } }
-                        // Pickup delivery (held bundle + link) arrives with the delivery work; direct download only for now.
-                        label { input type="radio" name="delivery" value="download" checked aria-labelledby="delivery-label"; " direct download" }
+                    fieldset.field {
+                        legend { "Delivery" }
+                        // Pickup delivery (a held bundle, a link and a code) comes with the
+                        // delivery work (issue 15): one more radio here and a branch in `issue`.
+                        label { input type="radio" name="delivery" value="download" checked; "direct download" }
                     }
                     div.field { button type="submit" { "Issue" } }
                 }
             }
         }
-        @if may_reissue && tenant != ca_core::RESERVED_TENANT {
+        @if may_issue && !active.is_empty() {
+            p.muted { "An active certificate exists: reissue replaces it. To move the admin to another policy, revoke it first, then issue." }
+        }
+        @if may_reissue && !active.is_empty() && tenant != ca_core::RESERVED_TENANT {
             form.card method="get" action=(format!("{href}/reissue")) aria-labelledby="reissue-title" {
                 h2 id="reissue-title" { "Reissue (device lost or replaced)" }
                 p.muted { "Issues a new certificate and revokes the active one of the policy in the same transaction. The next page names what will be revoked." }
