@@ -20,7 +20,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE, ADMIN_TOKEN, OPERATOR_TOKEN, B_SERIAL, DOWNLOADS, SHOTS = sys.argv[1:7]
 
@@ -51,7 +52,16 @@ def shot(driver, name):
 
 
 def h1(driver):
+    WebDriverWait(driver, 20).until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
     return driver.find_element(By.TAG_NAME, "h1").text
+
+
+def submit(driver, button):
+    """Clicks a submit button and waits until the next page has replaced this one."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 20).until(EC.staleness_of(old))
+    h1(driver)
 
 
 def sign_in_by_keyboard(driver, token):
@@ -60,7 +70,9 @@ def sign_in_by_keyboard(driver, token):
     active = driver.switch_to.active_element
     assert active.get_attribute("id") == "token", "the token field is not focused on load"
     active.send_keys(token)
+    old = driver.find_element(By.TAG_NAME, "html")
     active.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 20).until(EC.staleness_of(old))
     assert h1(driver) == "Search certificates", driver.find_element(By.TAG_NAME, "main").text
 
 
@@ -97,7 +109,7 @@ try:
     shot(driver, "admin-new")
     issue = driver.find_element(By.CSS_SELECTOR, "form[action$='/issue']")
     Select(issue.find_element(By.NAME, "policy")).select_by_value("portal-admin")
-    issue.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(driver, issue.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     assert h1(driver) == "Certificate issued", h1(driver)
     report["issued"] = serial_in_notice(driver)
     report["password"] = driver.find_element(By.ID, "password").text
@@ -109,7 +121,7 @@ try:
     driver.get(BASE + "/ui/tenants/acme/admins/carol")
     issue = driver.find_element(By.CSS_SELECTOR, "form[action$='/issue']")
     issue.find_element(By.NAME, "password").send_keys("short")
-    issue.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(driver, issue.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     report["bad_password_error"] = driver.find_element(By.ID, "password-error").text
     report["bad_password_invalid"] = driver.find_element(By.ID, "password").get_attribute("aria-invalid")
     report["carol_rows_after_error"] = len(driver.find_elements(By.CSS_SELECTOR, "main table tbody tr"))
@@ -120,11 +132,11 @@ try:
     shot(driver, "admin")
     reissue = driver.find_element(By.CSS_SELECTOR, "form[action$='/reissue']")
     Select(reissue.find_element(By.NAME, "reason")).select_by_value("key-compromise")
-    reissue.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(driver, reissue.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     report["confirmation"] = driver.find_element(By.ID, "will-revoke").text
     report["confirmation_table"] = driver.find_element(By.CSS_SELECTOR, "main table").text
     shot(driver, "reissue-confirm")
-    driver.find_element(By.CSS_SELECTOR, "form[action$='/reissue'] button.danger").click()
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form[action$='/reissue'] button.danger"))
     assert h1(driver) == "Certificate reissued", h1(driver)
     report["reissued"] = serial_in_notice(driver)
     report["reissue_revoked"] = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "main ul li")]
@@ -132,10 +144,10 @@ try:
 
     # --- revoke the new one (with a confirmation page)
     driver.get(BASE + "/ui/certificates/" + report["reissued"])
-    driver.find_element(By.LINK_TEXT, "Revoke…").click()
+    submit(driver, driver.find_element(By.LINK_TEXT, "Revoke…"))
     Select(driver.find_element(By.NAME, "reason")).select_by_value("affiliation-changed")
     shot(driver, "revoke-confirm")
-    driver.find_element(By.CSS_SELECTOR, "button.danger").click()
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "main button.danger"))
     report["revoked_notice"] = driver.find_element(By.ID, "revoked").text
 
     # --- the other pages, for the README
@@ -149,14 +161,14 @@ try:
     shot(driver, "status")
     driver.get(BASE + "/ui/audit")
     shot(driver, "audit")
-    driver.find_element(By.CSS_SELECTOR, "form[action='/ui/audit/verify'] button").click()
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form[action='/ui/audit/verify'] button"))
     report["verify"] = driver.find_element(By.ID, "verify-result").text
     driver.get(BASE + "/ui/tokens")
     shot(driver, "tokens")
 
     # --- an operator scoped to tenant acme sees nothing of tenant globex
     driver.get(BASE + "/ui/")
-    driver.find_element(By.CSS_SELECTOR, "form[action='/ui/sign-out'] button").click()
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form[action='/ui/sign-out'] button"))
     assert h1(driver) == "Sign in", h1(driver)
     driver.get(BASE + "/ui/")
     report["after_sign_out"] = h1(driver)
@@ -178,6 +190,9 @@ try:
     driver.get(BASE + "/ui/audit")
     operator["audit"] = driver.find_element(By.TAG_NAME, "main").text
     report["operator"] = operator
+except Exception:
+    sys.stderr.write("page at failure: %s\n%s\n" % (driver.current_url, driver.page_source[:4000]))
+    raise
 finally:
     driver.quit()
 

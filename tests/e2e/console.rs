@@ -507,3 +507,77 @@ fn a_console_session_works_on_every_replica_and_ends_on_all_with_its_token() {
     }
     assert_eq!(get(&a, &cookie, "/ui/").0, "303");
 }
+
+#[test]
+fn over_tls_the_cookie_is_secure_and_a_client_certificate_signs_in() {
+    let port = free_port();
+    let ca = TestCa::init_for(&format!("https://127.0.0.1:{port}"), &[]);
+    let (files, _) = TlsFiles::issue(&ca, "server");
+    let operator = ca.token("operator");
+    let server = Server::start_tls(&ca, port, &files, Some(&files.ca_pem), &[]);
+    assert!(sign_in(&server, &operator).contains("; Secure"));
+
+    let (job_key, job_csr) = ca.new_csr("job", P256, "/CN=job");
+    let job_cert = ca.path_str("job.pem");
+    let job = ca.json(&[
+        "sign-csr",
+        "--tenant",
+        "automation",
+        "--admin",
+        "nightly",
+        "--policy",
+        "automation-renewer",
+        "--csr",
+        &job_csr,
+        "--out",
+        &job_cert,
+    ]);
+    let job_serial = job["serial"].as_str().unwrap().to_owned();
+    let (other_key, other_csr) = ca.new_csr("other", P256, "/CN=other");
+    let other_cert = ca.path_str("other.pem");
+    ca.json(&[
+        "sign-csr",
+        "--tenant",
+        "automation",
+        "--admin",
+        "weekly",
+        "--policy",
+        "automation-renewer",
+        "--csr",
+        &other_csr,
+        "--out",
+        &other_cert,
+    ]);
+    let with_cert = |cert: Option<(&str, &str)>, args: &[&str]| -> String {
+        let mut all: Vec<&str> = vec!["-s", "-D", "-", "-o", "/dev/null"];
+        if let Some((cert, key)) = cert {
+            all.extend_from_slice(&["--cert", cert, "--key", key]);
+        }
+        all.extend_from_slice(args);
+        stdout(&server.curl(&all))
+    };
+    let headers = with_cert(
+        Some((&job_cert, &job_key)),
+        &["-X", "POST", &server.url("/ui/sign-in/certificate")],
+    );
+    assert!(headers.starts_with("HTTP/1.1 303"), "{headers}");
+    let set_cookie = header_value(&headers, "set-cookie").unwrap().to_owned();
+    assert!(
+        set_cookie.contains("; Secure") && set_cookie.contains("HttpOnly"),
+        "{set_cookie}"
+    );
+    let cookie = cookie_pair(&set_cookie);
+    let page = |cert: Option<(&str, &str)>| {
+        let out = with_cert(cert, &["-b", &cookie, &server.url("/ui/")]);
+        out.lines().next().unwrap_or("").to_owned()
+    };
+    assert!(page(Some((&job_cert, &job_key))).contains("200"));
+    // The session is bound to the certificate it signed in with.
+    assert!(page(None).contains("303"));
+    assert!(page(Some((&other_cert, &other_key))).contains("303"));
+    let audit = ca.ok(&["audit", "list"]);
+    assert!(audit.contains(&format!("cert:{job_serial}")), "{audit}");
+    // Revoking the certificate ends the session at once.
+    ca.ok(&["revoke", &job_serial, "--reason", "key-compromise"]);
+    assert!(page(Some((&job_cert, &job_key))).contains("303"));
+}

@@ -120,9 +120,12 @@ async fn audit(
             tbody {
                 @for e in events.iter().rev() {
                     tr {
-                        td { (e.seq) } td { (when(e.at)) } td.mono { (e.actor) } td { (e.action) } td { (e.subject) }
-                        td.mono { @for s in &e.serials { (s) br; } }
-                        td { (e.details) }
+                        td { (e.seq) } td.nowrap { (when(e.at)) } td.mono.nowrap { (e.actor) } td.nowrap { (e.action) } td.wrap { (e.subject) }
+                        td.mono.nowrap { @for s in &e.serials {
+                            // Short form for reading; the link and its title carry the whole serial.
+                            a href=(format!("/ui/certificates/{s}")) title=(s) { (s.get(..12).unwrap_or(s)) "…" } br;
+                        } }
+                        td.wrap { (e.details) }
                     }
                 }
             }
