@@ -17,6 +17,7 @@ import sys
 import time
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -56,23 +57,39 @@ def h1(driver):
     return driver.find_element(By.TAG_NAME, "h1").text
 
 
+def replaced(old):
+    """A wait condition: `old` (an element) is no longer in the current page.
+    ChromeDriver reports this either as a stale reference or as an unknown
+    node, depending on timing: both mean the page was replaced."""
+    def gone(_driver):
+        try:
+            old.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+    return gone
+
+
 def submit(driver, button):
     """Clicks a submit button and waits until the next page has replaced this one."""
     old = driver.find_element(By.TAG_NAME, "html")
     button.click()
-    WebDriverWait(driver, 20).until(EC.staleness_of(old))
+    WebDriverWait(driver, 20).until(replaced(old))
     h1(driver)
 
 
 def sign_in_by_keyboard(driver, token):
     """Only keys: the token field has focus on load, Enter submits."""
     driver.get(BASE + "/ui/sign-in")
+    # Browsers run autofocus after the first rendering, not at load: wait for it.
+    WebDriverWait(driver, 5).until(
+        lambda d: d.switch_to.active_element.get_attribute("id") == "token",
+        "the token field is not focused on load")
     active = driver.switch_to.active_element
-    assert active.get_attribute("id") == "token", "the token field is not focused on load"
     active.send_keys(token)
     old = driver.find_element(By.TAG_NAME, "html")
     active.send_keys(Keys.ENTER)
-    WebDriverWait(driver, 20).until(EC.staleness_of(old))
+    WebDriverWait(driver, 20).until(replaced(old))
     assert h1(driver) == "Search certificates", driver.find_element(By.TAG_NAME, "main").text
 
 

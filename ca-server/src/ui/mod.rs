@@ -175,8 +175,11 @@ impl IntoResponse for UiError {
     }
 }
 
-/// A page that shows a secret (a bundle, its password, a new token): its
-/// text lives in memory wiped once the answer is sent.
+/// A page that shows a secret (a bundle, its password, a new token): the
+/// finished text is handed to the connection in memory wiped once the answer
+/// is sent. Not wiped: the copies `maud` leaves behind when its buffer grows
+/// while the page is built (as `crate::secret` notes for socket buffers, some
+/// copies are outside our reach; the values themselves are `Zeroizing`).
 pub(crate) fn secret_page(status: StatusCode, markup: Markup) -> Response {
     let text = Zeroizing::new(markup.into_string().into_bytes());
     let mut response = (status, Body::from(Bytes::from_owner(text))).into_response();

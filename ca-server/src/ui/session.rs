@@ -55,10 +55,10 @@ impl FromRequestParts<AppState> for Console {
         };
         // The same per-credential request rate as the API.
         if let Some(limiter) = &state.limits.token_requests {
-            if limiter.take(&who.actor()).is_err() {
+            if let Err(wait) = limiter.take(&who.actor()) {
                 return Err(UiError::Core(crate::ApiError::RateLimited {
                     message: "this token is over its request rate; retry later".into(),
-                    retry_after: 1,
+                    retry_after: wait.as_secs(),
                 }));
             }
         }
