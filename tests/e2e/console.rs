@@ -581,3 +581,48 @@ fn over_tls_the_cookie_is_secure_and_a_client_certificate_signs_in() {
     ca.ok(&["revoke", &job_serial, "--reason", "key-compromise"]);
     assert!(page(Some((&job_cert, &job_key))).contains("303"));
 }
+
+#[test]
+fn pages_escape_what_they_show_and_a_session_ends_when_its_token_expires() {
+    let ca = TestCa::init();
+    let admin = ca.token("admin");
+    ca.json(&[
+        "token",
+        "create",
+        "--role",
+        "auditor",
+        "--name",
+        "<script>alert(1)</script>",
+    ]);
+    let expiring = ca.json(&[
+        "token",
+        "create",
+        "--role",
+        "operator",
+        "--name",
+        "short",
+        "--expires-in",
+        "3s",
+    ])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let server = Server::start(&ca);
+    let cookie = cookie_pair(&sign_in(&server, &admin));
+    let (code, page) = get(&server, &cookie, "/ui/tokens");
+    assert_eq!(code, "200", "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script"), "unescaped markup: {page}");
+
+    let short = cookie_pair(&sign_in(&server, &expiring));
+    assert_eq!(get(&server, &short, "/ui/").0, "200");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(
+        get(&server, &short, "/ui/").0,
+        "303",
+        "the session outlived its token's expiry"
+    );
+}
