@@ -62,9 +62,11 @@ fn responder_admin(number: u64) -> String {
 }
 
 mod client_auth;
+mod console;
 mod issuers;
 mod server_cert;
 
+pub use console::{ConsoleSecret, CONSOLE_SESSION_LIFETIME};
 pub use issuers::{ImportedIssuer, Issuer, IssuingRequest, PendingIssuer};
 pub use server_cert::{PreparedServerCertificate, ServerCertRequest};
 
@@ -616,6 +618,11 @@ impl Ca {
         &self.ca_cert
     }
 
+    /// The policy `issue` uses when none is named (`default_policy` in the config).
+    pub fn default_policy(&self) -> &str {
+        &self.default_policy
+    }
+
     /// The policies in effect.
     pub fn policies(&self) -> &Policies {
         &self.policies
@@ -1100,18 +1107,37 @@ impl Ca {
     pub async fn authenticate(&self, presented: &str) -> Result<Principal> {
         let unauthenticated = || Error::Unauthenticated("invalid or revoked API token".into());
         let (id, secret) = crate::tokens::split(presented).ok_or_else(unauthenticated)?;
-        let (record, stored_hash) = match self.tokens.get(id) {
-            Ok(cached) => cached,
-            Err(epoch) => {
-                let (record, hash) = self.store.token(id).await?.ok_or_else(unauthenticated)?;
-                self.tokens.insert(epoch, &record, &hash);
-                (record, hash)
-            }
-        };
+        let (record, stored_hash) = self.token_record(id).await?.ok_or_else(unauthenticated)?;
         let matches =
             crate::tokens::digests_equal(&crate::tokens::hash_secret(secret), &stored_hash);
-        if !matches || record.revoked_at.is_some() {
+        if !matches {
             return Err(unauthenticated());
+        }
+        Self::token_principal(record)
+    }
+
+    /// A token's record and secret hash, from the cache or the store.
+    async fn token_record(&self, id: &str) -> Result<Option<(TokenRecord, String)>> {
+        Ok(match self.tokens.get(id) {
+            Ok(cached) => Some(cached),
+            Err(epoch) => {
+                let found = self.store.token(id).await?;
+                if let Some((record, hash)) = &found {
+                    self.tokens.insert(epoch, record, hash);
+                }
+                found
+            }
+        })
+    }
+
+    /// The caller a token record stands for, unless it is revoked or expired.
+    /// The one place those two rules live: bearer tokens and console
+    /// sessions signed in with one both come through here.
+    fn token_principal(record: TokenRecord) -> Result<Principal> {
+        if record.revoked_at.is_some() {
+            return Err(Error::Unauthenticated(
+                "invalid or revoked API token".into(),
+            ));
         }
         // Checked on every use, cached or not: expiry needs no store poll.
         if let Some(expires_at) = record.expires_at {

@@ -40,9 +40,9 @@ mod view;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{
-    now, AuditReport, Ca, ImportedIssuer, InitRequest, Issuance, IssueRequest, Issuer,
-    IssuingRequest, KeySecrets, Layout, PendingIssuer, PreparedIssuance, PreparedServerCertificate,
-    ReissueMode, ServerCertRequest,
+    now, AuditReport, Ca, ConsoleSecret, ImportedIssuer, InitRequest, Issuance, IssueRequest,
+    Issuer, IssuingRequest, KeySecrets, Layout, PendingIssuer, PreparedIssuance,
+    PreparedServerCertificate, ReissueMode, ServerCertRequest, CONSOLE_SESSION_LIFETIME,
 };
 pub use config::{
     read_pin, take_secret_env, Config, KeySource, Limits, LogFormat, OcspKeySource, TlsFiles,
@@ -66,8 +66,9 @@ pub use reason::RevocationReason;
 pub use root::{RootCa, RootInit, RootSecret, SignedCa};
 pub use signer::{FileSigner, Pkcs11Signer, Signer};
 pub use store::{
-    CertificateRecord, CertificateStatus, CrlStatus, IdempotencyKey, IdempotencyRecord, IssuerRow,
-    IssuerState, ListFilter, PublishedCrl, SqlStore, Store, Supersede,
+    CertificateRecord, CertificateStatus, ConsoleSession, CrlStatus, IdempotencyKey,
+    IdempotencyRecord, IssuerRow, IssuerState, ListFilter, PublishedCrl, SqlStore, Store,
+    Supersede, CONSOLE_SESSIONS_PER_CREDENTIAL,
 };
 pub use tokens::{token_id, Action, Credential, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};

@@ -419,6 +419,45 @@ pub trait Store: Send + Sync {
     /// How many tokens are revoked (it only grows: tokens are never deleted
     /// nor un-revoked), so a change means a revocation.
     async fn revoked_token_count(&self) -> Result<u64>;
+
+    /// Stores a console session (only its secret's hash). In the same
+    /// transaction, drops expired sessions and the oldest of this
+    /// credential's beyond [`CONSOLE_SESSIONS_PER_CREDENTIAL`], so the table
+    /// stays bounded however often someone signs in.
+    async fn insert_console_session(
+        &self,
+        session: &ConsoleSession,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// A console session by its secret's hash.
+    async fn console_session(&self, id_hash: &str) -> Result<Option<ConsoleSession>>;
+
+    /// Ends a console session (sign-out); `false` when it was already gone.
+    async fn delete_console_session(
+        &self,
+        id_hash: &str,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+}
+
+/// Live console sessions one credential may hold at once; signing in again
+/// beyond this ends the oldest.
+pub const CONSOLE_SESSIONS_PER_CREDENTIAL: i64 = 20;
+
+/// A console session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// SHA-256 (hex) of the cookie's secret.
+    pub id_hash: String,
+    /// Who signed in: the audit actor (`token:<id>` or `cert:<serial>`).
+    pub credential: String,
+    /// When.
+    pub created_at: OffsetDateTime,
+    /// When it stops working, whatever the credential does.
+    pub expires_at: OffsetDateTime,
 }
 
 /// [`Store`] over SQLite or PostgreSQL.
@@ -1760,6 +1799,75 @@ impl Store for SqlStore {
         }
         self.commit(tx, open).await
     }
+
+    async fn insert_console_session(
+        &self,
+        session: &ConsoleSession,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let (mut tx, open) = self.begin(audit, now).await?;
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await?;
+        // Keep the newest (limit - 1), making room for this one.
+        sqlx::query(
+            "DELETE FROM console_sessions WHERE credential = $1 AND id_hash NOT IN \
+             (SELECT id_hash FROM console_sessions WHERE credential = $1 \
+              ORDER BY created_at DESC, id_hash LIMIT $2)",
+        )
+        .bind(&session.credential)
+        .bind(CONSOLE_SESSIONS_PER_CREDENTIAL - 1)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO console_sessions (id_hash, credential, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(&session.id_hash)
+            .bind(&session.credential)
+            .bind(ts(session.created_at))
+            .bind(ts(session.expires_at))
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx, open).await
+    }
+
+    async fn console_session(&self, id_hash: &str) -> Result<Option<ConsoleSession>> {
+        let row = sqlx::query("SELECT id_hash, credential, created_at, expires_at FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .next();
+        row.map(|row| {
+            Ok(ConsoleSession {
+                id_hash: row.try_get("id_hash")?,
+                credential: row.try_get("credential")?,
+                created_at: from_ts(row.try_get("created_at")?)?,
+                expires_at: from_ts(row.try_get("expires_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_console_session(
+        &self,
+        id_hash: &str,
+        audit: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let (mut tx, open) = self.begin(audit, now).await?;
+        let gone = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone == 0 {
+            // Nothing changed: no audit event for it.
+            return Ok(false);
+        }
+        self.commit(tx, open).await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -1857,6 +1965,87 @@ mod tests {
             crl_pieces(&store).await;
             scratch.drop_database(store).await;
         }
+    }
+
+    #[tokio::test]
+    async fn console_sessions_are_bounded_expire_and_end() {
+        let (_dir, store) = sqlite_store().await;
+        console_sessions(&store).await;
+    }
+
+    #[tokio::test]
+    async fn console_sessions_are_bounded_expire_and_end_on_postgres_too() {
+        if let Some((store, scratch)) = postgres_store("console_sessions").await {
+            console_sessions(&store).await;
+            scratch.drop_database(store).await;
+        }
+    }
+
+    async fn console_sessions(store: &SqlStore) {
+        let now = crate::now();
+        let session = |n: i64, credential: &str, life: i64| ConsoleSession {
+            id_hash: format!("{credential}-{n:03}"),
+            credential: credential.into(),
+            created_at: now + time::Duration::seconds(n),
+            expires_at: now + time::Duration::seconds(n + life),
+        };
+        let draft = || AuditDraft::new("token:t", "console-sign-in", "console");
+        // An expired session of another credential is swept by the next sign-in.
+        store
+            .insert_console_session(&session(0, "token:old", -1), draft(), now)
+            .await
+            .unwrap();
+        let limit = CONSOLE_SESSIONS_PER_CREDENTIAL;
+        for n in 1..=limit + 5 {
+            store
+                .insert_console_session(&session(n, "token:a", 1800), draft(), now)
+                .await
+                .unwrap();
+        }
+        assert!(store
+            .console_session("token:old-000")
+            .await
+            .unwrap()
+            .is_none());
+        // Only the newest `limit` of one credential stay.
+        for n in 1..=5 {
+            let gone = session(n, "token:a", 1800).id_hash;
+            assert!(
+                store.console_session(&gone).await.unwrap().is_none(),
+                "{gone}"
+            );
+        }
+        let newest = session(limit + 5, "token:a", 1800);
+        assert_eq!(
+            store.console_session(&newest.id_hash).await.unwrap(),
+            Some(newest.clone())
+        );
+        let kept = store
+            .console_session(&session(6, "token:a", 1800).id_hash)
+            .await
+            .unwrap();
+        assert!(kept.is_some());
+        // Sign-out deletes; a second one changes nothing.
+        let out = || AuditDraft::new("token:a", "console-sign-out", "console");
+        assert!(store
+            .delete_console_session(&newest.id_hash, out(), now)
+            .await
+            .unwrap());
+        let head = store.audit_head().await.unwrap();
+        assert!(!store
+            .delete_console_session(&newest.id_hash, out(), now)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.audit_head().await.unwrap(),
+            head,
+            "a no-op sign-out was audited"
+        );
+        assert!(store
+            .console_session(&newest.id_hash)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     async fn crl_pieces(store: &SqlStore) {

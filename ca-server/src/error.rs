@@ -63,7 +63,7 @@ impl ApiError {
         }
     }
 
-    fn view(&self) -> ErrorView {
+    pub(crate) fn view(&self) -> ErrorView {
         match self {
             ApiError::Core(e) if self.status() == StatusCode::INTERNAL_SERVER_ERROR => {
                 ErrorView::new(

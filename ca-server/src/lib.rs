@@ -24,6 +24,7 @@ mod ocsp;
 mod openapi;
 mod routes;
 mod secret;
+mod ui;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,6 +45,7 @@ pub use limits::Limits;
 pub use listener::{Peer, TlsAcceptor};
 pub use metrics::Metrics;
 pub use ocsp::OcspService;
+pub use ui::UI_BODY_LIMIT;
 
 /// Entry points for the fuzz targets (`fuzz/`). Not a stable interface.
 #[doc(hidden)]
@@ -164,6 +166,7 @@ pub fn app(state: AppState) -> Api {
         .merge(routes::audit::router())
         .merge(routes::tokens::router())
         .merge(routes::ocsp::router())
+        .merge(ui::router())
         .fallback(|| async {
             ApiError::Core(ca_core::Error::NotFound(
                 "no such endpoint; see /openapi.json".into(),

@@ -7,6 +7,7 @@ mod cli_audit;
 mod cli_errors;
 mod cli_issue;
 mod cli_revocation;
+mod console;
 mod gateway;
 mod hierarchy;
 mod hsm;
