@@ -219,7 +219,11 @@ impl CrlCache {
                 }
             }
         }
-        if let Some(active) = ca.issuers().first().and_then(|a| self.of_issuer(a.number())) {
+        if let Some(active) = ca
+            .issuers()
+            .first()
+            .and_then(|a| self.of_issuer(a.number()))
+        {
             // Replaced (and long-polls woken) only when it is another CRL.
             self.current.send_if_modified(|current| {
                 let changed = current.as_ref().is_none_or(|c| c.etag != active.etag);
