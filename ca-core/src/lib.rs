@@ -20,6 +20,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod audit;
+pub mod backup;
 mod ca;
 mod config;
 mod duration;
