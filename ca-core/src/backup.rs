@@ -31,6 +31,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::io::{Read, Write};
+
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditDraft;
@@ -156,11 +158,24 @@ fn tar_header(name: &str, size: u64, mode: u32, mtime: u64) -> [u8; 512] {
     h
 }
 
-fn tar_append(out: &mut Vec<u8>, name: &str, data: &[u8], mode: u32, mtime: u64) {
-    out.extend_from_slice(&tar_header(name, data.len() as u64, mode, mtime));
-    out.extend_from_slice(data);
-    let pad = (512 - data.len() % 512) % 512;
-    out.extend(std::iter::repeat_n(0u8, pad));
+/// Writes one member: header, `size` bytes from `data`, padding to 512.
+fn tar_write(
+    out: &mut impl Write,
+    name: &str,
+    size: u64,
+    mode: u32,
+    mtime: u64,
+    data: &mut impl Read,
+) -> std::io::Result<()> {
+    out.write_all(&tar_header(name, size, mode, mtime))?;
+    let copied = std::io::copy(&mut data.take(size), out)?;
+    if copied != size {
+        return Err(std::io::Error::other(format!(
+            "{name} changed size while archived"
+        )));
+    }
+    let pad = ((512 - size % 512) % 512) as usize;
+    out.write_all(&[0u8; 512][..pad])
 }
 
 fn parse_octal(field: &[u8]) -> Option<u64> {
@@ -172,63 +187,98 @@ fn parse_octal(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(text.trim(), 8).ok()
 }
 
-/// The members of a ustar archive, in order; anything but plain files with
-/// safe names is refused.
-fn tar_read(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
-    let bad = |why: String| Error::InvalidInput(format!("not a backup archive of this CA: {why}"));
-    let mut members = Vec::new();
-    let mut at = 0usize;
-    while at + 512 <= bytes.len() {
-        let header = &bytes[at..at + 512];
-        if header.iter().all(|&b| b == 0) {
-            return Ok(members);
-        }
-        let stored = parse_octal(&header[148..156]).ok_or_else(|| bad("bad header".into()))?;
-        let sum: u64 = header
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u64::from(b)
-                }
-            })
-            .sum();
-        if sum != stored {
-            return Err(bad(
-                "a header checksum does not match (damaged archive)".into()
-            ));
-        }
-        let name: String = header[..100]
-            .iter()
-            .take_while(|&&b| b != 0)
-            .map(|&b| b as char)
-            .collect();
-        if header[156] != b'0' && header[156] != 0 {
-            return Err(bad(format!("member {name} is not a plain file")));
-        }
-        if name != MANIFEST && !is_member(&name) {
-            return Err(bad(format!(
-                "unexpected member \"{}\"",
-                name.escape_debug()
-            )));
-        }
-        let size = parse_octal(&header[124..136]).ok_or_else(|| bad("bad size".into()))?;
-        if size > MAX_MEMBER {
-            return Err(bad(format!("member {name} is too large")));
-        }
-        let start = at + 512;
-        let end = start
-            .checked_add(size as usize)
-            .filter(|&e| e <= bytes.len())
-            .ok_or_else(|| bad(format!("member {name} is truncated")))?;
-        members.push((name, bytes[start..end].to_vec()));
-        at = end + (512 - (size as usize) % 512) % 512;
+fn not_an_archive(why: String) -> Error {
+    Error::InvalidInput(format!("not a backup archive of this CA: {why}"))
+}
+
+/// The next member's (name, size), `None` at the end marker. Anything but a
+/// plain file with a known, safe name is refused.
+fn tar_next(input: &mut impl Read) -> Result<Option<(String, u64)>> {
+    let mut header = [0u8; 512];
+    input
+        .read_exact(&mut header)
+        .map_err(|_| not_an_archive("it ends without its end marker (truncated)".into()))?;
+    if header.iter().all(|&b| b == 0) {
+        return Ok(None);
     }
-    Err(bad(
-        "the archive ends without its end marker (truncated)".into()
-    ))
+    let stored =
+        parse_octal(&header[148..156]).ok_or_else(|| not_an_archive("bad header".into()))?;
+    let sum: u64 = header
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    if sum != stored {
+        return Err(not_an_archive(
+            "a header checksum does not match (damaged archive)".into(),
+        ));
+    }
+    let name: String = header[..100]
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect();
+    if header[156] != b'0' && header[156] != 0 {
+        return Err(not_an_archive(format!("member {name} is not a plain file")));
+    }
+    if name != MANIFEST && !is_member(&name) {
+        return Err(not_an_archive(format!(
+            "unexpected member \"{}\"",
+            name.escape_debug()
+        )));
+    }
+    let size = parse_octal(&header[124..136]).ok_or_else(|| not_an_archive("bad size".into()))?;
+    if size > MAX_MEMBER {
+        return Err(not_an_archive(format!("member {name} is too large")));
+    }
+    Ok(Some((name, size)))
+}
+
+/// Copies the current member (of `size` bytes) to `out` and skips its
+/// padding; returns its SHA-256 (hex).
+fn tar_copy(input: &mut impl Read, name: &str, size: u64, out: &mut impl Write) -> Result<String> {
+    let truncated = || not_an_archive(format!("member {name} is truncated"));
+    let mut hasher = openssl::sha::Sha256::new();
+    let mut left = size;
+    let mut buf = vec![0u8; 1 << 16];
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        input
+            .read_exact(&mut buf[..want])
+            .map_err(|_| truncated())?;
+        hasher.update(&buf[..want]);
+        out.write_all(&buf[..want]).map_err(|e| Error::Io {
+            context: "cannot write",
+            path: name.into(),
+            source: e,
+        })?;
+        left -= want as u64;
+    }
+    let pad = ((512 - size % 512) % 512) as usize;
+    input.read_exact(&mut buf[..pad]).map_err(|_| truncated())?;
+    Ok(hex::encode(hasher.finish()))
+}
+
+/// SHA-256 (hex) of a file, read a piece at a time.
+fn file_sha256(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(Error::io("cannot read", path))?;
+    let mut hasher = openssl::sha::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(Error::io("cannot read", path))?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finish()));
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 // --- backup ---------------------------------------------------------------
@@ -262,17 +312,19 @@ pub async fn backup(
                 .unwrap_or(Path::new(".")),
         )
         .map_err(Error::io("cannot create a scratch directory beside", out))?;
+    // Small members in memory; the database snapshot streamed from its file.
     let mut members: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    let snapshot = scratch.path().join("ca.db");
+    let mut snapshot_hash = None;
     // The snapshot is the store as of one commit; the manifest describes the
     // snapshot, read back from it, not the live store.
     let described: Box<dyn Store> = if sqlite {
-        let snapshot = scratch.path().join("ca.db");
         live.snapshot_into(&snapshot).await?;
-        // The archived bytes are the snapshot as VACUUM INTO wrote it, read
-        // before anything opens it; then it is opened to be described.
-        let bytes =
-            std::fs::read(&snapshot).map_err(Error::io("cannot read the snapshot", &snapshot))?;
-        members.push(("ca.db".into(), bytes, 0o600));
+        // The archived bytes are the snapshot as VACUUM INTO wrote it: kept
+        // aside before anything opens it; then it is opened to be described.
+        let archived = scratch.path().join("ca.db.archived");
+        std::fs::copy(&snapshot, &archived).map_err(Error::io("cannot copy", &snapshot))?;
+        snapshot_hash = Some(file_sha256(&archived)?);
         let copy = SqlStore::connect(&format!("sqlite://{}?mode=rwc", snapshot.display())).await?;
         Box::new(copy)
     } else {
@@ -344,18 +396,54 @@ pub async fn backup(
         files: members
             .iter()
             .map(|(name, bytes, _)| (name.clone(), hex::encode(crate::hash::sha256(bytes))))
+            .chain(snapshot_hash.clone().map(|h| ("ca.db".to_owned(), h)))
             .collect(),
     };
     let mtime = crate::now().unix_timestamp().max(0) as u64;
-    let mut archive = Vec::new();
     let manifest_text =
         serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Crypto(e.to_string()))?;
-    tar_append(&mut archive, MANIFEST, &manifest_text, 0o644, mtime);
-    for (name, bytes, mode) in &members {
-        tar_append(&mut archive, name, bytes, *mode, mtime);
+    // Written in the scratch directory (beside `out`, so the rename stays on
+    // one file system), synced, then renamed into place.
+    let staged = scratch.path().join("archive.tar");
+    let write = || -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&staged)?;
+        let mut out = std::io::BufWriter::new(file);
+        let m = manifest_text.len() as u64;
+        tar_write(&mut out, MANIFEST, m, 0o644, mtime, &mut &manifest_text[..])?;
+        if snapshot_hash.is_some() {
+            let archived = scratch.path().join("ca.db.archived");
+            let size = std::fs::metadata(&archived)?.len();
+            let mut db = std::fs::File::open(&archived)?;
+            tar_write(&mut out, "ca.db", size, 0o600, mtime, &mut db)?;
+        }
+        for (name, bytes, mode) in &members {
+            tar_write(
+                &mut out,
+                name,
+                bytes.len() as u64,
+                *mode,
+                mtime,
+                &mut &bytes[..],
+            )?;
+        }
+        out.write_all(&[0u8; 1024])?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()
+    };
+    write().map_err(Error::io("cannot write the backup", out))?;
+    std::fs::rename(&staged, out).map_err(Error::io("cannot write the backup", out))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(dir) = std::fs::File::open(parent) {
+            let _ = dir.sync_all();
+        }
     }
-    archive.extend_from_slice(&[0u8; 1024]);
-    crate::fsutil::write_private_file(out, &archive)?;
     Ok(BackupReport { manifest, skipped })
 }
 
@@ -382,40 +470,26 @@ pub async fn restore(
             target.display()
         )));
     }
-    let bytes = std::fs::read(from).map_err(Error::io("cannot read the backup", from))?;
-    let members = tar_read(&bytes)?;
-    let (first, manifest_bytes) = members
-        .first()
-        .ok_or_else(|| Error::InvalidInput("the backup archive is empty".into()))?;
-    if first != MANIFEST {
-        return Err(Error::InvalidInput(
-            "not a backup archive of this CA: it does not start with manifest.json".into(),
-        ));
-    }
-    let manifest: Manifest = serde_json::from_slice(manifest_bytes)
-        .map_err(|e| Error::InvalidInput(format!("the backup's manifest is damaged: {e}")))?;
+    let file = std::fs::File::open(from).map_err(Error::io("cannot read the backup", from))?;
+    let mut input = std::io::BufReader::new(file);
+    let manifest = match tar_next(&mut input)? {
+        Some((name, size)) if name == MANIFEST && size <= 1 << 20 => {
+            let mut text = Vec::new();
+            tar_copy(&mut input, &name, size, &mut text)?;
+            serde_json::from_slice::<Manifest>(&text).map_err(|e| {
+                Error::InvalidInput(format!("the backup's manifest is damaged: {e}"))
+            })?
+        }
+        _ => {
+            return Err(Error::InvalidInput(
+                "not a backup archive of this CA: it does not start with manifest.json".into(),
+            ))
+        }
+    };
     if manifest.format != FORMAT {
         return Err(Error::InvalidInput(format!(
             "unknown backup format \"{}\" (this version reads {FORMAT})",
             manifest.format.escape_debug()
-        )));
-    }
-    let rest = &members[1..];
-    for (name, hash) in &manifest.files {
-        let Some((_, data)) = rest.iter().find(|(n, _)| n == name) else {
-            return Err(Error::InvalidInput(format!(
-                "the backup lacks {name}, which its manifest lists"
-            )));
-        };
-        if hex::encode(crate::hash::sha256(data)) != *hash {
-            return Err(Error::InvalidInput(format!(
-                "{name} in the backup does not match its manifest's SHA-256 (damaged or altered archive)"
-            )));
-        }
-    }
-    if let Some((extra, _)) = rest.iter().find(|(n, _)| !manifest.files.contains_key(n)) {
-        return Err(Error::InvalidInput(format!(
-            "the backup holds {extra}, which its manifest does not list"
         )));
     }
     let sqlite_target = config.database_url.is_none();
@@ -446,12 +520,43 @@ pub async fn restore(
         .map_err(Error::io("cannot create a staging directory in", &parent))?;
     std::fs::create_dir_all(staging.path().join("policies"))
         .map_err(Error::io("cannot create", staging.path()))?;
-    for (name, data) in rest {
-        let path = staging.path().join(name);
-        match name.ends_with(".key") || name == "ca.db" || name == "ca.toml" {
-            true => crate::fsutil::write_private_file(&path, data)?,
-            false => crate::fsutil::write_file(&path, data)?,
+    // Every member streams into the staging directory, hashed on the way.
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((name, size)) = tar_next(&mut input)? {
+        let Some(expected) = manifest.files.get(&name) else {
+            return Err(Error::InvalidInput(format!(
+                "the backup holds {name}, which its manifest does not list"
+            )));
+        };
+        if !seen.insert(name.clone()) {
+            return Err(Error::InvalidInput(format!(
+                "the backup holds {name} twice"
+            )));
         }
+        let path = staging.path().join(&name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let private = name.ends_with(".key") || name == "ca.db" || name == "ca.toml";
+            options.mode(if private { 0o600 } else { 0o644 });
+        }
+        let mut out = options
+            .open(&path)
+            .map_err(Error::io("cannot write", &path))?;
+        let hash = tar_copy(&mut input, &name, size, &mut out)?;
+        out.sync_all().map_err(Error::io("cannot sync", &path))?;
+        if hash != *expected {
+            return Err(Error::InvalidInput(format!(
+                "{name} in the backup does not match its manifest's SHA-256 (damaged or altered archive)"
+            )));
+        }
+    }
+    if let Some(missing) = manifest.files.keys().find(|n| !seen.contains(*n)) {
+        return Err(Error::InvalidInput(format!(
+            "the backup lacks {missing}, which its manifest lists"
+        )));
     }
     let mut staged = config.clone();
     staged.data_dir = staging.path().to_owned();
@@ -629,15 +734,33 @@ fn crl_entries(der: &[u8]) -> Result<Vec<RevokedEntry>> {
 mod tests {
     use super::*;
 
+    fn archive(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, data) in members {
+            tar_write(&mut out, name, data.len() as u64, 0o644, 1, &mut &data[..]).unwrap();
+        }
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut input = bytes;
+        let mut members = Vec::new();
+        while let Some((name, size)) = tar_next(&mut input)? {
+            let mut data = Vec::new();
+            tar_copy(&mut input, &name, size, &mut data)?;
+            members.push((name, data));
+        }
+        Ok(members)
+    }
+
     #[test]
     fn archives_round_trip_and_refuse_unsafe_members() {
-        let mut out = Vec::new();
-        tar_append(&mut out, MANIFEST, b"{}", 0o644, 1);
-        tar_append(&mut out, "policies/a.toml", &[7u8; 700], 0o644, 1);
-        out.extend_from_slice(&[0u8; 1024]);
-        let members = tar_read(&out).unwrap();
+        let big = [7u8; 700];
+        let out = archive(&[(MANIFEST, b"{}"), ("policies/a.toml", &big)]);
+        let members = read_all(&out).unwrap();
         assert_eq!(members[1].0, "policies/a.toml");
-        assert_eq!(members[1].1, vec![7u8; 700]);
+        assert_eq!(members[1].1, big.to_vec());
         for name in [
             "../ca.key",
             "/etc/passwd",
@@ -645,16 +768,13 @@ mod tests {
             "server.key",
             ".hidden",
         ] {
-            let mut bad = Vec::new();
-            tar_append(&mut bad, name, b"x", 0o644, 1);
-            bad.extend_from_slice(&[0u8; 1024]);
-            assert!(tar_read(&bad).is_err(), "{name}");
+            assert!(read_all(&archive(&[(name, b"x")])).is_err(), "{name}");
         }
         // A flipped byte in a header is noticed; a cut archive too.
         let mut damaged = out.clone();
         damaged[10] ^= 1;
-        assert!(tar_read(&damaged).is_err());
-        assert!(tar_read(&out[..out.len() - 1100]).is_err());
+        assert!(read_all(&damaged).is_err());
+        assert!(read_all(&out[..out.len() - 1100]).is_err());
     }
 
     #[test]
