@@ -157,6 +157,38 @@ pub(crate) enum Command {
     /// Example: ca-cli ca rollover --subject "CN=Portal Issuing CA 2,O=Example Corp" --csr-out new.csr
     #[command(subcommand)]
     Ca(crate::hierarchy::CaCommand),
+
+    /// Write a consistent snapshot of the data directory as a tar archive
+    /// (store, encrypted keys, certificates, policies, config), while ca-server
+    /// runs. Never a plaintext key: a key file that is not encrypted stops the
+    /// backup; other files (ca-server's TLS key) are left out and named.
+    ///
+    /// Example: ca-cli backup --out /backup/ca-$(date +%F).tar
+    Backup {
+        /// Where to write the archive (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+
+    /// Rebuild a data directory (--data-dir, which must not hold a CA) from a
+    /// backup; verifies every file's hash and the audit chain. Shown a CRL
+    /// newer than the backup (--last-crl, repeatable), it refuses, naming it,
+    /// unless --roll-forward: then CRL numbers continue above it and its
+    /// revocations are kept.
+    ///
+    /// Example: ca-cli --data-dir ca-data restore --from ca.tar --last-crl /etc/nginx/portal/crls.pem
+    Restore {
+        /// The archive written by `backup`.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// A CRL published by this CA, perhaps after the backup (PEM, several
+        /// in one file allowed, or DER).
+        #[arg(long, value_name = "FILE")]
+        last_crl: Vec<PathBuf>,
+        /// Continue above a newer CRL and keep its revocations instead of refusing.
+        #[arg(long)]
+        roll_forward: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,8 @@ pub(crate) struct Context {
     /// The token user PIN (`key.source = "pkcs11"`).
     pub(crate) pin: Option<Zeroizing<String>>,
     pub(crate) actor: String,
+    /// The configuration file given (`--config`), archived by `backup`.
+    pub(crate) config_file: Option<std::path::PathBuf>,
 }
 
 impl Context {
@@ -69,6 +71,7 @@ pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Stri
 }
 
 pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let config_file = cli.config.clone();
     let mut config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
@@ -94,12 +97,19 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         passphrase,
         pin,
         actor: format!("cli:{user}"),
+        config_file,
     };
     match cli.command {
         Command::Init(args) if args.issuing => crate::hierarchy::init_issuing(&ctx, args).await,
         Command::Init(args) => init(&ctx, args).await,
         Command::Root(command) => crate::hierarchy::root(&ctx, command).await,
         Command::Ca(command) => crate::hierarchy::ca(&ctx, command).await,
+        Command::Backup { out } => crate::hierarchy::backup(&ctx, &out).await,
+        Command::Restore {
+            from,
+            last_crl,
+            roll_forward,
+        } => crate::hierarchy::restore(&ctx, &from, &last_crl, roll_forward).await,
         Command::Issue(args) => issue(&ctx, args, None).await,
         Command::Reissue(args) => {
             let reason = RevocationReason::parse(&args.reason)?;

@@ -445,3 +445,87 @@ pub(crate) async fn ca(ctx: &Context, command: CaCommand) -> Result<()> {
     }
     Ok(())
 }
+
+/// `backup --out F`.
+pub(crate) async fn backup(ctx: &Context, out: &Path) -> Result<()> {
+    let report = ca_core::backup::backup(&ctx.config, out, ctx.config_file.as_deref()).await?;
+    let m = &report.manifest;
+    ctx.print(
+        json!({
+            "out": out,
+            "store": m.store,
+            "audit_seq": m.audit_seq,
+            "crl_numbers": m.crl_numbers,
+            "files": m.files.keys().collect::<Vec<_>>(),
+            "skipped": report.skipped,
+        }),
+        || {
+            let mut text = format!(
+                "backup written to {} ({} files; audit chain verified up to event {})",
+                out.display(),
+                m.files.len(),
+                m.audit_seq
+            );
+            if m.store == "postgres" {
+                text.push_str("\n  the PostgreSQL database is not in it: run pg_dump now (after this backup) and keep the two together");
+            }
+            if !report.skipped.is_empty() {
+                text.push_str(&format!("\n  left out: {}", report.skipped.join(", ")));
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+/// `restore --from F [--last-crl F]… [--roll-forward]`.
+pub(crate) async fn restore(
+    ctx: &Context,
+    from: &Path,
+    last_crls: &[PathBuf],
+    roll_forward: bool,
+) -> Result<()> {
+    let mut crls = Vec::new();
+    for path in last_crls {
+        let bytes = read(path, "CRL")?;
+        // A PEM file may hold several CRLs (GET /crls.pem).
+        let text = String::from_utf8_lossy(&bytes);
+        if text.contains("-----BEGIN X509 CRL-----") {
+            for block in text.split_inclusive("-----END X509 CRL-----") {
+                if let Some(start) = block.find("-----BEGIN X509 CRL-----") {
+                    crls.push((path.clone(), block.as_bytes()[start..].to_vec()));
+                }
+            }
+        } else {
+            crls.push((path.clone(), bytes));
+        }
+    }
+    let report =
+        ca_core::backup::restore(&ctx.config, from, &crls, roll_forward, &ctx.actor).await?;
+    ctx.print(
+        json!({
+            "data_dir": ctx.config.data_dir,
+            "backup_created_at": report.manifest.created_at,
+            "audit_events": report.audit_events,
+            "kept_revocations": report.kept_revocations,
+            "raised_crl_numbers": report.raised_crl_numbers,
+        }),
+        || {
+            format!(
+                "restored {} from a backup of {}; audit chain of {} events verified{}",
+                ctx.config.data_dir.display(),
+                report.manifest.created_at,
+                report.audit_events,
+                if report.kept_revocations > 0 || !report.raised_crl_numbers.is_empty() {
+                    format!(
+                        "; rolled forward: {} revocation(s) kept, CRL numbers raised {:?}",
+                        report.kept_revocations, report.raised_crl_numbers
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        },
+    );
+    Ok(())
+}

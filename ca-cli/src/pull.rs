@@ -197,12 +197,24 @@ async fn pull_once(
     };
     let fetched = fetch(agent.clone(), args.url.clone(), sent, wait).await?;
     let Some((body, new_validators)) = fetched else {
+        let crl = match installed {
+            Some(crl) => Some(crl),
+            None => std::fs::read(&args.out)
+                .ok()
+                .and_then(|b| ca_core::split_crls(&b).ok())
+                .and_then(|crls| crls.into_iter().next())
+                .and_then(|der| verify_crl(&der, ca, ca_core::OffsetDateTime::UNIX_EPOCH).ok()),
+        };
         return Ok(Outcome {
             changed: false,
-            crl: installed,
+            crl,
             ran_on_change: false,
         });
     };
+    let crls = ca_core::split_crls(&body)?;
+    if crls.len() > 1 {
+        return pull_set(agent, args, ca, crls, validators, new_validators).await;
+    }
     let crl = verify_crl(&body, ca, ca_core::now())?;
     if compare_crl(&crl, installed.as_ref())? == CrlUpdate::Unchanged {
         *validators = new_validators;
@@ -231,6 +243,108 @@ async fn pull_once(
         crl: Some(crl),
         ran_on_change,
     })
+}
+
+/// A file of several CRLs (`GET /crls.pem` under a trust hierarchy): each
+/// verified against its issuer, every issuer chaining to a root in `--ca`.
+/// An issuer certificate `--ca` does not hold (a new issuing CA after a
+/// rollover) is fetched from `<base>/ca/{issuer-id}.crt` next to the URL and
+/// trusted only if it chains to that root — so a rollover needs no change on
+/// the gateway. Per issuer, a CRL number may never go down.
+async fn pull_set(
+    agent: &ureq::Agent,
+    args: &PullArgs,
+    ca: &[u8],
+    crls: Vec<Vec<u8>>,
+    validators: &mut Validators,
+    new_validators: Validators,
+) -> Result<Outcome> {
+    if args.der {
+        return Err(Error::InvalidInput(
+            "the URL serves several CRLs (one PEM file for ssl_crl): --der writes one CRL only; drop --der".into(),
+        ));
+    }
+    let known = ca_core::certificate_key_ids(ca);
+    let base = args
+        .url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&args.url);
+    let mut fetched = Vec::new();
+    for crl in &crls {
+        let Some(aki) = ca_core::crl_authority_key_id(crl) else {
+            continue;
+        };
+        if known.contains(&aki) {
+            continue;
+        }
+        let url = format!("{base}/ca/{}.crt", ca_core::issuer_id_of(&aki));
+        // Not served (the root's own CRL, a foreign CRL): no candidate; the
+        // verification below then says which CRL has no issuer.
+        if let Ok(Some((der, _))) = fetch(agent.clone(), url, Validators::default(), None).await {
+            fetched.push(der);
+        }
+    }
+    let verified = ca_core::verify_crl_set(&crls, ca, &fetched, ca_core::now())?;
+    let pem: String = verified.iter().map(VerifiedCrl::to_pem).collect();
+    let installed = std::fs::read(&args.out).ok();
+    if installed.as_deref() == Some(pem.as_bytes()) {
+        *validators = new_validators;
+        return Ok(Outcome {
+            changed: false,
+            crl: verified.into_iter().next(),
+            ran_on_change: false,
+        });
+    }
+    // Never a lower number for an issuer than the installed file has.
+    if let Some(old) = installed.and_then(|b| ca_core::split_crls(&b).ok()) {
+        for old in old {
+            let (Some(aki), Ok(old)) = (
+                ca_core::crl_authority_key_id(&old),
+                verify_crl_set(&old, ca, &fetched),
+            ) else {
+                continue;
+            };
+            if let Some(new) = verified
+                .iter()
+                .find(|v| ca_core::crl_authority_key_id(&v.der).as_ref() == Some(&aki))
+            {
+                if new.number < old.number {
+                    return Err(Error::InvalidInput(format!(
+                        "fetched CRL number {} of issuer {} is older than the installed one ({}): a replayed or rolled-back CRL; keeping the installed file",
+                        new.number,
+                        ca_core::issuer_id_of(&aki),
+                        old.number
+                    )));
+                }
+            }
+        }
+    }
+    fsutil::write_file(&args.out, pem.as_bytes())?;
+    *validators = new_validators;
+    let ran_on_change = match &args.on_change {
+        Some(command) => {
+            run_on_change(command).await?;
+            true
+        }
+        None => false,
+    };
+    Ok(Outcome {
+        changed: true,
+        crl: verified.into_iter().next(),
+        ran_on_change,
+    })
+}
+
+/// Verifies one installed CRL of a set (expired is fine: only its number matters).
+fn verify_crl_set(der: &[u8], ca: &[u8], fetched: &[Vec<u8>]) -> Result<VerifiedCrl> {
+    ca_core::verify_crl_set(
+        &[der.to_vec()],
+        ca,
+        fetched,
+        ca_core::OffsetDateTime::UNIX_EPOCH,
+    )
+    .map(|mut v| v.remove(0))
 }
 
 /// GETs the CRL; `None` when the server says 304 Not Modified. With `wait`,

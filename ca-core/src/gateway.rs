@@ -113,3 +113,135 @@ pub fn compare_crl(fetched: &VerifiedCrl, installed: Option<&VerifiedCrl>) -> Re
     }
     Ok(CrlUpdate::Newer)
 }
+
+// ---------------------------------------------------------------------------
+// Several issuers (a trust hierarchy, a rollover): one PEM file with every CRL
+// (`GET /crls.pem`), each verified against its own issuer, every issuer
+// chaining to a root the gateway pins.
+// ---------------------------------------------------------------------------
+
+/// The CRLs of a PEM file holding one or more (or of one DER CRL), as DER.
+pub fn split_crls(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    const BEGIN: &str = "-----BEGIN X509 CRL-----";
+    const END: &str = "-----END X509 CRL-----";
+    let text = String::from_utf8_lossy(bytes);
+    if !text.contains(BEGIN) {
+        return Ok(vec![der_of(bytes)?]);
+    }
+    let mut crls = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(BEGIN) {
+        let end = rest[start..]
+            .find(END)
+            .map(|e| start + e + END.len())
+            .ok_or_else(|| Error::InvalidInput("a PEM CRL block is not terminated".into()))?;
+        crls.push(der_of(&rest.as_bytes()[start..end])?);
+        rest = &rest[end..];
+    }
+    Ok(crls)
+}
+
+/// The authority key identifier of a CRL (RFC 5280 §5.2.1), if it has one.
+pub fn crl_authority_key_id(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
+    crl.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+}
+
+/// Verifies every CRL of a set against its issuer. `anchors` (PEM) holds the
+/// certificates the gateway trusts: the root (self-signed) and, optionally,
+/// issuing CAs; `fetched` more issuer certificates (DER), e.g. a retired
+/// issuer's from `/ca/{id}.crt`. Every certificate that is not self-signed
+/// must chain to a self-signed one of `anchors` (OpenSSL path validation), so
+/// nothing fetched is trusted by itself. Each CRL is matched to the issuer
+/// whose subject and key it names.
+pub fn verify_crl_set(
+    crls: &[Vec<u8>],
+    anchors: &[u8],
+    fetched: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<Vec<VerifiedCrl>> {
+    use openssl::x509::store::X509StoreBuilder;
+    use openssl::x509::{X509StoreContext, X509};
+    let anchor_certs = X509::stack_from_pem(anchors)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| X509::from_der(anchors).ok().map(|c| vec![c]))
+        .ok_or_else(|| {
+            Error::InvalidInput("the --ca file holds no PEM or DER certificate".into())
+        })?;
+    let self_signed = |c: &X509| {
+        c.issued(c) == openssl::x509::X509VerifyResult::OK
+            && c.public_key().and_then(|k| c.verify(&k)).unwrap_or(false)
+    };
+    let mut builder = X509StoreBuilder::new()?;
+    for root in anchor_certs.iter().filter(|c| self_signed(c)) {
+        builder.add_cert(root.clone())?;
+    }
+    let store = builder.build();
+    let mut candidates = Vec::new();
+    let fetched_certs = fetched
+        .iter()
+        .map(|d| X509::from_der(d).map_err(Error::from))
+        .collect::<Result<Vec<_>>>()?;
+    for cert in anchor_certs.iter().chain(fetched_certs.iter()) {
+        if !self_signed(cert) {
+            let mut context = X509StoreContext::new()?;
+            let chain = openssl::stack::Stack::new()?;
+            let ok = context.init(&store, cert, &chain, |c| c.verify_cert())?;
+            if !ok {
+                return Err(Error::InvalidInput(format!(
+                    "issuer certificate \"{}\" does not chain to a root in the --ca file",
+                    crate::pki::x509::subject_line(&cert.to_der()?)
+                )));
+            }
+        }
+        candidates.push(cert.to_der()?);
+    }
+    let mut verified = Vec::new();
+    for crl in crls {
+        let found = candidates
+            .iter()
+            .find_map(|issuer| verify_crl(crl, issuer, now).ok());
+        let Some(ok) = found else {
+            // Say why with the closest candidate (a bad signature, an expiry).
+            let why = candidates
+                .iter()
+                .filter_map(|issuer| verify_crl(crl, issuer, now).err())
+                .map(|e| e.to_string())
+                .find(|m| {
+                    !m.contains("does not verify")
+                        && !m.contains("not the CA certificate's subject")
+                })
+                .unwrap_or_else(|| "no issuer certificate it verifies against".into());
+            return Err(Error::InvalidInput(format!(
+                "CRL {} of the set is refused: {why}",
+                verified.len() + 1
+            )));
+        };
+        verified.push(ok);
+    }
+    Ok(verified)
+}
+
+/// The subject key identifiers of the certificates in a PEM file.
+pub fn certificate_key_ids(pem: &[u8]) -> Vec<Vec<u8>> {
+    openssl::x509::X509::stack_from_pem(pem)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.subject_key_id().map(|k| k.as_slice().to_vec()))
+        .collect()
+}
+
+/// The issuer id (as in `/ca/{issuer-id}.crt`) of the CA with this key identifier.
+pub fn issuer_id_of(key_id: &[u8]) -> String {
+    hex::encode(&key_id[..key_id.len().min(8)])
+}

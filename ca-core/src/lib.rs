@@ -20,6 +20,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod audit;
+pub mod backup;
 mod ca;
 mod config;
 mod duration;
@@ -50,7 +51,10 @@ pub use config::{
 };
 pub use duration::{Duration, DURATION_FORMAT};
 pub use error::{Error, Result};
-pub use gateway::{compare_crl, verify_crl, CrlUpdate, VerifiedCrl};
+pub use gateway::{
+    certificate_key_ids, compare_crl, crl_authority_key_id, issuer_id_of, split_crls, verify_crl,
+    verify_crl_set, CrlUpdate, VerifiedCrl,
+};
 pub use ids::{AdminId, Serial, TenantId, NAME_RULE, RESERVED_TENANT};
 pub use keys::{KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
 pub use pki::crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};

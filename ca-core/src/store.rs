@@ -383,6 +383,28 @@ pub trait Store: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<()>;
 
+    /// The last CRL number `issuer` reserved (0: none yet).
+    async fn last_crl_number(&self, issuer: u64) -> Result<u64>;
+
+    /// Keeps a revocation a CRL newer than a restored backup shows (restore
+    /// `--roll-forward`): an unrevoked certificate is revoked as of
+    /// `revoked_at`; a serial the store never saw (issued after the backup)
+    /// gets a revoked placeholder row of `issuer`, listed on its CRLs until
+    /// `not_after` (no DER: the certificate itself is not known). Returns
+    /// whether anything changed.
+    async fn keep_revocation(
+        &self,
+        issuer: u64,
+        entry: &RevokedEntry,
+        not_after: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool>;
+
+    /// A consistent copy of the whole database in the file `path` while other
+    /// processes go on writing (SQLite `VACUUM INTO`). PostgreSQL: refused,
+    /// naming `pg_dump`, which does the same for a server database.
+    async fn snapshot_into(&self, path: &std::path::Path) -> Result<()>;
+
     /// Appends an audit event on its own.
     async fn audit(&self, audit: AuditDraft, now: OffsetDateTime) -> Result<()>;
 
@@ -1649,6 +1671,103 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?;
         self.commit(tx, open).await
+    }
+
+    async fn last_crl_number(&self, issuer: u64) -> Result<u64> {
+        let row = sqlx::query("SELECT last_number FROM crl_state WHERE id = $1")
+            .bind(issuer as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .next();
+        Ok(match row {
+            Some(row) => row.try_get::<i64, _>("last_number")? as u64,
+            None => 0,
+        })
+    }
+
+    async fn keep_revocation(
+        &self,
+        issuer: u64,
+        entry: &RevokedEntry,
+        not_after: OffsetDateTime,
+        mut audit: AuditDraft,
+    ) -> Result<bool> {
+        audit.serials = vec![entry.serial.to_hex()];
+        audit.details = format!(
+            "reason={} revoked_at={}",
+            entry.reason.name(),
+            crate::rfc3339(entry.revoked_at)
+        );
+        let at = entry.revoked_at;
+        let (mut tx, open) = self.begin(audit, crate::now()).await?;
+        let changed = sqlx::query(
+            "UPDATE certificates SET state = 1, revoked_at = $1, reason = $2, invalidity_date = $3 \
+             WHERE serial = $4 AND revoked_at IS NULL",
+        )
+        .bind(ts(at))
+        .bind(i64::from(entry.reason.code()))
+        .bind(entry.invalidity_date.map(ts))
+        .bind(entry.serial.to_hex())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let known = sqlx::query("SELECT serial FROM certificates WHERE serial = $1")
+            .bind(entry.serial.to_hex())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .next()
+            .is_some();
+        let inserted = if known {
+            0
+        } else {
+            // The CA's reserved tenant: listed only when asked for, never
+            // counted as an admin's active certificate.
+            sqlx::query(
+                "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, revoked_at, reason, invalidity_date, created_at, der, issuer) \
+                 VALUES ($1, $2, $3, $4, 1, $5, $6, $5, $7, $8, $9, $10, $11)",
+            )
+            .bind(entry.serial.to_hex())
+            .bind(crate::ids::RESERVED_TENANT)
+            .bind(format!("restored-{}", entry.serial.to_hex()))
+            .bind("restored-revocation")
+            .bind(ts(at))
+            .bind(ts(not_after))
+            .bind(i64::from(entry.reason.code()))
+            .bind(entry.invalidity_date.map(ts))
+            .bind(ts(crate::now()))
+            .bind(Vec::<u8>::new())
+            .bind(issuer as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        };
+        if changed + inserted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        bump_revision(&mut tx).await?;
+        self.commit(tx, open).await?;
+        Ok(true)
+    }
+
+    async fn snapshot_into(&self, path: &std::path::Path) -> Result<()> {
+        if !self.sqlite {
+            return Err(Error::Conflict(
+                "the store is PostgreSQL: back its database up with pg_dump (see the README, \"Backup and restore\"); `ca-cli backup` then archives the data directory and records where the database stood".into(),
+            ));
+        }
+        let target = path.to_str().ok_or_else(|| {
+            Error::InvalidInput(format!("backup path {} is not UTF-8", path.display()))
+        })?;
+        // VACUUM INTO reads in one transaction: the copy is the database as
+        // of one commit, while writers carry on (WAL mode).
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn audit(&self, audit: AuditDraft, now: OffsetDateTime) -> Result<()> {

@@ -462,6 +462,49 @@ fn a_rollover_keeps_old_certificates_valid_revocable_and_answered() {
         .as_str()
         .unwrap()
         .to_owned();
+    // The gateway pins the root and pulls every CRL in one file.
+    h.root_crl();
+    let gateway_crls = h.ca.path_str("gateway-crls.pem");
+    let pull = |server: &Server| {
+        h.ca.json(&[
+            "crl",
+            "pull",
+            "--url",
+            &server.url("/crls.pem"),
+            "--ca",
+            &h.root_pem(),
+            "--out",
+            &gateway_crls,
+        ])
+    };
+    let before = Server::start(&h.ca);
+    let pulled = pull(&before);
+    assert_eq!(pulled["changed"], true, "{pulled}");
+    let text = std::fs::read_to_string(&gateway_crls).unwrap();
+    assert_eq!(pem_count(&text, "X509 CRL"), 2, "{text}");
+    // Against another root, every CRL is refused and the file is kept.
+    let stranger = h.ca.path_str("stranger");
+    h.ca.ok(&[
+        "root",
+        "init",
+        "--root-dir",
+        &stranger,
+        "--subject",
+        "CN=Stranger Root",
+    ]);
+    let (code, message) = h.ca.fail(&[
+        "crl",
+        "pull",
+        "--url",
+        &before.url("/crls.pem"),
+        "--ca",
+        &format!("{stranger}/root.pem"),
+        "--out",
+        &gateway_crls,
+    ]);
+    assert_eq!(code, 2, "{message}");
+    assert_eq!(std::fs::read_to_string(&gateway_crls).unwrap(), text);
+    drop(before);
 
     // A rollover must stay under the same root.
     let new_csr = h.ca.path_str("issuing2.csr");
@@ -525,6 +568,12 @@ fn a_rollover_keeps_old_certificates_valid_revocable_and_answered() {
         3,
         "old, new and root CRL: {crls}"
     );
+    // The same pull, unchanged, now verifies the new issuer's CRL too: it
+    // fetched the new issuing CA from /ca/{id}.crt and checked it chains to the root.
+    let pulled = pull(&server);
+    assert_eq!(pulled["changed"], true, "{pulled}");
+    let crls = std::fs::read_to_string(&gateway_crls).unwrap();
+    assert_eq!(pem_count(&crls, "X509 CRL"), 3, "{crls}");
     let crls_file = h.ca.path_str("crls.pem");
     std::fs::write(&crls_file, &crls).unwrap();
 

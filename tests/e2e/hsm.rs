@@ -610,3 +610,79 @@ fn ocsp_responder_key_may_stay_a_file_encrypted_with_the_passphrase() {
     );
     assert_no_plaintext_key(&ca.data_dir());
 }
+
+/// The trust hierarchy through the same seam: the offline root's key and the
+/// issuing CA's key both generated in a token, neither ever in a file.
+#[test]
+fn a_root_and_its_issuing_ca_keep_their_keys_in_a_token() {
+    let mut ca = TestCa::uninitialised();
+    let hsm = SoftHsm::new(ca.dir.path());
+    for (k, v) in [
+        ("SOFTHSM2_CONF", hsm.conf.to_str().unwrap()),
+        ("CA_KEY_SOURCE", "pkcs11"),
+        ("CA_KEY_MODULE", MODULE),
+        ("CA_KEY_TOKEN_LABEL", "ca"),
+        ("CA_PKCS11_PIN", PIN),
+    ] {
+        ca.env.push((k.into(), v.into()));
+    }
+    let root_dir = ca.dir.path().join("root");
+    let root = root_dir.to_str().unwrap();
+    ca.ok(&[
+        "root",
+        "init",
+        "--root-dir",
+        root,
+        "--subject",
+        "CN=Token Root CA",
+    ]);
+    assert!(root_dir.join("root.token.json").exists());
+    assert!(!root_dir.join("root.key").exists());
+    let csr = ca.path_str("issuing.csr");
+    ca.ok(&[
+        "init",
+        "--issuing",
+        "--subject",
+        "CN=Token Issuing CA",
+        "--base-url",
+        "http://127.0.0.1:8080",
+        "--csr-out",
+        &csr,
+    ]);
+    let issuing = ca.path_str("issuing.pem");
+    ca.ok(&[
+        "root",
+        "sign-ca",
+        "--root-dir",
+        root,
+        "--csr",
+        &csr,
+        "--out",
+        &issuing,
+    ]);
+    let root_pem = format!("{root}/root.pem");
+    ca.ok(&["ca", "import-cert", &issuing, "--chain", &root_pem]);
+    let answer = ca.issue("acme", "alice", "portal-admin", "alice.p12");
+    let leaf = ca.cert_pem(answer["serial"].as_str().unwrap());
+    let out = tool(
+        "openssl",
+        &[
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            &root_pem,
+            "-untrusted",
+            &issuing,
+            &leaf,
+        ],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // Both keys (and the issuing CA's OCSP responder, later) live in the token.
+    let keys = hsm.private_keys();
+    assert!(keys.contains("root Token Root CA"), "{keys}");
+    assert!(keys.contains("Token Issuing CA"), "{keys}");
+    assert!(keys.contains("never extractable"), "{keys}");
+    assert_no_plaintext_key(&ca.data_dir());
+    assert_no_plaintext_key(&root_dir);
+}

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod backup;
 mod cli_audit;
 mod cli_errors;
 mod cli_issue;
