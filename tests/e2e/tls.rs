@@ -53,10 +53,15 @@ fn https_only_with_tls_1_2_and_1_3_and_a_lintable_server_certificate() {
         );
         assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
     }
-    // TLS 1.1 (allowed on the client side at security level 0): the server refuses it.
-    let (_, text) = s_client(port, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]);
+    // TLS 1.1 (allowed on the client side at security level 0): the server
+    // refuses it with a fatal alert — rustls says handshake_failure (40), as
+    // none of the suites such a hello offers is one it has; OpenSSL said
+    // protocol_version (70).
+    let (ok, text) = s_client(port, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]);
     assert!(
-        text.contains("alert protocol version") && text.contains("New, (NONE), Cipher is (NONE)"),
+        !ok && (text.contains("alert protocol version")
+            || text.contains("alert handshake failure"))
+            && text.contains("New, (NONE), Cipher is (NONE)"),
         "TLS 1.1: {text}"
     );
 
@@ -603,7 +608,6 @@ fn token_expiry_and_revocation_reach_the_other_replica_on_postgres() {
     );
     assert_eq!(status, 200, "{body}");
     let revoked = Instant::now();
-    assert_eq!(a.api("GET", "/v1/audit", &doomed_token, "", &[]).0, 401);
     let mut tries = 0;
     loop {
         tries += 1;
@@ -612,14 +616,16 @@ fn token_expiry_and_revocation_reach_the_other_replica_on_postgres() {
             break;
         }
         assert_eq!(status, 200, "{body}");
-        // 250 ms poll, plus a curl process and a TLS handshake (~100 ms
-        // each against a debug build on a loaded machine) per try.
+        // The poll is every 250 ms; each try is a curl process and a TLS
+        // handshake (100-600 ms each on this shared 2-core machine). Without
+        // the poll B would accept its cached token forever.
         assert!(
-            revoked.elapsed() < Duration::from_secs(1),
+            revoked.elapsed() < Duration::from_secs(2),
             "B still accepts the token revoked on A after {:?}",
             revoked.elapsed()
         );
     }
+    assert_eq!(a.api("GET", "/v1/audit", &doomed_token, "", &[]).0, 401);
     println!(
         "revoked on A -> refused by B after {:?} ({tries} tries)",
         revoked.elapsed()
