@@ -1,6 +1,10 @@
-//! Accepting connections: plain HTTP, or HTTPS through rustls (ring). OpenSSL
-//! is kept here for one measurement only (`CA_TLS_STACK=openssl`): the A/B of
-//! the two stacks in BENCHMARKS.md ("Over TLS"), after which it goes.
+//! Accepting connections: plain HTTP, or HTTPS through rustls (with ring).
+//!
+//! Why rustls and not the OpenSSL the CA links anyway: measured, OpenSSL 3.0
+//! spends more of the server's CPU on each small record than the whole rest
+//! of a pre-signed OCSP answer (BENCHMARKS.md, "Over TLS"). The files are
+//! still read and checked with OpenSSL (PEM, expiry, key match), so the error
+//! messages name the file and the problem as before.
 //!
 //! ```text
 //!  accept ─► task per connection ─► [TLS handshake, ≤ 10 s] ─► hyper HTTP/1.1 ─► Api
@@ -15,7 +19,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,10 +27,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use openssl::asn1::Asn1Time;
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{Ssl, SslAcceptor, SslContext, SslMethod, SslVerifyMode};
-use openssl::x509::{X509StoreContextRef, X509};
+use openssl::x509::X509;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_openssl::SslStream;
 use tower::Service as _;
 use zeroize::Zeroizing;
 
@@ -55,40 +56,21 @@ pub struct Peer {
     pub certificate: Option<Arc<[u8]>>,
 }
 
-/// The server's TLS configuration, re-read from its files on [`TlsAcceptor::reload`].
+/// The server's TLS configuration, re-read from its files on
+/// [`TlsAcceptor::reload`]; a connection keeps the configuration it started with.
 pub struct TlsAcceptor {
     files: TlsFiles,
-    stack: Stack,
-    current: RwLock<Context>,
-}
-
-/// Which TLS implementation terminates connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stack {
-    OpenSsl,
-    Rustls,
-}
-
-/// One loaded configuration; a connection keeps the one it started with.
-#[derive(Clone)]
-enum Context {
-    OpenSsl(Arc<SslContext>),
-    Rustls(Arc<rustls::ServerConfig>),
+    current: RwLock<Arc<rustls::ServerConfig>>,
 }
 
 impl TlsAcceptor {
     /// Reads and checks the files; the error names the file and the problem.
     pub fn load(files: &TlsFiles) -> Result<(Self, String), String> {
-        let stack = match std::env::var("CA_TLS_STACK").as_deref() {
-            Ok("openssl") => Stack::OpenSsl,
-            _ => Stack::Rustls,
-        };
-        let (context, serial) = build(files, stack)?;
+        let (config, serial) = build(files)?;
         Ok((
             TlsAcceptor {
                 files: files.clone(),
-                stack,
-                current: RwLock::new(context),
+                current: RwLock::new(Arc::new(config)),
             },
             serial,
         ))
@@ -98,12 +80,12 @@ impl TlsAcceptor {
     /// already open keep theirs), on error the previous ones stay in use.
     /// Returns the new certificate's serial.
     pub fn reload(&self) -> Result<String, String> {
-        let (context, serial) = build(&self.files, self.stack)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = context;
+        let (config, serial) = build(&self.files)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         Ok(serial)
     }
 
-    fn current(&self) -> Context {
+    fn current(&self) -> Arc<rustls::ServerConfig> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -185,52 +167,9 @@ fn load_files(files: &TlsFiles) -> Result<Loaded, String> {
     })
 }
 
-fn build(files: &TlsFiles, stack: Stack) -> Result<(Context, String), String> {
+fn build(files: &TlsFiles) -> Result<(rustls::ServerConfig, String), String> {
     let loaded = load_files(files)?;
-    let context = match stack {
-        Stack::OpenSsl => Context::OpenSsl(Arc::new(openssl_acceptor(&loaded)?)),
-        Stack::Rustls => Context::Rustls(Arc::new(rustls_config(&loaded)?)),
-    };
-    Ok((context, loaded.serial))
-}
-
-/// OpenSSL: Mozilla's "intermediate" profile (TLS 1.2 and 1.3, ECDHE with
-/// AES-GCM or ChaCha20-Poly1305 only), the certificate chain and key, and —
-/// with `client_ca_file` — a request (not a requirement) for a client
-/// certificate from those CAs.
-fn openssl_acceptor(loaded: &Loaded) -> Result<SslContext, String> {
-    let tls_error = |e: openssl::error::ErrorStack| format!("TLS setup: {e}");
-    let mut builder =
-        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(tls_error)?;
-    builder
-        .set_certificate(&loaded.chain[0])
-        .map_err(tls_error)?;
-    for extra in loaded.chain.iter().skip(1) {
-        builder
-            .add_extra_chain_cert(extra.to_owned())
-            .map_err(tls_error)?;
-    }
-    // Read whole TLS records (and what follows) in one read instead of a
-    // header read and a body read: one syscall less per request.
-    builder.set_read_ahead(true);
-    builder.set_private_key(&loaded.key).map_err(tls_error)?;
-    builder.check_private_key().map_err(tls_error)?;
-    if let Some(cas) = &loaded.client_cas {
-        for ca in cas {
-            builder
-                .cert_store_mut()
-                .add_cert(ca.to_owned())
-                .map_err(tls_error)?;
-            builder.add_client_ca(ca).map_err(tls_error)?;
-        }
-        // PEER without FAIL_IF_NO_PEER_CERT: asked for, not required (tokens still work).
-        builder.set_verify_callback(SslVerifyMode::PEER, accept_for_api_check);
-        // Session resumption with client certificates needs a context id.
-        builder
-            .set_session_id_context(b"ca-server")
-            .map_err(tls_error)?;
-    }
-    Ok(builder.build().into_context())
+    Ok((rustls_config(&loaded)?, loaded.serial))
 }
 
 /// rustls (ring): TLS 1.2 and 1.3 with rustls' suites, all of them AEAD
@@ -301,10 +240,12 @@ impl rustls::server::ResolvesServerCert for OneCertificate {
     }
 }
 
-/// The rustls counterpart of [`accept_for_api_check`]: a client certificate
-/// of a known CA that is expired (or not yet valid) is verified again at a
+/// Client-certificate verification: a chain to an unknown CA fails the
+/// handshake. A client certificate of a known CA that is expired (or not yet valid) is verified again at a
 /// time inside its own validity — so its chain and signatures are still
-/// checked in full — and let through, so the API can answer 401 saying why.
+/// checked in full — and let through, so the API can answer 401 saying why
+/// (`ca_core` checks validity and revocation against the store on every
+/// request anyway).
 #[derive(Debug)]
 struct ExpiredForApiCheck(Arc<dyn rustls::server::danger::ClientCertVerifier>);
 
@@ -379,15 +320,6 @@ fn validity_midpoint(der: &[u8]) -> Option<rustls::pki_types::UnixTime> {
     ))
 }
 
-/// Chain verification of a client certificate. A chain to an unknown CA
-/// fails the handshake; an expired (or not yet valid) certificate of a known
-/// CA is let through so the API can answer 401 saying why — `ca_core` checks
-/// validity and revocation against the store on every request anyway.
-fn accept_for_api_check(preverified: bool, context: &mut X509StoreContextRef) -> bool {
-    // X509_V_ERR_CERT_NOT_YET_VALID (9), X509_V_ERR_CERT_HAS_EXPIRED (10).
-    preverified || matches!(context.error().as_raw(), 9 | 10)
-}
-
 /// Serves `api` on `listener` until `shutdown` resolves, then lets requests
 /// in flight finish.
 pub async fn serve(
@@ -427,42 +359,23 @@ pub async fn serve(
                     };
                     serve_connection(&http, watcher, TokioIo::new(stream), api, peer).await;
                 }
-                Some(tls) => match tls.current() {
-                    Context::OpenSsl(acceptor) => {
-                        let Some(stream) = openssl_handshake(&acceptor, stream, address).await
-                        else {
-                            return;
-                        };
-                        let certificate = stream
-                            .ssl()
-                            .peer_certificate()
-                            .and_then(|c| c.to_der().ok())
-                            .map(Arc::from);
-                        let peer = Peer {
-                            address,
-                            tls: true,
-                            certificate,
-                        };
-                        serve_connection(&http, watcher, TokioIo::new(stream), api, peer).await;
-                    }
-                    Context::Rustls(config) => {
-                        let Some(stream) = rustls_handshake(config, stream, address).await else {
-                            return;
-                        };
-                        let certificate = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .map(|leaf| Arc::from(leaf.as_ref()));
-                        let peer = Peer {
-                            address,
-                            tls: true,
-                            certificate,
-                        };
-                        serve_connection(&http, watcher, TokioIo::new(stream), api, peer).await;
-                    }
-                },
+                Some(tls) => {
+                    let Some(stream) = handshake(tls.current(), stream, address).await else {
+                        return;
+                    };
+                    let certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| Arc::from(leaf.as_ref()));
+                    let peer = Peer {
+                        address,
+                        tls: true,
+                        certificate,
+                    };
+                    serve_connection(&http, watcher, TokioIo::new(stream), api, peer).await;
+                }
             }
         });
     }
@@ -477,30 +390,7 @@ pub async fn serve(
 
 /// The TLS handshake, bounded in time. A failed one (a plain-HTTP request, an
 /// unknown client CA, no shared protocol) only closes that connection.
-async fn openssl_handshake(
-    acceptor: &SslContext,
-    stream: TcpStream,
-    address: SocketAddr,
-) -> Option<SslStream<TcpStream>> {
-    let mut stream = Ssl::new(acceptor)
-        .and_then(|ssl| SslStream::new(ssl, stream))
-        .map_err(|e| tracing::error!(error = %e, "cannot set up a TLS session"))
-        .ok()?;
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await {
-        Ok(Ok(())) => Some(stream),
-        Ok(Err(e)) => {
-            tracing::debug!(peer = %address, error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(peer = %address, "TLS handshake timed out");
-            None
-        }
-    }
-}
-
-/// The rustls handshake, bounded in time like [`openssl_handshake`].
-async fn rustls_handshake(
+async fn handshake(
     config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     address: SocketAddr,
