@@ -28,8 +28,12 @@ fn main() -> ca_core::Result<()> {
                 "legacy",
                 ca_core::benching::pkcs12_step(algorithm, "legacy")?,
             ),
+            (
+                "openssl-legacy",
+                ca_core::benching::pkcs12_step(algorithm, "openssl-legacy")?,
+            ),
         ];
-        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..rounds {
             for (i, (_, step)) in steps.iter_mut().enumerate() {
                 let start = Instant::now();
