@@ -398,6 +398,20 @@ async fn certificate(
 // ---------------------------------------------------------------- admin page
 
 /// The admin's page, optionally with an error beside one field of one form.
+/// The admin page again with `e` shown beside the field of `form`, under the
+/// status and message the API gives the same error.
+async fn admin_with_error(
+    state: &AppState,
+    console: &Console,
+    tenant: &str,
+    admin: &str,
+    form: &'static str,
+    e: &Error,
+) -> Result<Response, UiError> {
+    let error = field_error(form, e);
+    render_admin(state, console, tenant, admin, Some(error), status_of(e)).await
+}
+
 async fn render_admin(
     state: &AppState,
     console: &Console,
@@ -541,16 +555,7 @@ async fn issue(
     let issuance = match outcome {
         Ok(i) => i,
         Err(e) if is_field_error(&e) => {
-            let status = status_of(&e);
-            return render_admin(
-                &state,
-                &console,
-                &tenant,
-                &admin,
-                Some(field_error("issue", &e)),
-                status,
-            )
-            .await;
+            return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -668,16 +673,7 @@ async fn reissue_confirm(
     let revoke = match would_revoke(&state, &tenant, &admin, policy.as_deref()).await {
         Ok(r) => r,
         Err(e) if is_field_error(&e) => {
-            let status = status_of(&e);
-            return render_admin(
-                &state,
-                &console,
-                &tenant,
-                &admin,
-                Some(field_error("reissue", &e)),
-                status,
-            )
-            .await;
+            return admin_with_error(&state, &console, &tenant, &admin, "reissue", &e).await;
         }
         Err(e) => return Err(e.into()),
     };
