@@ -39,7 +39,7 @@ use crate::audit::AuditDraft;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pki::crl::RevokedEntry;
-use crate::store::{SqlStore, Store};
+use crate::store::{AuditStore, CertificateStore, CrlStore, IssuerStore, SqlStore, Store};
 
 const FORMAT: &str = "portal-ca-backup/1";
 const MANIFEST: &str = "manifest.json";

@@ -70,9 +70,10 @@ pub use reason::RevocationReason;
 pub use root::{RootCa, RootInit, RootSecret, SignedCa};
 pub use signer::{FileSigner, Pkcs11Signer, Signer};
 pub use store::{
-    CertificateRecord, CertificateStatus, ConsoleSession, CrlStatus, IdempotencyKey,
-    IdempotencyRecord, IssuerRow, IssuerState, ListFilter, PublishedCrl, SqlStore, Store,
-    Supersede, CONSOLE_SESSIONS_PER_CREDENTIAL,
+    AuditStore, CertificateRecord, CertificateStatus, CertificateStore, ConsoleSession,
+    ConsoleSessionStore, CrlStatus, CrlStore, IdempotencyKey, IdempotencyRecord, IssuerRow,
+    IssuerState, IssuerStore, ListFilter, PublishedCrl, SqlStore, Store, Supersede, TokenStore,
+    CONSOLE_SESSIONS_PER_CREDENTIAL,
 };
 pub use tokens::{token_id, Action, Credential, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};

@@ -38,7 +38,7 @@ use crate::pki::x509::{
 };
 use crate::signer::pkcs11::{read_key_record, write_key_record, Pkcs11Signer, Token};
 use crate::signer::{FileSigner, Signer};
-use crate::store::{IssuerRow, IssuerState, PublishedCrl, SqlStore, Store};
+use crate::store::{IssuerRow, IssuerState, IssuerStore, PublishedCrl, SqlStore, Store};
 
 /// The meta entry holding the root's latest CRL (PEM), given by `ca import-crl`.
 const ROOT_CRL_META: &str = "root_crl";

@@ -1,0 +1,280 @@
+//! The group-commit queue: concurrent issuances are written by one writer task,
+//! many per transaction, each still answered only after its commit.
+
+use super::*;
+
+/// Most rows one multi-row INSERT carries (9 values each, well inside the
+/// bind limits of SQLite and PostgreSQL).
+pub(super) const ROWS_PER_INSERT: usize = 128;
+
+/// `($1, $2, …), ($n+1, …)…` for `rows` rows of `columns` values.
+pub(super) fn values_list(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// One certificate insertion waiting for the group commit.
+pub(super) struct InsertJob {
+    pub(super) record: CertificateRecord,
+    pub(super) supersede: Option<Supersede>,
+    pub(super) idempotency: Option<IdempotencyKey>,
+    pub(super) audit: AuditDraft,
+    pub(super) now: OffsetDateTime,
+    pub(super) reply: tokio::sync::oneshot::Sender<Result<Vec<Serial>>>,
+}
+
+/// Most insertions committed together.
+pub(super) const MAX_BATCH: usize = 128;
+
+/// Group commit: insertions queued while a commit is in progress go into the
+/// next transaction together, each inside its own savepoint (one failing —
+/// say, a conflict — leaves the others alone), and share one fsync. Nobody is
+/// answered before the transaction holding their row has committed.
+pub(super) async fn run_inserts(
+    pool: AnyPool,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<InsertJob>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        let _writer = Arc::clone(&writer).lock_owned().await;
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_batch(&pool, &mut batch).await;
+        match outcomes {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let again = match &e {
+                        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+                        Error::StorageFull(m) => Error::StorageFull(m.clone()),
+                        other => Error::Store(other.to_string()),
+                    };
+                    let _ = job.reply.send(Err(again));
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn commit_batch(
+    pool: &AnyPool,
+    batch: &mut [InsertJob],
+) -> Result<Vec<Result<Vec<Serial>>>> {
+    let mut tx = pool.begin().await?;
+    let mut head = lock_audit_head(&mut tx).await?;
+    let mut events = Vec::with_capacity(batch.len());
+    let mut results: Vec<Option<Result<Vec<Serial>>>> = batch.iter().map(|_| None).collect();
+
+    // Plain issuances (no reissue, no idempotency key) share one INSERT;
+    // a row that meets a conflict is skipped there and retried alone below,
+    // where an expired-but-active predecessor is retired first.
+    let plain: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].supersede.is_none() && batch[i].idempotency.is_none())
+        .collect();
+    let plain_jobs: Vec<&InsertJob> = plain.iter().map(|&i| &batch[i]).collect();
+    let inserted = insert_rows(&mut tx, &plain_jobs).await?;
+    for &i in &plain {
+        let job = &batch[i];
+        if inserted.contains(&job.record.serial) {
+            let draft = job.draft(Vec::new(), "");
+            events.push(head.append(&draft, ts(job.now)));
+            results[i] = Some(Ok(Vec::new()));
+        }
+    }
+
+    // The rest one at a time, each in a savepoint: one failing (a conflict,
+    // say) leaves the others alone.
+    for (job, result) in batch.iter_mut().zip(results.iter_mut()) {
+        if result.is_some() {
+            continue;
+        }
+        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        let outcome = insert_one(&mut tx, job).await;
+        if outcome.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT job")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT job")
+            .execute(&mut *tx)
+            .await?;
+        *result = Some(outcome.map(|(revoked, draft)| {
+            events.push(head.append(&draft, ts(job.now)));
+            revoked
+        }));
+    }
+
+    insert_events(&mut tx, &events).await?;
+    store_audit_head(&mut tx, &head).await?;
+    tx.commit().await?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+impl InsertJob {
+    /// The job's audit event: the new serial first, then those it revoked.
+    pub(super) fn draft(&self, revoked: Vec<String>, extra: &str) -> AuditDraft {
+        let mut draft = self.audit.clone();
+        draft.serials = std::iter::once(self.record.serial.to_hex())
+            .chain(revoked)
+            .collect();
+        draft.details.push_str(extra);
+        draft
+    }
+}
+
+/// Inserts the jobs' certificate rows with `ON CONFLICT DO NOTHING`;
+/// returns the serials that went in (a missing one met a conflict).
+pub(super) async fn insert_rows(
+    conn: &mut AnyConnection,
+    jobs: &[&InsertJob],
+) -> Result<std::collections::HashSet<Serial>> {
+    let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
+    for chunk in jobs.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, created_at, der, issuer) \
+             VALUES {} ON CONFLICT DO NOTHING RETURNING serial",
+            values_list(chunk.len(), 10)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for job in chunk {
+            let (record, now) = (&job.record, job.now);
+            query = query
+                .bind(record.serial.to_hex())
+                .bind(&record.tenant)
+                .bind(&record.admin)
+                .bind(&record.policy)
+                .bind(0_i64)
+                .bind(ts(record.not_before))
+                .bind(ts(record.not_after))
+                .bind(ts(now))
+                .bind(&record.der)
+                .bind(record.issuer as i64);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let serial: String = row.try_get("serial")?;
+            inserted.insert(Serial::parse(&serial)?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// The statements of one insertion (see [`Store::insert_certificate`]), and
+/// its audit event.
+pub(super) async fn insert_one(
+    conn: &mut AnyConnection,
+    job: &mut InsertJob,
+) -> Result<(Vec<Serial>, AuditDraft)> {
+    let (record, now) = (&job.record, job.now);
+    let mut details = String::new();
+    if let Some(idem) = &job.idempotency {
+        // Keys expire after 24 h; an expired one may be used afresh.
+        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND created_at <= $2")
+            .bind(&idem.key)
+            .bind(ts(now) - IDEMPOTENCY_WINDOW_SECS)
+            .execute(&mut *conn)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (idem_key, request_hash, serial, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&idem.key)
+        .bind(&idem.request_hash)
+        .bind(record.serial.to_hex())
+        .bind(ts(now))
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::Conflict(
+                    "this Idempotency-Key is being used by a concurrent request".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        details.push_str(&format!(
+            " idempotency_key_sha256={}",
+            hex::encode(crate::hash::sha256(idem.key.as_bytes()))
+        ));
+    }
+    // An issued certificate past its not-after no longer counts as active.
+    sqlx::query(
+        "UPDATE certificates SET state = 2 WHERE tenant = $1 AND admin = $2 AND policy = $3 AND state = 0 AND not_after <= $4",
+    )
+    .bind(&record.tenant)
+    .bind(&record.admin)
+    .bind(&record.policy)
+    .bind(ts(now))
+    .execute(&mut *conn)
+    .await?;
+    let mut revoked = Vec::new();
+    if let Some(supersede) = job.supersede {
+        let rows = sqlx::query(
+            "UPDATE certificates SET state = 1, revoked_at = $1, reason = $2 \
+             WHERE tenant = $3 AND admin = $4 AND policy = $5 AND state = 0 RETURNING serial",
+        )
+        .bind(ts(now))
+        .bind(i64::from(supersede.reason.code()))
+        .bind(&record.tenant)
+        .bind(&record.admin)
+        .bind(&record.policy)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let serial: String = row.try_get("serial")?;
+            revoked.push(Serial::parse(&serial)?);
+        }
+        revoked.sort();
+        if supersede.require_active && revoked.is_empty() {
+            return Err(crate::ca::not_replaceable(
+                &record.tenant,
+                &record.admin,
+                &record.policy,
+            ));
+        }
+        if !revoked.is_empty() {
+            sqlx::query("UPDATE crl_state SET revision = revision + 1")
+                .execute(&mut *conn)
+                .await?;
+        }
+        details.push_str(&format!(" reason={}", supersede.reason.name()));
+    }
+    if insert_rows(conn, &[&*job]).await?.is_empty() {
+        let active = sqlx::query(
+                "SELECT serial FROM certificates WHERE tenant = $1 AND admin = $2 AND policy = $3 AND state = 0",
+            )
+            .bind(&record.tenant)
+            .bind(&record.admin)
+            .bind(&record.policy)
+            .fetch_all(&mut *conn)
+            .await?;
+        let serial = match active.first() {
+            Some(row) => format!(" (serial {})", row.try_get::<String, _>("serial")?),
+            None => String::new(),
+        };
+        return Err(Error::Conflict(format!(
+                "{}/{} already has an active certificate under policy {}{serial}: use reissue to replace it",
+                record.tenant, record.admin, record.policy
+            )));
+    }
+    let draft = job.draft(revoked.iter().map(Serial::to_hex).collect(), &details);
+    Ok((revoked, draft))
+}
