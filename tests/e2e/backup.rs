@@ -234,3 +234,129 @@ fn an_old_backup_refuses_a_newer_crl_or_rolls_forward_above_it() {
     let (ok, why) = verify_with_crl(&ca.ca_pem(), &crl, &ca.cert_pem(&alice));
     assert!(!ok && why.contains("revoked"), "{why}");
 }
+
+/// `restore` into PostgreSQL: the archive holds no database (pg_dump's
+/// job); a dump taken after the backup restores and verifies, one taken
+/// before it — or another CA's — is refused, naming why.
+#[test]
+fn a_postgres_backup_restores_only_with_a_dump_that_reaches_it() {
+    let Some(db) = PgDatabase::create("backup") else {
+        return;
+    };
+    let ca = TestCa::init_on(&db.url);
+    let alice = ca.issue("acme", "alice", "portal-admin", "alice.p12")["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dump = |name: &str| {
+        let path = ca.path_str(name);
+        let out = tool(
+            "pg_dump",
+            &["--format=custom", "--no-owner", "-f", &path, &db.url],
+        );
+        assert!(out.status.success(), "pg_dump: {}", stderr(&out));
+        path
+    };
+    let too_old = dump("before.dump");
+    ca.ok(&["revoke", &alice, "--reason", "key-compromise"]);
+    let bob = ca.issue("acme", "bob", "portal-admin", "bob.p12")["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let archive = ca.path_str("pg.tar");
+    ca.ok(&["backup", "--out", &archive]);
+    let good = dump("after.dump");
+
+    // The archive: a manifest naming the store, no database in it.
+    let listing = stdout(&tool("tar", &["-tf", &archive]));
+    assert!(listing.contains("manifest.json"), "{listing}");
+    assert!(!listing.contains("ca.db"), "{listing}");
+
+    let restore_into = |target: &str, database_url: &str| {
+        std::process::Command::new(bin("ca-cli"))
+            .args(["--data-dir", target, "restore", "--from", &archive])
+            .current_dir(ca.dir.path())
+            .env("CA_KEY_PASSPHRASE", PASSPHRASE)
+            .env("CA_DATABASE_URL", database_url)
+            .env_remove("CA_CONFIG")
+            .env_remove("CA_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let load = |dump: &str, tag: &str| {
+        let target = PgDatabase::create(tag).unwrap();
+        let out = tool("pg_restore", &["--no-owner", "-d", &target.url, dump]);
+        assert!(out.status.success(), "pg_restore: {}", stderr(&out));
+        target
+    };
+
+    // Without a database URL the restore says what to do first.
+    let out = restore_cmd(&ca, &ca.path_str("nowhere"), &archive, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("pg_restore"), "{}", stderr(&out));
+
+    // A dump from before the backup: refused, nothing created.
+    let old = load(&too_old, "backup_old");
+    let target = ca.path_str("from-old");
+    let out = restore_into(&target, &old.url);
+    assert!(
+        !out.status.success(),
+        "a dump older than the backup restored"
+    );
+    assert!(
+        stderr(&out).contains("older than the backup"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!std::path::Path::new(&target).exists());
+
+    // Another CA's database: refused.
+    let other_db = PgDatabase::create("backup_other").unwrap();
+    let other = TestCa::init_on(&other_db.url);
+    for admin in ["x", "y", "z", "w"] {
+        other.issue("acme", admin, "portal-admin", &format!("{admin}.p12"));
+    }
+    let out = restore_into(&ca.path_str("from-other"), &other_db.url);
+    assert!(!out.status.success(), "another CA's database restored");
+    assert!(
+        stderr(&out).contains("not the backup's"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The dump taken after the backup: restored, verified, statuses kept.
+    let restored = load(&good, "backup_new");
+    let target = ca.path_str("restored");
+    let out = restore_into(&target, &restored.url);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let on_restored = |args: &[&str]| {
+        let mut all = vec!["--data-dir", target.as_str()];
+        all.extend_from_slice(args);
+        std::process::Command::new(bin("ca-cli"))
+            .args(&all)
+            .current_dir(ca.dir.path())
+            .env("CA_KEY_PASSPHRASE", PASSPHRASE)
+            .env("CA_DATABASE_URL", &restored.url)
+            .env_remove("CA_CONFIG")
+            .env_remove("CA_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = on_restored(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (serial, status) in [(&alice, "revoked"), (&bob, "active")] {
+        let out = on_restored(&["--json", "show", serial]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let shown: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(shown["status"], status, "{shown}");
+    }
+    // The restored CA signs: its next CRL lists alice (OpenSSL reads it).
+    let crl = ca.path_str("restored.crl");
+    let out = on_restored(&["crl", "--out", &crl, "--pem"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&tool("openssl", &["crl", "-in", &crl, "-noout", "-text"]));
+    assert!(
+        text.to_uppercase().contains(&alice.to_uppercase()),
+        "{text}"
+    );
+}
