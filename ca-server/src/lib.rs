@@ -72,6 +72,9 @@ pub struct AppState {
     pub ocsp: Arc<OcspService>,
     /// Abuse limits.
     pub limits: Arc<Limits>,
+    /// Set when a newer state (the CA opened again after `ca import-cert`)
+    /// replaced this one: its background work stops.
+    retired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -83,7 +86,26 @@ impl AppState {
             metrics: Arc::default(),
             ocsp: Arc::default(),
             limits: Arc::default(),
+            retired: Arc::default(),
         }
+    }
+
+    /// State around a CA opened again (after `ca import-cert`), keeping this
+    /// state's metrics and abuse limits; caches start afresh.
+    pub fn succeeded_by(&self, ca: ca_core::Ca) -> Self {
+        AppState {
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            ..AppState::new(ca)
+        }
+    }
+
+    /// Stops this state's background work and answers its held CRL
+    /// long-polls (their clients ask again, and reach the newer state).
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.crl.close();
     }
 
     /// The same state under the configured abuse limits (the default ones otherwise).
@@ -117,6 +139,9 @@ impl AppState {
             let mut ticks: u64 = 0;
             let mut key_down = false;
             loop {
+                if state.retired.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 // A token that went away is re-opened from here (at most once
                 // a second), so the server recovers without a restart.
                 match (state.ca.check_key().await, key_down) {
@@ -184,7 +209,8 @@ pub fn app(state: AppState) -> Api {
 /// What the server answers while an issuing CA waits for its certificate
 /// (`init --issuing` before `ca import-cert`): `/healthz` 200, `/readyz` 503
 /// with the reason, everything else 503 `not_ready` with the same reason.
-/// Nothing is issued or signed; restart the server after the import.
+/// Nothing is issued or signed; `ca-server` replaces it with [`app`] (see
+/// [`Switch`]) once the import is in the store.
 pub fn pending_app(reason: String) -> Api {
     use axum::routing::get;
     let ready_reason = reason.clone();
@@ -221,12 +247,50 @@ pub fn pending_app(reason: String) -> Api {
     }
 }
 
-/// The service [`app`] returns; serve it with `axum::serve(listener, app.into_make_service())`.
+/// The service [`app`] returns; [`listener::serve`] serves it through a [`Switch`].
 #[derive(Clone)]
 pub struct Api {
     /// `None` while the CA waits for its issuing certificate ([`pending_app`]).
     state: Option<AppState>,
     router: Router,
+}
+
+impl Api {
+    /// The state behind it (`None` while pending).
+    pub fn state(&self) -> Option<&AppState> {
+        self.state.as_ref()
+    }
+}
+
+/// The [`Api`] being served, replaceable while connections stay open: the
+/// pending answer becomes the full API once `ca import-cert` is in the store,
+/// and a rollover's import replaces the API around the CA opened again.
+/// Requests already running finish on the `Api` they started with.
+#[derive(Clone)]
+pub struct Switch(Arc<std::sync::RwLock<Api>>);
+
+impl Switch {
+    /// Serves `api` until [`Switch::set`].
+    pub fn new(api: Api) -> Self {
+        Switch(Arc::new(std::sync::RwLock::new(api)))
+    }
+
+    /// What new requests go to (a cheap clone: the router and state are shared).
+    pub fn current(&self) -> Api {
+        match self.0.read() {
+            Ok(api) => api.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Sends new requests to `api`; returns the one it replaces.
+    pub fn set(&self, api: Api) -> Api {
+        let mut current = match self.0.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::replace(&mut *current, api)
+    }
 }
 
 impl tower::Service<Request> for Api {

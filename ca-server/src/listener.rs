@@ -32,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::Service as _;
 use zeroize::Zeroizing;
 
-use crate::Api;
+use crate::Switch;
 
 /// A peer that has not finished its TLS handshake by then is dropped, so a
 /// slow or silent client holds one task, never the accept loop.
@@ -324,7 +324,7 @@ fn validity_midpoint(der: &[u8]) -> Option<rustls::pki_types::UnixTime> {
 /// in flight finish.
 pub async fn serve(
     listener: TcpListener,
-    api: Api,
+    api: Switch,
     tls: Option<Arc<TlsAcceptor>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -413,14 +413,14 @@ async fn serve_connection<I>(
     http: &hyper::server::conn::http1::Builder,
     watcher: Watcher,
     io: I,
-    api: Api,
+    api: Switch,
     peer: Peer,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let mut api = api.clone();
+            let mut api = api.current();
             let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(peer.clone());
             api.call(request)

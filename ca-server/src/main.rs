@@ -107,27 +107,27 @@ async fn serve(
         }
         None => None,
     };
-    // The CA keeps what it needs (a token's PIN, to log in again after the
-    // token comes back); this copy goes now.
     let opened = ca_core::Ca::open_with(&config, &secrets).await;
-    drop(secrets);
-    let mut crl = None;
-    let api = match opened {
+    let (api, state) = match opened {
         Ok(ca) => {
             let state = ca_server::AppState::new(ca).with_limits(config.limits);
             state.warm_up().await?;
             state.spawn_background();
-            crl = Some(state.crl.clone());
-            ca_server::app(state)
+            (ca_server::app(state.clone()), Some(state))
         }
         // An issuing CA waiting for its certificate: serve /readyz 503 with
         // the reason (and nothing else) rather than refusing to start.
         Err(ca_core::Error::NotReady(reason)) => {
-            tracing::warn!(reason = %reason, "the CA cannot issue yet");
-            ca_server::pending_app(reason)
+            tracing::warn!(reason = %reason, "the CA cannot issue yet; waiting for `ca-cli ca import-cert`");
+            (ca_server::pending_app(reason), None)
         }
         Err(e) => return Err(e),
     };
+    let api = ca_server::Switch::new(api);
+    // The secrets stay (zeroized on drop) to open the CA again when its
+    // issuer changes; the CA itself keeps them anyway (the token PIN, to
+    // log in again after the token comes back).
+    follow_issuers(api.clone(), config.clone(), secrets, state);
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| {
@@ -140,16 +140,85 @@ async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %address, scheme, data_dir = %config.data_dir.display(), "ca-server ready");
     reload_on_sighup(tls.clone());
+    let current = api.clone();
     let shutdown = async move {
         shutdown().await;
         // Held CRL long-polls are answered now, not after their wait.
-        if let Some(crl) = crl {
-            crl.close();
+        if let Some(state) = current.current().state() {
+            state.crl.close();
         }
     };
     ca_server::listener::serve(listener, api, tls, shutdown).await;
     tracing::info!("ca-server stopped cleanly");
     Ok(())
+}
+
+/// Every second, follows the store's issuers: a pending issuing CA starts
+/// serving once `ca import-cert` installed its certificate, and after a
+/// rollover's import new requests go to the CA opened again (new
+/// certificates from the new issuer; the old one keeps its CRL and OCSP).
+/// No restart, no connection dropped; a failed reopen is logged and retried.
+fn follow_issuers(
+    api: ca_server::Switch,
+    config: ca_core::Config,
+    secrets: ca_core::KeySecrets,
+    mut state: Option<ca_server::AppState>,
+) {
+    tokio::spawn(async move {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let changed = match &state {
+                None => true,
+                Some(state) => match state.ca.issuer_changed().await {
+                    Ok(changed) => changed,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read the issuers; will retry");
+                        false
+                    }
+                },
+            };
+            if !changed {
+                continue;
+            }
+            let opened = async {
+                let ca = ca_core::Ca::open_with(&config, &secrets).await?;
+                let next = match &state {
+                    Some(previous) => previous.succeeded_by(ca),
+                    None => ca_server::AppState::new(ca).with_limits(config.limits),
+                };
+                next.warm_up().await?;
+                Ok::<_, ca_core::Error>(next)
+            }
+            .await;
+            match opened {
+                Ok(next) => {
+                    next.spawn_background();
+                    api.set(ca_server::app(next.clone()));
+                    let issuer = next.ca.issuers().first().map(|i| i.id().to_owned());
+                    match state.replace(next) {
+                        Some(previous) => {
+                            previous.retire();
+                            tracing::info!(issuer = ?issuer, "the active issuer changed (ca import-cert): new certificates come from it");
+                        }
+                        None => {
+                            tracing::info!(issuer = ?issuer, "the issuing CA's certificate is installed: serving")
+                        }
+                    }
+                    last_error.clear();
+                }
+                // Still pending: nothing to say again.
+                Err(ca_core::Error::NotReady(_)) => {}
+                Err(e) => {
+                    let message = e.to_string();
+                    if message != last_error {
+                        tracing::error!(error = %message, "cannot open the CA again after its issuer changed; still serving the previous one, will retry");
+                        last_error = message;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// SIGHUP re-reads the TLS certificate and key: new connections get them,

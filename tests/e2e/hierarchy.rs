@@ -24,6 +24,13 @@ impl Hierarchy {
 
     /// `root init`, `init --issuing`, `root sign-ca`, `ca import-cert`.
     fn new() -> Hierarchy {
+        let h = Hierarchy::pending();
+        h.sign_and_import("issuing1");
+        h
+    }
+
+    /// `root init`, `init --issuing` (`issuing1.csr` waits for the root).
+    fn pending() -> Hierarchy {
         let ca = TestCa::uninitialised();
         let h = Hierarchy { ca };
         h.ca.ok(&[
@@ -45,7 +52,6 @@ impl Hierarchy {
             "--csr-out",
             &csr,
         ]);
-        h.sign_and_import("issuing1");
         h
     }
 
@@ -747,4 +753,110 @@ fn a_rollover_keeps_old_certificates_valid_revocable_and_answered() {
         nginx.error_log()
     );
     let _ = carol;
+}
+
+/// The issuer name of the leaf in an API answer's bundle.
+fn issuer_of(ca: &TestCa, answer: &serde_json::Value, name: &str) -> String {
+    use base64::Engine;
+    let p12 = ca.path_str(&format!("{name}.p12"));
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(answer["pkcs12"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(&p12, der).unwrap();
+    let pass = format!("pass:{}", answer["password"].as_str().unwrap());
+    let leaf = ca.path_str(&format!("{name}.crt"));
+    let out = tool(
+        "openssl",
+        &[
+            "pkcs12", "-in", &p12, "-passin", &pass, "-clcerts", "-nokeys", "-out", &leaf,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&tool(
+        "openssl",
+        &["x509", "-in", &leaf, "-noout", "-issuer"],
+    ))
+}
+
+/// Polls `check` every 100 ms for up to 10 s.
+fn soon(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 10 s: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_running_server_follows_the_import_and_a_rollover_without_a_restart() {
+    let h = Hierarchy::pending();
+    let server = Server::start_pending(&h.ca);
+    let body = r#"{"policy":"portal-admin"}"#;
+    let path = "/v1/tenants/acme/admins/alice/certificates";
+    let (status, answer) = server.api("POST", path, "no-token-yet", body, &[]);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "not_ready", "{answer}");
+
+    // The import reaches the running server: ready, and it issues.
+    h.sign_and_import("issuing1");
+    let operator = h.ca.token("operator");
+    let readyz = server.url("/readyz");
+    let ready = || {
+        let out = server.curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &readyz]);
+        stdout(&out) == "200"
+    };
+    soon("/readyz 200 after the import", ready);
+    let alice = server.issue(&operator, "alice", body);
+    assert!(issuer_of(&h.ca, &alice, "alice").contains("Portal Issuing CA 1"));
+
+    // A rollover's import: new certificates come from the new issuer, with
+    // the same server process; the old issuer's CRL is still served.
+    let new_csr = h.ca.path_str("issuing2.csr");
+    h.ca.ok(&[
+        "ca",
+        "rollover",
+        "--subject",
+        "CN=Portal Issuing CA 2,O=Example",
+        "--csr-out",
+        &new_csr,
+    ]);
+    let old_id = h.ca.json(&["ca", "issuers"])["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let imported = h.sign_and_import("issuing2");
+    let new_id = imported["issuer"].as_str().unwrap().to_owned();
+    let mut n = 0;
+    soon("a certificate from the new issuer", || {
+        n += 1;
+        let admin = format!("carol{n}");
+        let answer = server.issue(&operator, &admin, body);
+        issuer_of(&h.ca, &answer, &admin).contains("Portal Issuing CA 2")
+    });
+    for id in [&old_id, &new_id] {
+        let out = server.curl(&[
+            "-s",
+            "-f",
+            "-o",
+            "/dev/null",
+            &server.url(&format!("/crl/{id}")),
+        ]);
+        assert!(out.status.success(), "/crl/{id}: {}", stderr(&out));
+    }
+    // Alice (old issuer) is still revocable through the same server.
+    let (status, answer) = server.api(
+        "POST",
+        &format!(
+            "/v1/certificates/{}/revoke",
+            alice["serial"].as_str().unwrap()
+        ),
+        &operator,
+        r#"{"reason":"key-compromise"}"#,
+        &[],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(server.log_text().contains("the active issuer changed"));
 }

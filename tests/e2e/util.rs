@@ -346,12 +346,29 @@ impl Server {
         stderr(&out)
     }
 
+    /// A server whose CA cannot issue yet (an issuing CA before `ca
+    /// import-cert`): returns once `/readyz` answers 503.
+    pub fn start_pending(ca: &TestCa) -> Server {
+        Self::launch_until(ca, free_port(), &[], "http", Vec::new(), "503")
+    }
+
     fn launch(
         ca: &TestCa,
         port: u16,
         env: &[(&str, &str)],
         scheme: &str,
         curl_args: Vec<String>,
+    ) -> Server {
+        Self::launch_until(ca, port, env, scheme, curl_args, "200")
+    }
+
+    fn launch_until(
+        ca: &TestCa,
+        port: u16,
+        env: &[(&str, &str)],
+        scheme: &str,
+        curl_args: Vec<String>,
+        ready_status: &str,
     ) -> Server {
         let log = ca.path(&format!("server-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
@@ -387,7 +404,7 @@ impl Server {
                 "%{http_code}",
                 &server.url("/readyz"),
             ]);
-            if stdout(&ready) == "200" {
+            if stdout(&ready) == ready_status {
                 return server;
             }
             assert!(

@@ -456,6 +456,18 @@ impl Ca {
         })
     }
 
+    /// Whether the store's active issuer is no longer the one this CA was
+    /// opened with: `ca import-cert` (a rollover) ran in another process.
+    /// A long-running server then opens the CA again (`ca-server` checks
+    /// every second). A single self-signed CA never changes issuer.
+    pub async fn issuer_changed(&self) -> Result<bool> {
+        let rows = self.store.issuers().await?;
+        Ok(rows
+            .iter()
+            .find(|r| r.state == IssuerState::Active)
+            .is_some_and(|r| r.number != self.active_issuer))
+    }
+
     /// Every issuer with a certificate: the active one first, then retired
     /// ones whose certificates have not expired.
     pub fn issuers(&self) -> &[Arc<Issuer>] {
