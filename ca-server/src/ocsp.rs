@@ -206,11 +206,15 @@ impl OcspService {
 
     /// The responder certificate's notAfter (unix seconds), for metrics.
     pub fn responder_not_after(&self) -> Option<i64> {
-        let active = self.active.load(Ordering::Relaxed);
+        self.responder_not_after_for(self.active.load(Ordering::Relaxed))
+    }
+
+    /// When issuer `number`'s loaded responder certificate expires (Unix seconds).
+    pub fn responder_not_after_for(&self, number: u64) -> Option<i64> {
         self.responders
             .read()
             .unwrap()
-            .get(&active)
+            .get(&number)
             .map(|r| r.not_after().unix_timestamp())
     }
 

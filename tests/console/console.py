@@ -174,7 +174,7 @@ try:
     report["expiring_admin"] = driver.find_element(By.TAG_NAME, "main").text
     shot(driver, "expiring")
     driver.get(BASE + "/ui/status")
-    report["crl_number"] = driver.find_element(By.ID, "crl-number").text
+    report["crl_number"] = driver.find_element(By.CSS_SELECTOR, "tbody tr:first-child td.crl-number").text
     shot(driver, "status")
     driver.get(BASE + "/ui/audit")
     shot(driver, "audit")

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Signs in with `token` over plain HTTP; returns the `Set-Cookie` header line.
-fn sign_in(server: &Server, token: &str) -> String {
+pub(crate) fn sign_in(server: &Server, token: &str) -> String {
     let out = server.curl(&[
         "-s",
         "-D",
@@ -33,12 +33,12 @@ fn sign_in(server: &Server, token: &str) -> String {
         .to_owned()
 }
 
-fn cookie_pair(set_cookie: &str) -> String {
+pub(crate) fn cookie_pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().trim().to_owned()
 }
 
 /// GET with the session cookie: (status, body).
-fn get(server: &Server, cookie: &str, path: &str) -> (String, String) {
+pub(crate) fn get(server: &Server, cookie: &str, path: &str) -> (String, String) {
     let out = server.curl(&[
         "-s",
         "-w",

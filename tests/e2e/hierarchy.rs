@@ -859,4 +859,17 @@ fn a_running_server_follows_the_import_and_a_rollover_without_a_restart() {
     );
     assert_eq!(status, 200, "{answer}");
     assert!(server.log_text().contains("the active issuer changed"));
+
+    // The console's status page has one row per issuer, each with its CRL.
+    let cookie = crate::console::cookie_pair(&crate::console::sign_in(&server, &operator));
+    let (code, page) = crate::console::get(&server, &cookie, "/ui/status");
+    assert_eq!(code, "200", "{page}");
+    for (id, state) in [(&new_id, "active"), (&old_id, "retired")] {
+        let row = page
+            .split("<tr ")
+            .find(|row| row.contains(&format!("id=\"issuer-{id}\"")))
+            .unwrap_or_else(|| panic!("no row for issuer {id}: {page}"));
+        assert!(row.contains(&format!("<td>{state}</td>")), "{row}");
+        assert!(row.contains(&format!("href=\"/crl/{id}\"")), "{row}");
+    }
 }

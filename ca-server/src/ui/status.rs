@@ -24,11 +24,12 @@ pub(super) fn router() -> Router<AppState> {
 
 // ---------------------------------------------------------------- CRL & OCSP
 
-/// One issuer's revocation status. Today the CA has one issuer; under a
-/// hierarchy (several issuing CAs) this page gets one row per issuer from the
-/// same fields, so the page already lays them out as a table of issuers.
+/// One issuer's revocation status (one row per issuer with unexpired
+/// certificates: the active one first, then retired ones after a rollover).
 struct IssuerStatus {
     name: String,
+    id: String,
+    state: &'static str,
     crl_number: u64,
     this_update: Option<OffsetDateTime>,
     next_update: Option<OffsetDateTime>,
@@ -38,31 +39,38 @@ struct IssuerStatus {
 
 async fn status(State(state): State<AppState>, console: Console) -> Result<Response, UiError> {
     console.who.authorize(Action::Read, None)?;
-    let crl = state.ca.crl_status().await?;
-    let issuers = [IssuerStatus {
-        name: ca_core::subject_line(&state.ca.ca_certificate().der().0),
-        crl_number: crl.published_number,
-        this_update: crl.this_update,
-        next_update: crl.next_update,
-        pending: crl.revision != crl.published_revision,
-        responder_not_after: state
-            .ocsp
-            .responder_not_after()
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
-    }];
+    let mut issuers = Vec::new();
+    for issuer in state.ca.issuers() {
+        let crl = state.ca.crl_status_for(issuer.number()).await?;
+        issuers.push(IssuerStatus {
+            name: ca_core::subject_line(&issuer.certificate().der().0),
+            id: issuer.id().to_owned(),
+            state: issuer.state().name(),
+            crl_number: crl.published_number,
+            this_update: crl.this_update,
+            next_update: crl.next_update,
+            pending: crl.revision != crl.published_revision,
+            responder_not_after: state
+                .ocsp
+                .responder_not_after_for(issuer.number())
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+        });
+    }
     let now = now();
     let body = html! {
         table {
             thead { tr {
-                th scope="col" { "Issuer" } th scope="col" { "CRL number" } th scope="col" { "This update (age)" }
+                th scope="col" { "Issuer" } th scope="col" { "State" } th scope="col" { "CRL" } th scope="col" { "CRL number" } th scope="col" { "This update (age)" }
                 th scope="col" { "Next update" } th scope="col" { "Revocations not yet in the CRL" }
                 th scope="col" { "OCSP responder certificate expires" }
             } }
             tbody {
                 @for i in &issuers {
-                    tr {
+                    tr id={ "issuer-" (i.id) } {
                         td { (i.name) }
-                        td id="crl-number" { (i.crl_number) }
+                        td { (i.state) }
+                        td { a href={ "/crl/" (i.id) } { "/crl/" (i.id) } }
+                        td.crl-number { (i.crl_number) }
                         td { @if let Some(t) = i.this_update { (when(t)) " (" (relative(t, now)) ")" } @else { "none published yet" } }
                         td { @if let Some(t) = i.next_update {
                             (when(t)) " (" (relative(t, now)) ")"
@@ -74,7 +82,7 @@ async fn status(State(state): State<AppState>, console: Console) -> Result<Respo
                 }
             }
         }
-        p.muted { "Gateways fetch " a href="/crl" { "/crl" } " (DER) or " a href="/crl.pem" { "/crl.pem" } " and ask " code { "/ocsp" } "; the responder certificate is rotated automatically at half its validity." }
+        p.muted { "Gateways fetch " a href="/crl" { "/crl" } " (DER, the active issuer's) or " a href="/crls.pem" { "/crls.pem" } " (every issuer's CRL in one PEM file) and ask " code { "/ocsp" } " (each issuer has its own responder); responder certificates are rotated automatically at half their validity." }
     };
     Ok(page(&console, Nav::Status, "CRL and OCSP status", body).into_response())
 }
