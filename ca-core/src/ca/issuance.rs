@@ -231,6 +231,28 @@ impl Ca {
         .await
     }
 
+    /// What a reissue of `tenant`/`admin` would revoke now, by serial: its
+    /// active, unexpired certificates under `policy` (under every policy when
+    /// none is named — [`Ca::prepare_reissue`] then refuses if there are
+    /// several). The same rows the committing transaction supersedes; the
+    /// console's confirmation names them and checks they did not change.
+    pub async fn reissue_would_revoke(
+        &self,
+        tenant: &TenantId,
+        admin: &AdminId,
+        policy: Option<&str>,
+    ) -> Result<Vec<CertificateRecord>> {
+        let mut active = self
+            .store
+            .active_for(tenant.as_str(), admin.as_str(), now())
+            .await?;
+        if let Some(policy) = policy {
+            active.retain(|r| r.policy == policy);
+        }
+        active.sort_by_key(|r| r.serial.to_hex());
+        Ok(active)
+    }
+
     /// New certificate and bundle; every active one of the same policy is revoked
     /// with `reason` when this is committed.
     ///

@@ -611,28 +611,18 @@ struct ReissueQuery {
     reason: Option<String>,
 }
 
-/// What a reissue would revoke now: every active certificate of the admin
-/// under the policy (under any policy when none is named; the CA then
-/// refuses if there are several, with its own message).
+/// What a reissue would revoke now (the CA's answer: the rows its
+/// committing transaction supersedes).
 async fn would_revoke(
     state: &AppState,
     tenant: &str,
     admin: &str,
     policy: Option<&str>,
 ) -> Result<Vec<CertificateRecord>, Error> {
-    let mut records = state
+    state
         .ca
-        .list(&ListFilter {
-            tenant: Some(TenantId::parse(tenant)?.to_string()),
-            admin: Some(AdminId::parse(admin)?.to_string()),
-            policy: policy.map(str::to_owned),
-            status: Some(CertificateStatus::Active),
-            limit: 1000,
-            ..ListFilter::default()
-        })
-        .await?;
-    records.sort_by_key(|r| r.serial.to_hex());
-    Ok(records)
+        .reissue_would_revoke(&TenantId::parse(tenant)?, &AdminId::parse(admin)?, policy)
+        .await
 }
 
 fn serial_list(records: &[CertificateRecord]) -> String {
