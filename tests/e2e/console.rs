@@ -517,37 +517,11 @@ fn over_tls_the_cookie_is_secure_and_a_client_certificate_signs_in() {
     let server = Server::start_tls(&ca, port, &files, Some(&files.ca_pem), &[]);
     assert!(sign_in(&server, &operator).contains("; Secure"));
 
-    let (job_key, job_csr) = ca.new_csr("job", P256, "/CN=job");
-    let job_cert = ca.path_str("job.pem");
-    let job = ca.json(&[
-        "sign-csr",
-        "--tenant",
-        "automation",
-        "--admin",
-        "nightly",
-        "--policy",
-        "automation-renewer",
-        "--csr",
-        &job_csr,
-        "--out",
-        &job_cert,
-    ]);
+    let (job_cert, job_key, job) =
+        ca.client_certificate("job", "automation", "nightly", "automation-renewer");
     let job_serial = job["serial"].as_str().unwrap().to_owned();
-    let (other_key, other_csr) = ca.new_csr("other", P256, "/CN=other");
-    let other_cert = ca.path_str("other.pem");
-    ca.json(&[
-        "sign-csr",
-        "--tenant",
-        "automation",
-        "--admin",
-        "weekly",
-        "--policy",
-        "automation-renewer",
-        "--csr",
-        &other_csr,
-        "--out",
-        &other_cert,
-    ]);
+    let (other_cert, other_key, _) =
+        ca.client_certificate("other", "automation", "weekly", "automation-renewer");
     let with_cert = |cert: Option<(&str, &str)>, args: &[&str]| -> String {
         let mut all: Vec<&str> = vec!["-s", "-D", "-", "-o", "/dev/null"];
         if let Some((cert, key)) = cert {

@@ -297,21 +297,8 @@ fn a_renewal_job_logs_in_with_its_client_certificate_until_it_is_revoked_on_ever
     let b = Server::start_tls(&ca, free_port(), &files, Some(&files.ca_pem), &[]);
     a.issue(&operator, "alice", "{}");
 
-    let (job_key, job_csr) = ca.new_csr("job", P256, "/CN=job");
-    let job_cert = ca.path_str("job.pem");
-    let job = ca.json(&[
-        "sign-csr",
-        "--tenant",
-        "automation",
-        "--admin",
-        "nightly",
-        "--policy",
-        "automation-renewer",
-        "--csr",
-        &job_csr,
-        "--out",
-        &job_cert,
-    ]);
+    let (job_cert, job_key, job) =
+        ca.client_certificate("job", "automation", "nightly", "automation-renewer");
     let job_serial = job["serial"].as_str().unwrap().to_owned();
     let call = |server: &Server, method: &str, path: &str| -> (String, String) {
         let out = server.curl(&[
@@ -346,21 +333,8 @@ fn a_renewal_job_logs_in_with_its_client_certificate_until_it_is_revoked_on_ever
     );
 
     // A certificate of this CA whose policy grants no API role: refused.
-    let (plain_key, plain_csr) = ca.new_csr("plain", P256, "/CN=plain");
-    let plain_cert = ca.path_str("plain.pem");
-    ca.ok(&[
-        "sign-csr",
-        "--tenant",
-        "acme",
-        "--admin",
-        "robot",
-        "--policy",
-        "automation-csr",
-        "--csr",
-        &plain_csr,
-        "--out",
-        &plain_cert,
-    ]);
+    let (plain_cert, plain_key, _) =
+        ca.client_certificate("plain", "acme", "robot", "automation-csr");
     let out = a.curl(&[
         "-s",
         "-o",
@@ -495,21 +469,8 @@ fn an_expired_client_certificate_is_refused_with_401_on_every_replica() {
     let a = Server::start_tls(&ca, port, &files, Some(&files.ca_pem), &[]);
     let b = Server::start_tls(&ca, free_port(), &files, Some(&files.ca_pem), &[]);
 
-    let (job_key, job_csr) = ca.new_csr("short-job", P256, "/CN=short-job");
-    let job_cert = ca.path_str("short-job.pem");
-    let job = ca.json(&[
-        "sign-csr",
-        "--tenant",
-        "automation",
-        "--admin",
-        "short",
-        "--policy",
-        "short-renewer",
-        "--csr",
-        &job_csr,
-        "--out",
-        &job_cert,
-    ]);
+    let (job_cert, job_key, job) =
+        ca.client_certificate("short-job", "automation", "short", "short-renewer");
     let not_after = job["not_after"].as_str().unwrap().to_owned();
     // OpenSSL reads the validity the server will see: a few seconds.
     let dates = stdout(&tool(

@@ -233,6 +233,24 @@ impl TestCa {
         (key, csr)
     }
 
+    /// A P-256 key (`<name>.key`) and a certificate (`<name>.pem`) for it
+    /// from `sign-csr` under `policy`: (certificate, key, the CLI's answer).
+    pub fn client_certificate(
+        &self,
+        name: &str,
+        tenant: &str,
+        admin: &str,
+        policy: &str,
+    ) -> (String, String, Value) {
+        let (key, csr) = self.new_csr(name, P256, &format!("/CN={name}"));
+        let cert = self.path_str(&format!("{name}.pem"));
+        let answer = self.json(&[
+            "sign-csr", "--tenant", tenant, "--admin", admin, "--policy", policy, "--csr", &csr,
+            "--out", &cert,
+        ]);
+        (cert, key, answer)
+    }
+
     pub fn db(&self) -> PathBuf {
         self.data_dir().join("ca.db")
     }
