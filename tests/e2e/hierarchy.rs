@@ -583,49 +583,23 @@ fn a_rollover_keeps_old_certificates_valid_revocable_and_answered() {
     let crls_file = h.ca.path_str("crls.pem");
     std::fs::write(&crls_file, &crls).unwrap();
 
-    // The old issuer's CRL has its own numbers and lists bob, not dave.
-    let old_crl = h.ca.path_str("old.crl");
-    let out = server.curl(&[
-        "-s",
-        "-f",
-        "-o",
-        &old_crl,
-        &server.url(&format!("/crl/{old_id}")),
-    ]);
-    assert!(out.status.success());
-    let old_text = stdout(&tool(
-        "openssl",
-        &["crl", "-inform", "DER", "-in", &old_crl, "-noout", "-text"],
-    ));
-    assert!(
-        old_text.to_uppercase().contains(&bob.to_uppercase()),
-        "{old_text}"
-    );
-    assert!(
-        !old_text.to_uppercase().contains(&dave.to_uppercase()),
-        "{old_text}"
-    );
-    let new_crl = h.ca.path_str("new.crl");
-    let out = server.curl(&[
-        "-s",
-        "-f",
-        "-o",
-        &new_crl,
-        &server.url(&format!("/crl/{new_id}")),
-    ]);
-    assert!(out.status.success());
-    let new_text = stdout(&tool(
-        "openssl",
-        &["crl", "-inform", "DER", "-in", &new_crl, "-noout", "-text"],
-    ));
-    assert!(
-        new_text.to_uppercase().contains(&dave.to_uppercase()),
-        "{new_text}"
-    );
-    assert!(
-        !new_text.to_uppercase().contains(&bob.to_uppercase()),
-        "{new_text}"
-    );
+    // Each issuer's CRL has its own numbers and lists its own revocation
+    // only: bob (old issuer), not dave (new issuer), and the other way round.
+    let fetch_crl = |id: &str, name: &str, lists: &str, not: &str| {
+        let path = h.ca.path_str(name);
+        let out = server.curl(&["-s", "-f", "-o", &path, &server.url(&format!("/crl/{id}"))]);
+        assert!(out.status.success(), "/crl/{id}");
+        let text = stdout(&tool(
+            "openssl",
+            &["crl", "-inform", "DER", "-in", &path, "-noout", "-text"],
+        ))
+        .to_uppercase();
+        assert!(text.contains(&lists.to_uppercase()), "{name}: {text}");
+        assert!(!text.contains(&not.to_uppercase()), "{name}: {text}");
+        path
+    };
+    let old_crl = fetch_crl(&old_id, "old.crl", &bob, &dave);
+    let new_crl = fetch_crl(&new_id, "new.crl", &dave, &bob);
     for crl in [&old_crl, &new_crl] {
         let pem = format!("{crl}.pem");
         let o = tool(
