@@ -292,6 +292,7 @@ impl CertificateStore for SqlStore {
         };
         self.inserts
             .send(job)
+            .await
             .map_err(|_| Error::Store("the store's writer has stopped".into()))?;
         answer
             .await

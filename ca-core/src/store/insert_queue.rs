@@ -36,6 +36,11 @@ pub(super) struct InsertJob {
 /// Most insertions committed together.
 pub(super) const MAX_BATCH: usize = 128;
 
+/// Issuances waiting for the writer at most (each a certificate record and
+/// its audit event, a few KiB): beyond it a new one waits for room before it
+/// is queued, so a flood of requests costs bounded memory here.
+pub(super) const MAX_QUEUED: usize = 1024;
+
 /// Group commit: insertions queued while a commit is in progress go into the
 /// next transaction together, each inside its own savepoint (one failing —
 /// say, a conflict — leaves the others alone), and share one fsync. Nobody is
@@ -43,7 +48,7 @@ pub(super) const MAX_BATCH: usize = 128;
 pub(super) async fn run_inserts(
     pool: AnyPool,
     writer: Arc<tokio::sync::Mutex<()>>,
-    mut jobs: tokio::sync::mpsc::UnboundedReceiver<InsertJob>,
+    mut jobs: tokio::sync::mpsc::Receiver<InsertJob>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];

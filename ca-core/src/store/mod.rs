@@ -53,7 +53,7 @@ pub struct SqlStore {
     /// meet inside SQLite, whose busy handler backs off in whole milliseconds.
     writer: Arc<tokio::sync::Mutex<()>>,
     /// Queue of the group-committing certificate writer.
-    inserts: tokio::sync::mpsc::UnboundedSender<InsertJob>,
+    inserts: tokio::sync::mpsc::Sender<InsertJob>,
     /// SQLite or PostgreSQL (the few statements that differ).
     sqlite: bool,
 }
@@ -132,7 +132,7 @@ impl SqlStore {
             .await
             .map_err(|e| Error::Store(format!("cannot open database: {e}")))?;
         let writer = Arc::new(tokio::sync::Mutex::new(()));
-        let (inserts, jobs) = tokio::sync::mpsc::unbounded_channel();
+        let (inserts, jobs) = tokio::sync::mpsc::channel(MAX_QUEUED);
         tokio::spawn(run_inserts(pool.clone(), Arc::clone(&writer), jobs));
         Ok(SqlStore {
             pool,
