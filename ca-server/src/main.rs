@@ -114,9 +114,12 @@ async fn serve(
     let mut crl = None;
     let api = match opened {
         Ok(ca) => {
-            let state = ca_server::AppState::new(ca).with_limits(config.limits);
+            let state = ca_server::AppState::new(ca)
+                .with_limits(config.limits)
+                .with_mail(&config)?;
             state.warm_up().await?;
             state.spawn_background();
+            state.spawn_delivery();
             crl = Some(state.crl.clone());
             ca_server::app(state)
         }

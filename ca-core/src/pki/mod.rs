@@ -8,3 +8,4 @@ pub(crate) mod derw;
 pub mod ocsp;
 pub(crate) mod pkcs12;
 pub(crate) mod x509;
+pub(crate) mod seal;
