@@ -137,6 +137,14 @@ impl AppState {
                 let Some(mailer) = state.mailer.clone() else {
                     continue;
                 };
+                match state.ca.store().pending_mails(20).await {
+                    Ok(pending) => {
+                        for record in &pending {
+                            routes::pickup::send_pending(&state, record).await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot read pending pickup mail; will retry"),
+                }
                 if mailer.reminder_before.as_secs() == 0 {
                     continue;
                 }

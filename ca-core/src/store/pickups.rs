@@ -71,6 +71,8 @@ pub enum MailState {
     Sent,
     /// The SMTP server could not be reached or refused it (`resend` retries).
     Failed,
+    /// Claimed by a server that is sending it now.
+    Sending,
 }
 
 impl MailState {
@@ -81,6 +83,7 @@ impl MailState {
             Self::Pending => "pending",
             Self::Sent => "sent",
             Self::Failed => "failed",
+            Self::Sending => "sending",
         }
     }
 
@@ -90,6 +93,7 @@ impl MailState {
             Self::Pending => 1,
             Self::Sent => 2,
             Self::Failed => 3,
+            Self::Sending => 4,
         }
     }
 
@@ -98,6 +102,7 @@ impl MailState {
             1 => Self::Pending,
             2 => Self::Sent,
             3 => Self::Failed,
+            4 => Self::Sending,
             _ => Self::None,
         }
     }
@@ -386,6 +391,13 @@ pub trait PickupStore: Send + Sync {
     /// at most 500 at a time; returns their ids.
     async fn expire_pickups(&self, now: OffsetDateTime) -> Result<Vec<String>>;
 
+    /// Waiting pickups whose mail is still to be sent (made by `ca-cli`, or
+    /// by a server that stopped before sending), oldest first.
+    async fn pending_mails(&self, limit: u32) -> Result<Vec<PickupRecord>>;
+
+    /// Claims a pending mail for sending (false when another server did).
+    async fn claim_pickup_mail(&self, id: &str) -> Result<bool>;
+
     /// Records what became of a pickup's notification mail
     /// (`pickup.mailed` or `pickup.mail_failed`).
     async fn set_pickup_mail(
@@ -577,6 +589,28 @@ impl PickupStore for SqlStore {
         open.draft = drafts.remove(0);
         self.commit_with(tx, open, &drafts).await?;
         Ok(ids)
+    }
+
+    async fn pending_mails(&self, limit: u32) -> Result<Vec<PickupRecord>> {
+        let sql = format!(
+            "SELECT {PICKUP_COLUMNS} FROM pickups WHERE mail_state = 1 AND state = 0 ORDER BY created_at LIMIT $1"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(pickup_from_row).collect()
+    }
+
+    async fn claim_pickup_mail(&self, id: &str) -> Result<bool> {
+        let _writer = self.writer.lock().await;
+        let changed =
+            sqlx::query("UPDATE pickups SET mail_state = 4 WHERE id = $1 AND mail_state = 1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(changed == 1)
     }
 
     async fn set_pickup_mail(

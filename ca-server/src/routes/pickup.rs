@@ -173,10 +173,10 @@ pub(crate) fn answer(
 
 /// Sends the pickup mail in the background and records how it went.
 fn spawn_mail(state: &AppState, issuance: &PickupIssuance, url: &str) {
-    let (Some(mailer), Some(email)) = (state.mailer.clone(), issuance.email.clone()) else {
+    let Some(email) = issuance.email.clone() else {
         return;
     };
-    let (ca, metrics) = (state.ca.clone(), state.metrics.clone());
+    let state = state.clone();
     let (id, url) = (issuance.id.clone(), url.to_owned());
     let (tenant, admin) = (
         issuance.record.tenant.clone(),
@@ -184,25 +184,71 @@ fn spawn_mail(state: &AppState, issuance: &PickupIssuance, url: &str) {
     );
     let expires_at = ca_core::rfc3339(issuance.expires_at);
     tokio::spawn(async move {
-        let sent = mailer
-            .send_pickup(&email, &tenant, &admin, &url, &expires_at)
-            .await;
-        metrics.mail(sent.is_ok());
-        let (mail, error) = match &sent {
-            Ok(()) => (ca_core::MailState::Sent, None),
-            Err(e) => {
-                tracing::warn!(pickup = %id, error = %e, "pickup mail failed; the pickup waits, `pickup resend` retries");
-                (ca_core::MailState::Failed, Some(e.as_str()))
-            }
-        };
-        if let Err(e) = ca
-            .store()
-            .set_pickup_mail(&id, mail, error, ca_core::now())
-            .await
-        {
-            tracing::error!(pickup = %id, error = %e, "cannot record the pickup mail's outcome");
-        }
+        send_mail(&state, &id, &email, &tenant, &admin, &url, &expires_at).await;
     });
+}
+
+/// Sends a pending pickup's mail (made by `ca-cli`, or left by a server that
+/// stopped before sending it).
+pub(crate) async fn send_pending(state: &AppState, record: &PickupRecord) {
+    let Some(email) = &record.email else {
+        return;
+    };
+    let url = format!("{}/pickup/{}", state.ca.endpoints().base_url, record.id);
+    let expires_at = ca_core::rfc3339(record.expires_at);
+    send_mail(
+        state,
+        &record.id,
+        email,
+        &record.tenant,
+        &record.admin,
+        &url,
+        &expires_at,
+    )
+    .await;
+}
+
+/// Claims the pickup's mail (so one server sends it), sends it and records
+/// the outcome (audited). A failure is logged and counted, never more.
+async fn send_mail(
+    state: &AppState,
+    id: &str,
+    email: &str,
+    tenant: &str,
+    admin: &str,
+    url: &str,
+    expires_at: &str,
+) {
+    let Some(mailer) = state.mailer.clone() else {
+        return;
+    };
+    match state.ca.store().claim_pickup_mail(id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(pickup = %id, error = %e, "cannot claim a pickup mail; will retry");
+            return;
+        }
+    }
+    let sent = mailer
+        .send_pickup(email, tenant, admin, url, expires_at)
+        .await;
+    state.metrics.mail(sent.is_ok());
+    let (mail, error) = match &sent {
+        Ok(()) => (ca_core::MailState::Sent, None),
+        Err(e) => {
+            tracing::warn!(pickup = %id, error = %e, "pickup mail failed; the pickup waits, `pickup resend` retries");
+            (ca_core::MailState::Failed, Some(e.as_str()))
+        }
+    };
+    if let Err(e) = state
+        .ca
+        .store()
+        .set_pickup_mail(id, mail, error, ca_core::now())
+        .await
+    {
+        tracing::error!(pickup = %id, error = %e, "cannot record the pickup mail's outcome");
+    }
 }
 
 /// New link and code for a bundle not yet collected: reissues (superseded)
