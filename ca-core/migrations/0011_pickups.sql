@@ -20,6 +20,8 @@ CREATE TABLE pickups (
     code_hash BYTEA NOT NULL,
     failures BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,
+    -- Creation time in microseconds: orders pickups made within one second.
+    ordinal BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
     closed_at BIGINT,
     -- 0 no mail (no address or no smtp.url), 1 to send, 2 sent, 3 failed
@@ -29,6 +31,7 @@ CREATE TABLE pickups (
 CREATE INDEX pickups_by_admin ON pickups (tenant, admin, policy, state);
 CREATE INDEX pickups_by_serial ON pickups (serial);
 CREATE INDEX pickups_by_state ON pickups (state, expires_at);
+CREATE INDEX pickups_by_ordinal ON pickups (ordinal);
 
 -- Expiry reminders already sent: one row per certificate, so each reminder
 -- goes out once however many servers run the reminder task.

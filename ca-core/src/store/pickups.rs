@@ -259,7 +259,7 @@ pub(super) async fn check_resend(
 ) -> Result<Vec<String>> {
     let rows = sqlx::query(
         "SELECT p.id AS id, p.state AS state FROM pickups p JOIN certificates c ON c.serial = p.serial \
-         WHERE c.tenant = $1 AND c.admin = $2 AND c.policy = $3 AND c.state = 0 ORDER BY p.created_at",
+         WHERE c.tenant = $1 AND c.admin = $2 AND c.policy = $3 AND c.state = 0 ORDER BY p.ordinal",
     )
     .bind(&record.tenant)
     .bind(&record.admin)
@@ -315,8 +315,8 @@ pub(super) async fn insert_pickup(
     now: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO pickups (id, serial, tenant, admin, policy, email, state, salt, nonce, sealed, code_hash, failures, created_at, expires_at, mail_state) \
-         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10, 0, $11, $12, $13)",
+        "INSERT INTO pickups (id, serial, tenant, admin, policy, email, state, salt, nonce, sealed, code_hash, failures, created_at, expires_at, mail_state, ordinal) \
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10, 0, $11, $12, $13, $14)",
     )
     .bind(&pickup.id)
     .bind(record.serial.to_hex())
@@ -331,9 +331,28 @@ pub(super) async fn insert_pickup(
     .bind(now)
     .bind(ts(pickup.expires_at))
     .bind(pickup.mail.code())
+    .bind(ordinal())
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Microseconds since the epoch, strictly increasing within this process.
+fn ordinal() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 impl SqlStore {
@@ -493,7 +512,7 @@ impl PickupStore for SqlStore {
     ) -> Result<Vec<PickupRecord>> {
         let states = if all { "" } else { " AND state IN (0, 2, 3)" };
         let sql = format!(
-            "SELECT {PICKUP_COLUMNS} FROM pickups WHERE ($1 = '' OR tenant = $1) AND ($2 = '' OR admin = $2){states} ORDER BY created_at DESC, id LIMIT $3"
+            "SELECT {PICKUP_COLUMNS} FROM pickups WHERE ($1 = '' OR tenant = $1) AND ($2 = '' OR admin = $2){states} ORDER BY ordinal DESC LIMIT $3"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(tenant.unwrap_or(""))
@@ -593,7 +612,7 @@ impl PickupStore for SqlStore {
 
     async fn pending_mails(&self, limit: u32) -> Result<Vec<PickupRecord>> {
         let sql = format!(
-            "SELECT {PICKUP_COLUMNS} FROM pickups WHERE mail_state = 1 AND state = 0 ORDER BY created_at LIMIT $1"
+            "SELECT {PICKUP_COLUMNS} FROM pickups WHERE mail_state = 1 AND state = 0 ORDER BY ordinal LIMIT $1"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(i64::from(limit.clamp(1, 1000)))
