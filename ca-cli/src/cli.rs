@@ -276,7 +276,12 @@ pub(crate) struct IssueArgs {
     #[arg(long)]
     pub(crate) policy: Option<String>,
     /// Where to write the PKCS#12 bundle (not with --pickup).
-    #[arg(long, value_name = "FILE", required_unless_present = "pickup", conflicts_with = "pickup")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "pickup",
+        conflicts_with = "pickup"
+    )]
     pub(crate) out: Option<PathBuf>,
     /// Use the password in this file instead of generating one.
     #[arg(long, value_name = "FILE")]

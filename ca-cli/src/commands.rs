@@ -215,11 +215,10 @@ async fn issue(ctx: &Context, args: IssueArgs, reissue: Option<RevocationReason>
             )))
         }
         (Some(out), false) => Some(out.clone()),
-        (None, false) => {
-            return Err(Error::InvalidInput(
-                "give --out FILE.p12 (write the bundle) or --pickup (leave it for a one-time download)".into(),
-            ))
-        }
+        (None, false) => return Err(Error::InvalidInput(
+            "give --out FILE.p12 (write the bundle) or --pickup (leave it for a one-time download)"
+                .into(),
+        )),
     };
     let ca = ctx.open(true).await?;
     let prepared = match reissue {

@@ -193,9 +193,8 @@ struct Row {
 /// Reads the CSV: `tenant,admin[,email]`; blank lines and `#` comments
 /// skipped, an optional header. A malformed line becomes an error item.
 fn read_rows(path: &Path) -> Result<Vec<std::result::Result<Row, (usize, String, String)>>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::InvalidInput(format!("cannot read --csv {}: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidInput(format!("cannot read --csv {}: {e}", path.display())))?;
     let mut rows = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -203,7 +202,11 @@ fn read_rows(path: &Path) -> Result<Vec<std::result::Result<Row, (usize, String,
             continue;
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if index == 0 && fields.first().is_some_and(|f| f.eq_ignore_ascii_case("tenant")) {
+        if index == 0
+            && fields
+                .first()
+                .is_some_and(|f| f.eq_ignore_ascii_case("tenant"))
+        {
             continue;
         }
         match fields.as_slice() {
@@ -385,11 +388,7 @@ async fn bulk_row(
     let prepared = ca.prepare_issue(&request).await?;
     if args.pickup {
         let issuance = ca
-            .commit_pickup(
-                prepared,
-                &mail_request(ctx, row.email.clone()),
-                &ctx.actor,
-            )
+            .commit_pickup(prepared, &mail_request(ctx, row.email.clone()), &ctx.actor)
             .await?;
         let url = pickup_url(ca, &issuance.id);
         let expires_at = ca_core::rfc3339(issuance.expires_at);
@@ -409,7 +408,10 @@ async fn bulk_row(
             "code": issuance.code.as_str(),
         }));
     }
-    let dir = args.out_dir.as_ref().expect("clap requires --out-dir or --pickup");
+    let dir = args
+        .out_dir
+        .as_ref()
+        .expect("clap requires --out-dir or --pickup");
     let file = dir.join(format!("{}-{}.p12", row.tenant, row.admin));
     let bundle = prepared
         .bundle

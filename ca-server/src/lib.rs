@@ -43,8 +43,8 @@ use axum::Router;
 pub use crl::CrlCache;
 pub use error::ApiError;
 pub use limits::Limits;
-pub use mail::Mailer;
 pub use listener::{Peer, TlsAcceptor};
+pub use mail::Mailer;
 pub use metrics::Metrics;
 pub use ocsp::OcspService;
 pub use ui::UI_BODY_LIMIT;
@@ -143,7 +143,9 @@ impl AppState {
                             routes::pickup::send_pending(&state, record).await;
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot read pending pickup mail; will retry"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read pending pickup mail; will retry")
+                    }
                 }
                 if mailer.reminder_before.as_secs() == 0 {
                     continue;

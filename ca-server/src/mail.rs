@@ -232,7 +232,8 @@ mod tests {
             text: "{{url}} {{admin}}".into(),
             html: "<b>{{admin}}</b>".into(),
         };
-        let (s, text, html) = t.render(&[("tenant", "t\r\nBcc: x"), ("admin", "<a>"), ("url", "u")]);
+        let (s, text, html) =
+            t.render(&[("tenant", "t\r\nBcc: x"), ("admin", "<a>"), ("url", "u")]);
         assert_eq!(s, "for t  Bcc: x");
         assert_eq!(text, "u <a>");
         assert_eq!(html, "<b>&lt;a&gt;</b>");

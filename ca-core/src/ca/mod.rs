@@ -55,8 +55,8 @@ pub use audit::AuditReport;
 pub use console::{ConsoleSecret, CONSOLE_SESSION_LIFETIME};
 pub use init::{InitRequest, KeySecrets};
 pub use issuance::{Issuance, IssueRequest, PreparedIssuance, ReissueMode};
-pub use pickup::{check_email, PickupIssuance, PickupOutcome, PickupRequest};
 pub use issuers::{ImportedIssuer, Issuer, IssuingRequest, PendingIssuer};
+pub use pickup::{check_email, PickupIssuance, PickupOutcome, PickupRequest};
 pub use server_cert::{PreparedServerCertificate, ServerCertRequest};
 
 /// The current time, whole seconds (certificates and the store keep seconds).

@@ -276,9 +276,10 @@ impl Ca {
         let typed = Zeroizing::new(typed.to_owned());
         let (salt, code_hash) = (sealed.salt.clone(), sealed.code_hash.clone());
         let slot = self.pickup_slots.acquire().await;
-        let checked = tokio::task::spawn_blocking(move || seal::check_code(&typed, &salt, &code_hash))
-            .await
-            .map_err(|e| Error::Crypto(format!("pickup worker failed: {e}")))??;
+        let checked =
+            tokio::task::spawn_blocking(move || seal::check_code(&typed, &salt, &code_hash))
+                .await
+                .map_err(|e| Error::Crypto(format!("pickup worker failed: {e}")))??;
         drop(slot);
         let key = match checked {
             Ok(key) => key,

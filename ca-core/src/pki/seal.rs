@@ -190,7 +190,13 @@ pub(crate) fn check_code(
 }
 
 /// Opens a sealed bundle with the key [`check_code`] returned.
-pub(crate) fn open(key: &[u8; 32], id: &str, serial: &str, nonce: &[u8], sealed: &[u8]) -> Result<Opened> {
+pub(crate) fn open(
+    key: &[u8; 32],
+    id: &str,
+    serial: &str,
+    nonce: &[u8],
+    sealed: &[u8],
+) -> Result<Opened> {
     let damaged = || Error::Store(format!("pickup {id}: the sealed bundle is damaged"));
     // OpenSSL checks whatever tag length it is handed: insist on 16 bytes.
     if nonce.len() != NONCE_LEN || sealed.len() < TAG_LEN + 4 {
@@ -247,9 +253,13 @@ mod tests {
             .sealed
             .windows(b"bundle-der".len())
             .any(|w| w == b"bundle-der"));
-        let key = check_code(&code.as_str().to_lowercase(), &sealed.salt, &sealed.code_hash)
-            .unwrap()
-            .unwrap();
+        let key = check_code(
+            &code.as_str().to_lowercase(),
+            &sealed.salt,
+            &sealed.code_hash,
+        )
+        .unwrap()
+        .unwrap();
         let opened = open(&key, "p1", "0a", &sealed.nonce, &sealed.sealed).unwrap();
         assert_eq!(&opened.bundle[..], b"bundle-der");
         assert_eq!(&opened.password[..], "pass word");

@@ -91,7 +91,9 @@ pub(super) async fn commit_batch(
     // where an expired-but-active predecessor is retired first.
     let plain: Vec<usize> = (0..batch.len())
         .filter(|&i| {
-            batch[i].supersede.is_none() && batch[i].idempotency.is_none() && batch[i].pickup.is_none()
+            batch[i].supersede.is_none()
+                && batch[i].idempotency.is_none()
+                && batch[i].pickup.is_none()
         })
         .collect();
     let plain_jobs: Vec<&InsertJob> = plain.iter().map(|&i| &batch[i]).collect();
@@ -312,7 +314,9 @@ pub(super) async fn insert_one(
             pickup.mail.name()
         );
         if !replaced.is_empty() {
-            draft.details.push_str(&format!(" replaced={}", replaced.join(",")));
+            draft
+                .details
+                .push_str(&format!(" replaced={}", replaced.join(",")));
         }
         drafts.push(draft);
     } else if !replaced.is_empty() {

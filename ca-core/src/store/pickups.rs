@@ -357,7 +357,12 @@ fn ordinal() -> i64 {
 
 impl SqlStore {
     /// Commits `tx` with `open`'s event followed by `more`.
-    async fn commit_with(&self, mut tx: Tx, mut open: OpenAudit, more: &[AuditDraft]) -> Result<()> {
+    async fn commit_with(
+        &self,
+        mut tx: Tx,
+        mut open: OpenAudit,
+        more: &[AuditDraft],
+    ) -> Result<()> {
         let mut events = vec![open.head.append(&open.draft, open.at)];
         for draft in more {
             events.push(open.head.append(draft, open.at));
@@ -551,7 +556,7 @@ impl PickupStore for SqlStore {
         }
         self.commit(tx, open).await?;
         Ok(WrongCode::Counted {
-            left: MAX_FAILURES - failures,
+            left: MAX_FAILURES.saturating_sub(failures),
         })
     }
 

@@ -99,7 +99,10 @@ fn gone(state: PickupState) -> (StatusCode, Markup) {
     };
     (
         StatusCode::GONE,
-        frame(title, html! { p.alert role="alert" id="gone" { (message) } }),
+        frame(
+            title,
+            html! { p.alert role="alert" id="gone" { (message) } },
+        ),
     )
 }
 
