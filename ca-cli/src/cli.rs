@@ -139,6 +139,35 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
 
+    /// Bundles waiting for one-time pickup: list them, or resend (new link and code).
+    ///
+    /// Example: ca-cli pickup list --tenant acme
+    /// Example: ca-cli pickup resend --tenant acme --admin alice
+    #[command(subcommand)]
+    Pickup(PickupCommand),
+
+    /// Onboard many admins from a CSV file (`tenant,admin[,email]` per line;
+    /// a header line `tenant,admin,email` is optional).
+    ///
+    /// Each row is issued on its own: a bad row (bad name, already active) is
+    /// reported and skipped, never stopping the rest; running the same file
+    /// again is safe (rows already active are reported as such, nothing is
+    /// issued twice). --out-dir gets `<tenant>-<admin>.p12` and one
+    /// `passwords.csv` (mode 0600); --pickup leaves each bundle for pickup and
+    /// writes `codes.csv` (mode 0600) into --out-dir if given. Exit 0 when every
+    /// row was issued or already active, 1 otherwise.
+    ///
+    /// Example: ca-cli bulk-issue --csv admins.csv --policy portal-admin --out-dir bundles/
+    BulkIssue(BulkIssueArgs),
+
+    /// Print shell completions (bash, zsh or fish) to stdout.
+    ///
+    /// Example: ca-cli completions bash > /etc/bash_completion.d/ca-cli
+    Completions {
+        /// bash, zsh or fish.
+        shell: clap_complete::Shell,
+    },
+
     /// Read and verify the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -246,12 +275,25 @@ pub(crate) struct IssueArgs {
     /// Policy (default: default_policy from the config, else portal-admin).
     #[arg(long)]
     pub(crate) policy: Option<String>,
-    /// Where to write the PKCS#12 bundle.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) out: PathBuf,
+    /// Where to write the PKCS#12 bundle (not with --pickup).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "pickup",
+        conflicts_with = "pickup"
+    )]
+    pub(crate) out: Option<PathBuf>,
     /// Use the password in this file instead of generating one.
     #[arg(long, value_name = "FILE")]
     pub(crate) password_file: Option<PathBuf>,
+    /// Leave the bundle sealed for a one-time download at <base_url>/pickup/<id>
+    /// instead of writing it: prints the link and a one-time code (give the
+    /// code to the admin by phone or SMS; never mail it).
+    #[arg(long)]
+    pub(crate) pickup: bool,
+    /// With --pickup: the admin's address; a running ca-server with smtp.url mails the link there.
+    #[arg(long, requires = "pickup")]
+    pub(crate) email: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +392,52 @@ pub(crate) struct CaCertArgs {
     /// Write to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PickupCommand {
+    /// What waits for collection (waiting, locked or expired), newest first; --all adds collected and replaced ones.
+    List {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Also collected and replaced pickups.
+        #[arg(long)]
+        all: bool,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// A new link and code for a bundle not yet collected: reissues (the
+    /// uncollected certificate is revoked as superseded) and the old link dies.
+    /// Refused once the bundle was collected: reissue then.
+    Resend {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Admin id.
+        #[arg(long)]
+        admin: String,
+        /// A new address for the notification mail (default: the last one).
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BulkIssueArgs {
+    /// The CSV file: `tenant,admin[,email]` per line.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) csv: PathBuf,
+    /// Policy to issue under.
+    #[arg(long)]
+    pub(crate) policy: String,
+    /// Write `<tenant>-<admin>.p12` and `passwords.csv` here (with --pickup: `codes.csv`).
+    #[arg(long, value_name = "DIR", required_unless_present = "pickup")]
+    pub(crate) out_dir: Option<PathBuf>,
+    /// Leave each bundle for one-time pickup instead of writing it.
+    #[arg(long)]
+    pub(crate) pickup: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -127,6 +127,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&ctx, dir.as_deref()),
         Command::Audit(AuditCommand::List { since, limit }) => audit_list(&ctx, since, limit).await,
         Command::Audit(AuditCommand::Verify) => audit_verify(&ctx).await,
+        Command::Pickup(command) => crate::delivery::pickup(&ctx, command).await,
+        Command::BulkIssue(args) => crate::delivery::bulk_issue(&ctx, args).await,
+        Command::Completions { .. } => unreachable!("answered before the configuration is read"),
     }
 }
 
@@ -198,12 +201,25 @@ async fn issue(ctx: &Context, args: IssueArgs, reissue: Option<RevocationReason>
         policy: args.policy,
         password,
     };
-    if args.out.is_dir() {
-        return Err(Error::InvalidInput(format!(
-            "--out {} is a directory: name the .p12 file to write",
-            args.out.display()
-        )));
-    }
+    let delivery = match (&args.out, args.pickup) {
+        (_, true) => {
+            if let Some(email) = &args.email {
+                ca_core::check_email(email)?;
+            }
+            None
+        }
+        (Some(out), false) if out.is_dir() => {
+            return Err(Error::InvalidInput(format!(
+                "--out {} is a directory: name the .p12 file to write",
+                out.display()
+            )))
+        }
+        (Some(out), false) => Some(out.clone()),
+        (None, false) => return Err(Error::InvalidInput(
+            "give --out FILE.p12 (write the bundle) or --pickup (leave it for a one-time download)"
+                .into(),
+        )),
+    };
     let ca = ctx.open(true).await?;
     let prepared = match reissue {
         None => ca.prepare_issue(&request).await?,
@@ -213,13 +229,17 @@ async fn issue(ctx: &Context, args: IssueArgs, reissue: Option<RevocationReason>
                 .await?
         }
     };
+    let Some(out) = delivery else {
+        return crate::delivery::commit_pickup(ctx, &ca, prepared, args.email, reissue.is_some())
+            .await;
+    };
     let bundle = prepared
         .bundle
         .as_ref()
         .ok_or_else(|| Error::Crypto("no bundle was built".into()))?;
     // The bundle is staged under a temporary name and only moved to --out once
     // its record is committed; if the commit fails, it is removed.
-    let staged = fsutil::StagedFile::write(&args.out, &bundle.0, true)?;
+    let staged = fsutil::StagedFile::write(&out, &bundle.0, true)?;
     let issuance = ca.commit(prepared, &ctx.actor).await?;
     staged.commit()?;
     let crl_number = if issuance.revoked.is_empty() {
@@ -230,7 +250,7 @@ async fn issue(ctx: &Context, args: IssueArgs, reissue: Option<RevocationReason>
         ca.publish_stale_crls(&ctx.actor).await?;
         ca.crl_status().await.ok().map(|s| s.published_number)
     };
-    print_issuance(ctx, &issuance, &args.out, reissue.is_some(), crl_number);
+    print_issuance(ctx, &issuance, &out, reissue.is_some(), crl_number);
     Ok(())
 }
 

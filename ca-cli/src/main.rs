@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod delivery;
 mod hierarchy;
 mod pull;
 
@@ -11,6 +12,10 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
+    if let cli::Command::Completions { shell } = cli.command {
+        delivery::completions(shell);
+        return;
+    }
     let json = cli.json;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

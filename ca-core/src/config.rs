@@ -112,6 +112,34 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Abuse limits.
     pub limits: Limits,
+    /// How long a bundle waits for pickup (`pickup.validity`, default 72h).
+    pub pickup_validity: Duration,
+    /// Notification mail, when `smtp.url` is set.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// Where notification mail goes (`smtp.url`, `smtp.from`,
+/// `smtp.reminder_before`). The URL may carry credentials
+/// (`smtps://user:pass@host`); it is never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// `smtp://host:port` (plain, or STARTTLS with `?tls=required`),
+    /// `smtps://host:port` (implicit TLS).
+    pub url: String,
+    /// The From address.
+    pub from: String,
+    /// How long before a certificate expires its reminder goes out (0: never).
+    pub reminder_before: Duration,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("url", &"<redacted>")
+            .field("from", &self.from)
+            .field("reminder_before", &self.reminder_before)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -131,6 +159,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             tls: None,
             limits: Limits::default(),
+            pickup_validity: Duration::from_secs(72 * 3600),
+            smtp: None,
         }
     }
 }
@@ -150,6 +180,16 @@ struct RawConfig {
     log: Option<RawLog>,
     tls: Option<RawTls>,
     limits: Option<RawLimits>,
+    pickup: Option<RawValidity>,
+    smtp: Option<RawSmtp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    url: Option<String>,
+    from: Option<String>,
+    reminder_before: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,6 +425,50 @@ impl Config {
             crate::pki::x509::Endpoints::new(url)
                 .map_err(|e| Error::Config(format!("base_url: {e}")))?;
         }
+        c.pickup_validity = duration(
+            "pickup.validity",
+            pick("CA_PICKUP_VALIDITY", raw.pickup.and_then(|p| p.validity)),
+            c.pickup_validity,
+        )?;
+        if c.pickup_validity.as_secs() == 0 || c.pickup_validity.as_secs() > 90 * 86_400 {
+            return Err(Error::Config(
+                "pickup.validity: must be between 1s and 90d (default 72h)".into(),
+            ));
+        }
+        let smtp = raw.smtp.unwrap_or_default();
+        let from = pick("CA_SMTP_FROM", smtp.from);
+        let reminder_before = duration(
+            "smtp.reminder_before",
+            pick("CA_SMTP_REMINDER_BEFORE", smtp.reminder_before),
+            Duration::from_secs(14 * 86_400),
+        )?;
+        c.smtp = match pick("CA_SMTP_URL", smtp.url) {
+            None => {
+                if from.is_some() {
+                    return Err(Error::Config(
+                        "smtp.from is set but smtp.url is not: set smtp.url (smtp://host:port or smtps://host:port) to send mail".into(),
+                    ));
+                }
+                None
+            }
+            Some(url) => {
+                if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                    return Err(Error::Config(
+                        "smtp.url: must start with smtp:// (plain or STARTTLS with ?tls=required) or smtps:// (TLS)".into(),
+                    ));
+                }
+                let from = from.ok_or_else(|| {
+                    Error::Config(
+                        "smtp.from: required with smtp.url (the sender address, e.g. \"CA <ca@example.com>\")".into(),
+                    )
+                })?;
+                Some(SmtpConfig {
+                    url,
+                    from,
+                    reminder_before,
+                })
+            }
+        };
         if c.crl_validity.as_secs() < 60 {
             return Err(Error::Config("crl.validity: must be at least 60s".into()));
         }

@@ -41,13 +41,14 @@ mod view;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{
-    now, AuditReport, Ca, ConsoleSecret, ImportedIssuer, InitRequest, Issuance, IssueRequest,
-    Issuer, IssuingRequest, KeySecrets, Layout, PendingIssuer, PreparedIssuance,
-    PreparedServerCertificate, ReissueMode, ServerCertRequest, CONSOLE_SESSION_LIFETIME,
+    check_email, now, AuditReport, Ca, ConsoleSecret, ImportedIssuer, InitRequest, Issuance,
+    IssueRequest, Issuer, IssuingRequest, KeySecrets, Layout, PendingIssuer, PickupIssuance,
+    PickupOutcome, PickupRequest, PreparedIssuance, PreparedServerCertificate, ReissueMode,
+    ServerCertRequest, CONSOLE_SESSION_LIFETIME,
 };
 pub use config::{
-    read_pin, take_secret_env, Config, KeySource, Limits, LogFormat, OcspKeySource, TlsFiles,
-    TokenConfig,
+    read_pin, take_secret_env, Config, KeySource, Limits, LogFormat, OcspKeySource, SmtpConfig,
+    TlsFiles, TokenConfig,
 };
 pub use duration::{Duration, DURATION_FORMAT};
 pub use error::{Error, Result};
@@ -60,6 +61,9 @@ pub use keys::{KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
 pub use pki::crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
 pub use pki::ocsp;
 pub use pki::pkcs12::{generate_password, Pkcs12Der};
+pub use pki::seal::{
+    Opened as OpenedBundle, PickupCode, Sealed as SealedBundle, MAX_FAILURES as PICKUP_MAX_FAILURES,
+};
 pub use pki::x509::{
     certificate_serial_hex, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,
 };
@@ -72,8 +76,9 @@ pub use signer::{FileSigner, Pkcs11Signer, Signer};
 pub use store::{
     AuditStore, CertificateRecord, CertificateStatus, CertificateStore, ConsoleSession,
     ConsoleSessionStore, CrlStatus, CrlStore, IdempotencyKey, IdempotencyRecord, IssuerRow,
-    IssuerState, IssuerStore, ListFilter, PublishedCrl, SqlStore, Store, Supersede, TokenStore,
-    CONSOLE_SESSIONS_PER_CREDENTIAL,
+    IssuerState, IssuerStore, ListFilter, MailState, NewPickup, PickupRecord, PickupState,
+    PickupStore, PublishedCrl, ReminderDue, SealedPickup, SqlStore, Store, Supersede, TokenStore,
+    WrongCode, CONSOLE_SESSIONS_PER_CREDENTIAL,
 };
 pub use tokens::{token_id, Action, Credential, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};

@@ -19,6 +19,7 @@ mod error;
 mod extract;
 pub mod limits;
 pub mod listener;
+mod mail;
 mod metrics;
 mod ocsp;
 mod openapi;
@@ -43,6 +44,7 @@ pub use crl::CrlCache;
 pub use error::ApiError;
 pub use limits::Limits;
 pub use listener::{Peer, TlsAcceptor};
+pub use mail::Mailer;
 pub use metrics::Metrics;
 pub use ocsp::OcspService;
 pub use ui::UI_BODY_LIMIT;
@@ -75,6 +77,8 @@ pub struct AppState {
     /// Set when a newer state (the CA opened again after `ca import-cert`)
     /// replaced this one: its background work stops.
     retired: Arc<std::sync::atomic::AtomicBool>,
+    /// Notification mail, when `smtp.url` is set.
+    pub mailer: Option<Arc<Mailer>>,
 }
 
 impl AppState {
@@ -87,6 +91,7 @@ impl AppState {
             ocsp: Arc::default(),
             limits: Arc::default(),
             retired: Arc::default(),
+            mailer: None,
         }
     }
 
@@ -96,6 +101,7 @@ impl AppState {
         AppState {
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
+            mailer: self.mailer.clone(),
             ..AppState::new(ca)
         }
     }
@@ -106,6 +112,15 @@ impl AppState {
         self.retired
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.crl.close();
+    }
+
+    /// The same state sending notification mail as `config` says (`smtp.*`;
+    /// templates from `<data_dir>/mail/`). A bad setting fails, naming it.
+    pub fn with_mail(mut self, config: &ca_core::Config) -> ca_core::Result<Self> {
+        if let Some(smtp) = &config.smtp {
+            self.mailer = Some(Arc::new(Mailer::new(smtp, &config.data_dir)?));
+        }
+        Ok(self)
     }
 
     /// The same state under the configured abuse limits (the default ones otherwise).
@@ -129,6 +144,72 @@ impl AppState {
     pub fn status_changed(&self) {
         self.ocsp.invalidate();
         self.crl.revoked();
+    }
+
+    /// Starts delivery's background work, every few seconds: expired
+    /// pickups are destroyed (each audited), and with mail configured,
+    /// expiry reminders go out (each once: claimed in the store first).
+    pub fn spawn_delivery(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                if state.retired.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if let Err(e) = state.ca.expire_pickups().await {
+                    tracing::error!(error = %e, "pickup expiry sweep failed; will retry");
+                }
+                let Some(mailer) = state.mailer.clone() else {
+                    continue;
+                };
+                match state.ca.store().pending_mails(20).await {
+                    Ok(pending) => {
+                        for record in &pending {
+                            routes::pickup::send_pending(&state, record).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read pending pickup mail; will retry")
+                    }
+                }
+                if mailer.reminder_before.as_secs() == 0 {
+                    continue;
+                }
+                let at = ca_core::now();
+                let before = at + mailer.reminder_before.to_time();
+                let due = match state.ca.store().reminders_due(before, 50).await {
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read due reminders; will retry");
+                        continue;
+                    }
+                };
+                for due in due {
+                    match state.ca.store().claim_reminder(&due, at).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot claim a reminder; will retry");
+                            continue;
+                        }
+                    }
+                    let sent = mailer.send_reminder(&due).await;
+                    state.metrics.mail(sent.is_ok());
+                    if let Err(error) = sent {
+                        tracing::warn!(serial = %due.serial, error = %error, "expiry reminder failed; will retry");
+                        if let Err(e) = state
+                            .ca
+                            .store()
+                            .release_reminder(&due.serial, &error, ca_core::now())
+                            .await
+                        {
+                            tracing::error!(error = %e, "cannot release a failed reminder");
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Starts the background work: CRL refresh, OCSP cache invalidation for
@@ -190,6 +271,7 @@ pub fn app(state: AppState) -> Api {
         .merge(routes::certificates::router())
         .merge(routes::audit::router())
         .merge(routes::tokens::router())
+        .merge(routes::pickup::router())
         .merge(routes::ocsp::router())
         .merge(ui::router())
         .fallback(|| async {

@@ -110,9 +110,12 @@ async fn serve(
     let opened = ca_core::Ca::open_with(&config, &secrets).await;
     let (api, state) = match opened {
         Ok(ca) => {
-            let state = ca_server::AppState::new(ca).with_limits(config.limits);
+            let state = ca_server::AppState::new(ca)
+                .with_limits(config.limits)
+                .with_mail(&config)?;
             state.warm_up().await?;
             state.spawn_background();
+            state.spawn_delivery();
             (ca_server::app(state.clone()), Some(state))
         }
         // An issuing CA waiting for its certificate: serve /readyz 503 with
@@ -185,7 +188,9 @@ fn follow_issuers(
                 let ca = ca_core::Ca::open_with(&config, &secrets).await?;
                 let next = match &state {
                     Some(previous) => previous.succeeded_by(ca),
-                    None => ca_server::AppState::new(ca).with_limits(config.limits),
+                    None => ca_server::AppState::new(ca)
+                        .with_limits(config.limits)
+                        .with_mail(&config)?,
                 };
                 next.warm_up().await?;
                 Ok::<_, ca_core::Error>(next)
@@ -194,6 +199,7 @@ fn follow_issuers(
             match opened {
                 Ok(next) => {
                     next.spawn_background();
+                    next.spawn_delivery();
                     api.set(ca_server::app(next.clone()));
                     let issuer = next.ca.issuers().first().map(|i| i.id().to_owned());
                     match state.replace(next) {

@@ -50,6 +50,9 @@ pub struct Metrics {
     issued: Mutex<BTreeMap<(String, String), u64>>,
     revocations: AtomicU64,
     crls_published: AtomicU64,
+    pickups_created: AtomicU64,
+    mail_sent: AtomicU64,
+    mail_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -91,6 +94,21 @@ impl Metrics {
     /// Records revocations.
     pub fn revoked(&self, count: usize) {
         self.revocations.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Records a bundle left for pickup.
+    pub fn pickup_created(&self) {
+        self.pickups_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a notification mail sent (`true`) or failed.
+    pub fn mail(&self, sent: bool) {
+        let counter = if sent {
+            &self.mail_sent
+        } else {
+            &self.mail_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a CRL this server published.
@@ -148,6 +166,21 @@ impl Metrics {
             out,
             "# HELP ca_crls_published_total CRLs published by this server.\n# TYPE ca_crls_published_total counter\nca_crls_published_total {}",
             self.crls_published.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ca_pickups_created_total Bundles left for one-time pickup by this server.\n# TYPE ca_pickups_created_total counter\nca_pickups_created_total {}",
+            self.pickups_created.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ca_mail_sent_total Notification mails accepted by the SMTP server.\n# TYPE ca_mail_sent_total counter\nca_mail_sent_total {}",
+            self.mail_sent.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ca_mail_failed_total Notification mails that could not be sent (the pickup waits; resend retries).\n# TYPE ca_mail_failed_total counter\nca_mail_failed_total {}",
+            self.mail_failed.load(Ordering::Relaxed)
         );
         if let Some((number, this_update, next_update)) = crl {
             let _ = writeln!(out, "# HELP ca_crl_number CRL number being served.\n# TYPE ca_crl_number gauge\nca_crl_number {number}");

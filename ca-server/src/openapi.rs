@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, certificates, ocsp, public, tokens};
+use crate::routes::{audit, certificates, ocsp, pickup, public, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use crate::routes::{audit, certificates, ocsp, public, tokens};
         certificates::list, certificates::show,
         audit::audit,
         tokens::create, tokens::list, tokens::revoke,
+        pickup::resend, pickup::list,
         ocsp::ocsp_post, ocsp::ocsp_get,
     ),
     components(schemas(ca_core::ErrorView, ca_core::ErrorDetail)),

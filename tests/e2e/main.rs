@@ -13,6 +13,7 @@ mod gateway;
 mod hierarchy;
 mod hsm;
 mod ocsp;
+mod pickup;
 mod postgres;
 mod reliability;
 mod server;

@@ -183,6 +183,10 @@ impl Ca {
             },
             token,
             ocsp_key_source: config.ocsp_key_source,
+            pickup_validity: config.pickup_validity,
+            pickup_slots: Arc::new(tokio::sync::Semaphore::new(
+                super::pickup::PICKUP_SCRYPT_SLOTS,
+            )),
         };
         ca.publish_crl(actor).await?;
         Ok(ca)

@@ -40,6 +40,7 @@ mod init;
 mod issuance;
 mod issuers;
 mod ocsp;
+mod pickup;
 mod revocation;
 mod server_cert;
 mod tokens;
@@ -55,6 +56,7 @@ pub use console::{ConsoleSecret, CONSOLE_SESSION_LIFETIME};
 pub use init::{InitRequest, KeySecrets};
 pub use issuance::{Issuance, IssueRequest, PreparedIssuance, ReissueMode};
 pub use issuers::{ImportedIssuer, Issuer, IssuingRequest, PendingIssuer};
+pub use pickup::{check_email, PickupIssuance, PickupOutcome, PickupRequest};
 pub use server_cert::{PreparedServerCertificate, ServerCertRequest};
 
 /// The current time, whole seconds (certificates and the store keep seconds).
@@ -136,6 +138,10 @@ pub struct Ca {
     active_issuer: u64,
     /// The root certificate, under a hierarchy.
     root: Option<crate::pki::x509::CertificateDer>,
+    /// How long a bundle waits for pickup (`pickup.validity`).
+    pickup_validity: Duration,
+    /// Bounds the scrypt runs of pickup codes (see `pickup.rs`).
+    pickup_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs a token call on a blocking thread (never on an async worker).
@@ -300,6 +306,8 @@ impl Ca {
             issuers,
             active_issuer,
             root,
+            pickup_validity: config.pickup_validity,
+            pickup_slots: Arc::new(tokio::sync::Semaphore::new(pickup::PICKUP_SCRYPT_SLOTS)),
         })
     }
 

@@ -7,4 +7,5 @@ pub(crate) mod csr;
 pub(crate) mod derw;
 pub mod ocsp;
 pub(crate) mod pkcs12;
+pub(crate) mod seal;
 pub(crate) mod x509;

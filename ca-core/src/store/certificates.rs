@@ -289,6 +289,7 @@ impl CertificateStore for SqlStore {
             audit,
             now,
             reply,
+            pickup: None,
         };
         self.inserts
             .send(job)

@@ -31,6 +31,8 @@ pub(super) struct InsertJob {
     pub(super) audit: AuditDraft,
     pub(super) now: OffsetDateTime,
     pub(super) reply: tokio::sync::oneshot::Sender<Result<Vec<Serial>>>,
+    /// The sealed bundle to keep for pickup, in the same transaction.
+    pub(super) pickup: Option<NewPickup>,
 }
 
 /// Most insertions committed together.
@@ -93,7 +95,11 @@ pub(super) async fn commit_batch(
     // a row that meets a conflict is skipped there and retried alone below,
     // where an expired-but-active predecessor is retired first.
     let plain: Vec<usize> = (0..batch.len())
-        .filter(|&i| batch[i].supersede.is_none() && batch[i].idempotency.is_none())
+        .filter(|&i| {
+            batch[i].supersede.is_none()
+                && batch[i].idempotency.is_none()
+                && batch[i].pickup.is_none()
+        })
         .collect();
     let plain_jobs: Vec<&InsertJob> = plain.iter().map(|&i| &batch[i]).collect();
     let inserted = insert_rows(&mut tx, &plain_jobs).await?;
@@ -122,8 +128,10 @@ pub(super) async fn commit_batch(
         sqlx::query("RELEASE SAVEPOINT job")
             .execute(&mut *tx)
             .await?;
-        *result = Some(outcome.map(|(revoked, draft)| {
-            events.push(head.append(&draft, ts(job.now)));
+        *result = Some(outcome.map(|(revoked, drafts)| {
+            for draft in &drafts {
+                events.push(head.append(draft, ts(job.now)));
+            }
             revoked
         }));
     }
@@ -183,13 +191,19 @@ pub(super) async fn insert_rows(
 }
 
 /// The statements of one insertion (see [`Store::insert_certificate`]), and
-/// its audit event.
+/// its audit events (the issuance's, then the pickup's).
 pub(super) async fn insert_one(
     conn: &mut AnyConnection,
     job: &mut InsertJob,
-) -> Result<(Vec<Serial>, AuditDraft)> {
+) -> Result<(Vec<Serial>, Vec<AuditDraft>)> {
     let (record, now) = (&job.record, job.now);
     let mut details = String::new();
+    // A resend replaces a bundle nobody has collected: checked here, inside
+    // the transaction, so a collection racing the resend is never revoked.
+    let resent = match &job.pickup {
+        Some(pickup) if pickup.resend => Some(pickups::check_resend(&mut *conn, record).await?),
+        _ => None,
+    };
     if let Some(idem) = &job.idempotency {
         // Keys expire after 24 h; an expired one may be used afresh.
         sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND created_at <= $2")
@@ -280,6 +294,40 @@ pub(super) async fn insert_one(
                 record.tenant, record.admin, record.policy
             )));
     }
-    let draft = job.draft(revoked.iter().map(Serial::to_hex).collect(), &details);
-    Ok((revoked, draft))
+    // Waiting bundles of the replaced certificates die with them (a reissue
+    // with direct delivery included): their links answer "replaced".
+    let replaced = if job.supersede.is_some() {
+        pickups::replace_waiting(&mut *conn, record, ts(now)).await?
+    } else {
+        Vec::new()
+    };
+    let mut drafts = vec![job.draft(revoked.iter().map(Serial::to_hex).collect(), &details)];
+    if let Some(pickup) = &job.pickup {
+        pickups::insert_pickup(&mut *conn, record, pickup, ts(now)).await?;
+        let action = if resent.is_some() {
+            "pickup.resent"
+        } else {
+            "pickup.created"
+        };
+        let mut draft = AuditDraft::new(&job.audit.actor, action, pickup.id.clone());
+        draft.serials = vec![record.serial.to_hex()];
+        draft.details = format!(
+            "{}/{} expires_at={} mail={}",
+            record.tenant,
+            record.admin,
+            crate::rfc3339(pickup.expires_at),
+            pickup.mail.name()
+        );
+        if !replaced.is_empty() {
+            draft
+                .details
+                .push_str(&format!(" replaced={}", replaced.join(",")));
+        }
+        drafts.push(draft);
+    } else if !replaced.is_empty() {
+        let mut draft = AuditDraft::new(&job.audit.actor, "pickup.replaced", replaced.join(","));
+        draft.serials = revoked.iter().map(Serial::to_hex).collect();
+        drafts.push(draft);
+    }
+    Ok((revoked, drafts))
 }

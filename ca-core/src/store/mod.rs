@@ -33,6 +33,7 @@ mod console;
 mod crl;
 mod insert_queue;
 mod issuers;
+mod pickups;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -44,6 +45,10 @@ pub use console::*;
 pub use crl::*;
 use insert_queue::*;
 pub use issuers::*;
+pub use pickups::{
+    MailState, NewPickup, PickupRecord, PickupState, PickupStore, ReminderDue, SealedPickup,
+    WrongCode,
+};
 pub use tokens::TokenStore;
 
 /// [`Store`] over SQLite or PostgreSQL.
@@ -241,7 +246,13 @@ fn check_writable_dir(url: &str) -> Result<()> {
 /// methods are grouped by aggregate in the supertraits (one file each).
 #[async_trait]
 pub trait Store:
-    CertificateStore + CrlStore + IssuerStore + AuditStore + TokenStore + ConsoleSessionStore
+    CertificateStore
+    + CrlStore
+    + IssuerStore
+    + AuditStore
+    + TokenStore
+    + ConsoleSessionStore
+    + PickupStore
 {
     /// Creates or upgrades the schema.
     async fn migrate(&self) -> Result<()>;

@@ -42,6 +42,10 @@ pub struct IssueBody {
     /// Bundle password (at least the policy's `pkcs12.min_password_length`, default 12); generated when absent.
     #[schema(value_type = Option<String>)]
     pub password: Option<Zeroizing<String>>,
+    /// `direct` (default: the bundle in the answer) or `pickup` (the bundle waits, sealed, for a one-time download).
+    pub delivery: Option<String>,
+    /// With `pickup`: where the notification mail with the link goes.
+    pub email: Option<String>,
 }
 
 /// Body of a reissue request.
@@ -55,6 +59,51 @@ pub struct ReissueBody {
     /// Bundle password (at least the policy's `pkcs12.min_password_length`, default 12); generated when absent.
     #[schema(value_type = Option<String>)]
     pub password: Option<Zeroizing<String>>,
+    /// `direct` (default) or `pickup`.
+    pub delivery: Option<String>,
+    /// With `pickup`: where the notification mail with the link goes.
+    pub email: Option<String>,
+}
+
+/// How the answer delivers the bundle: `None` direct, else by pickup.
+fn delivery(
+    state: &AppState,
+    delivery: Option<&str>,
+    email: Option<String>,
+) -> Result<Option<ca_core::PickupRequest>, ApiError> {
+    match delivery {
+        None | Some("direct") => {
+            if email.is_some() {
+                return Err(ApiError::InvalidBody(
+                    "email is used only with \"delivery\": \"pickup\" (the link goes by mail; a direct answer carries the bundle)".into(),
+                ));
+            }
+            Ok(None)
+        }
+        Some("pickup") => {
+            if let Some(email) = &email {
+                ca_core::check_email(email)?;
+            }
+            Ok(Some(ca_core::PickupRequest {
+                mail: state.mailer.is_some(),
+                email,
+            }))
+        }
+        Some(other) => Err(ApiError::InvalidBody(format!(
+            "delivery \"{}\" is unknown: use \"direct\" (bundle in the answer) or \"pickup\" (one-time download)",
+            other.escape_debug()
+        ))),
+    }
+}
+
+/// Either answer of issue and reissue.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum IssueAnswer {
+    /// `delivery` direct: the bundle and its password.
+    Direct(IssueResponse),
+    /// `delivery` pickup: a link and a one-time code, no bundle.
+    Pickup(crate::routes::pickup::PickupResponse),
 }
 
 fn redacted(password: &Option<Zeroizing<String>>) -> &'static str {
@@ -69,6 +118,8 @@ impl std::fmt::Debug for IssueBody {
         f.debug_struct("IssueBody")
             .field("policy", &self.policy)
             .field("password", &redacted(&self.password))
+            .field("delivery", &self.delivery)
+            .field("email", &self.email)
             .finish()
     }
 }
@@ -79,6 +130,8 @@ impl std::fmt::Debug for ReissueBody {
             .field("policy", &self.policy)
             .field("reason", &self.reason)
             .field("password", &redacted(&self.password))
+            .field("delivery", &self.delivery)
+            .field("email", &self.email)
             .finish()
     }
 }
@@ -179,14 +232,15 @@ fn issue_response(issuance: Issuance, reissue: bool) -> IssueResponse {
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/admins/{admin}/certificates", tag = "certificates",
     params(("tenant" = String, Path), ("admin" = String, Path)), request_body = IssueBody,
     security(("bearer" = [])),
-    responses((status = 201, body = IssueResponse), (status = 401), (status = 403), (status = 409, description = "An active certificate exists: use reissue"), (status = 422)))]
+    responses((status = 201, body = IssueAnswer, description = "The bundle and password (direct), or with delivery pickup: a link and a one-time code, no bundle"), (status = 401), (status = 403), (status = 409, description = "An active certificate exists: use reissue"), (status = 422)))]
 pub async fn issue(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path((tenant, admin)): Path<(String, String)>,
     JsonBody(body): JsonBody<IssueBody>,
-) -> Result<SecretJson<IssueResponse>, ApiError> {
+) -> Result<SecretJson<IssueAnswer>, ApiError> {
     who.authorize(Action::Issue, Some(&tenant))?;
+    let pickup = delivery(&state, body.delivery.as_deref(), body.email)?;
     let request = IssueRequest {
         tenant,
         admin,
@@ -194,12 +248,22 @@ pub async fn issue(
         password: body.password,
     };
     let prepared = state.ca.prepare_issue(&request).await?;
+    if let Some(pickup) = pickup {
+        let issuance = state
+            .ca
+            .commit_pickup(prepared, &pickup, &who.actor())
+            .await?;
+        state.ocsp.issued();
+        state.metrics.issued("issue", &issuance.record.policy);
+        let (status, answer) = crate::routes::pickup::answer(&state, issuance, false);
+        return Ok(SecretJson(status, IssueAnswer::Pickup(answer)));
+    }
     let issuance = state.ca.commit(prepared, &who.actor()).await?;
     state.ocsp.issued();
     state.metrics.issued("issue", &issuance.record.policy);
     Ok(SecretJson(
         StatusCode::CREATED,
-        issue_response(issuance, false),
+        IssueAnswer::Direct(issue_response(issuance, false)),
     ))
 }
 
@@ -208,15 +272,16 @@ pub async fn issue(
     params(("tenant" = String, Path), ("admin" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h never issues twice; the retry gets 409 already_delivered with the serial")),
     request_body = ReissueBody, security(("bearer" = [])),
-    responses((status = 201, body = IssueResponse), (status = 401), (status = 403), (status = 404, description = "Nothing active to replace and no policy named"), (status = 409), (status = 422)))]
+    responses((status = 201, body = IssueAnswer, description = "As issue, plus `revoked`"), (status = 401), (status = 403), (status = 404, description = "Nothing active to replace and no policy named"), (status = 409), (status = 422)))]
 pub async fn reissue(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path((tenant, admin)): Path<(String, String)>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ReissueBody>,
-) -> Result<SecretJson<IssueResponse>, ApiError> {
+) -> Result<SecretJson<IssueAnswer>, ApiError> {
     who.authorize(Action::Reissue, Some(&tenant))?;
+    let pickup = delivery(&state, body.delivery.as_deref(), body.email)?;
     // A caller who may not issue (a renewer) may only replace (DESIGN §3).
     let mode = match who.authorize(Action::Issue, Some(&tenant)) {
         Ok(()) => ReissueMode::ReplaceOrIssue,
@@ -248,6 +313,25 @@ pub async fn reissue(
         password: body.password,
     };
     let prepared = state.ca.prepare_reissue(&request, reason, mode).await?;
+    if let Some(pickup) = pickup {
+        if idempotency.is_some() {
+            return Err(ApiError::InvalidBody(
+                "Idempotency-Key is not supported with \"delivery\": \"pickup\": a retried pickup reissue would replace the first one's link; use resend instead".into(),
+            ));
+        }
+        let issuance = state
+            .ca
+            .commit_pickup(prepared, &pickup, &who.actor())
+            .await?;
+        state.ocsp.issued();
+        state.metrics.issued("reissue", &issuance.record.policy);
+        state.metrics.revoked(issuance.revoked.len());
+        if !issuance.revoked.is_empty() {
+            state.status_changed();
+        }
+        let (status, answer) = crate::routes::pickup::answer(&state, issuance, true);
+        return Ok(SecretJson(status, IssueAnswer::Pickup(answer)));
+    }
     let issuance = state
         .ca
         .commit_idempotent(prepared, idempotency.as_ref(), &who.actor())
@@ -260,7 +344,7 @@ pub async fn reissue(
     }
     Ok(SecretJson(
         StatusCode::CREATED,
-        issue_response(issuance, true),
+        IssueAnswer::Direct(issue_response(issuance, true)),
     ))
 }
 

@@ -3,5 +3,6 @@
 pub mod audit;
 pub mod certificates;
 pub mod ocsp;
+pub mod pickup;
 pub mod public;
 pub mod tokens;

@@ -18,6 +18,7 @@
 
 mod certificates;
 mod pages;
+mod pickup;
 mod session;
 mod status;
 
@@ -59,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .merge(session::router())
         .merge(certificates::router())
         .merge(status::router())
+        .merge(pickup::router())
         .layer(DefaultBodyLimit::max(UI_BODY_LIMIT))
         .layer(axum::middleware::map_response(headers))
 }
