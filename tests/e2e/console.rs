@@ -600,3 +600,115 @@ fn pages_escape_what_they_show_and_a_session_ends_when_its_token_expires() {
         "the session outlived its token's expiry"
     );
 }
+
+/// The text of the element with `id` (the first `>`…`<` after it).
+fn element_text(page: &str, id: &str) -> String {
+    let at = page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {page}"));
+    let start = at + page[at..].find('>').unwrap() + 1;
+    let end = start + page[start..].find('<').unwrap();
+    page[start..end].to_owned()
+}
+
+#[test]
+fn the_console_issues_for_pickup_lists_pickups_and_resends() {
+    let port = free_port();
+    let ca = TestCa::init_for(&format!("http://127.0.0.1:{port}"), &[]);
+    let operator = ca.token("operator");
+    let auditor = ca.token("auditor");
+    let server = Server::start_on(&ca, port, &[]);
+    let cookie = cookie_pair(&sign_in(&server, &operator));
+    let admin = "/ui/tenants/acme/admins/alice";
+    let (code, page) = get(&server, &cookie, admin);
+    assert_eq!(code, "200", "{page}");
+    assert!(page.contains("value=\"pickup\""), "{page}");
+    let csrf = csrf_of(&page);
+
+    // A bad address: shown beside its field, nothing issued.
+    let (code, page) = post(
+        &server,
+        &cookie,
+        &format!("{admin}/issue"),
+        &format!("csrf={csrf}&policy=portal-admin&delivery=pickup&email=not+an+address"),
+        &[],
+    );
+    assert_eq!(code, "422", "{page}");
+    assert!(page.contains("id=\"email-error\""), "{page}");
+    assert_eq!(
+        ca.json(&["list", "--tenant", "acme"])["items"],
+        serde_json::json!([])
+    );
+
+    // Pickup: a link and a code, no bundle and no password on the page.
+    let (code, page) = post(
+        &server,
+        &cookie,
+        &format!("{admin}/issue"),
+        &format!("csrf={csrf}&policy=portal-admin&delivery=pickup&email=alice%40example.com"),
+        &[],
+    );
+    assert_eq!(code, "201", "{page}");
+    assert!(!page.contains("application/x-pkcs12"), "{page}");
+    let first_url = element_text(&page, "pickup-url");
+    let first_code = element_text(&page, "pickup-code");
+    assert!(
+        first_url.starts_with(&server.url("/pickup/")),
+        "{first_url}"
+    );
+    assert_eq!(first_code.len(), 14, "{first_code}");
+
+    // Listed as waiting; a resend gives a new link and code, the old link dies.
+    let (code, list) = get(&server, &cookie, "/ui/pickups?tenant=acme");
+    assert_eq!(code, "200", "{list}");
+    let id = first_url.rsplit('/').next().unwrap();
+    assert!(list.contains(&format!("id=\"pickup-{id}\"")), "{list}");
+    assert!(list.contains(">waiting<"), "{list}");
+    let csrf = csrf_of(&list);
+    let resend = format!("{admin}/pickup/resend");
+    let (code, page) = post(&server, &cookie, &resend, &format!("csrf={csrf}"), &[]);
+    assert_eq!(code, "201", "{page}");
+    let second_url = element_text(&page, "pickup-url");
+    let second_code = element_text(&page, "pickup-code");
+    assert_ne!(second_url, first_url);
+    assert_ne!(second_code, first_code);
+    let out = tool(
+        "curl",
+        &["-s", "-o", "/dev/null", "-w", "%{http_code}", &first_url],
+    );
+    assert_eq!(stdout(&out), "410", "the old link still works");
+
+    // The admin collects; the console then shows it collected and a resend is 409.
+    let out = tool(
+        "curl",
+        &[
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--data-urlencode",
+            &format!("code={second_code}"),
+            &second_url,
+        ],
+    );
+    assert!(stdout(&out).ends_with("200"), "{}", stdout(&out));
+    let (_, list) = get(&server, &cookie, "/ui/pickups?tenant=acme&all=1");
+    assert!(list.contains(">collected<"), "{list}");
+    let (code, page) = post(&server, &cookie, &resend, &format!("csrf={csrf}"), &[]);
+    assert_eq!(code, "409", "{page}");
+    assert!(page.contains("already collected"), "{page}");
+
+    // An auditor sees the list but no resend, and may not post one.
+    let auditor_cookie = cookie_pair(&sign_in(&server, &auditor));
+    let (code, list) = get(&server, &auditor_cookie, "/ui/pickups?tenant=acme&all=1");
+    assert_eq!(code, "200", "{list}");
+    assert!(!list.contains("Resend"), "{list}");
+    let csrf = csrf_of(&list);
+    let (code, _) = post(
+        &server,
+        &auditor_cookie,
+        &resend,
+        &format!("csrf={csrf}"),
+        &[],
+    );
+    assert_eq!(code, "403");
+}

@@ -73,7 +73,9 @@ impl FieldError {
 /// messages are the API's; the console only decides where to show them).
 fn field_of(e: &Error) -> &'static str {
     let text = e.to_string().to_ascii_lowercase();
-    if text.contains("password") {
+    if text.starts_with("email") {
+        "email"
+    } else if text.contains("password") {
         "password"
     } else if text.contains("policy") || text.contains("policies") {
         "policy"
@@ -477,10 +479,11 @@ async fn render_admin(
                     (field("password", "Bundle password (blank: generate one)", "password", "", err("issue", "password"), html!{}))
                     fieldset.field {
                         legend { "Delivery" }
-                        // Pickup delivery (a held bundle, a link and a code) comes with the
-                        // delivery work (issue 15): one more radio here and a branch in `issue`.
                         label { input type="radio" name="delivery" value="download" checked; "direct download" }
+                        " "
+                        label { input type="radio" name="delivery" value="pickup"; "pickup (link by mail, code shown once)" }
                     }
+                    (field("email", "Admin's mail address (pickup only, optional)", "email", "", err("issue", "email"), html!{}))
                     div.field { button type="submit" { "Issue" } }
                 }
             }
@@ -518,8 +521,8 @@ async fn admin_page(
 struct IssueForm {
     policy: Option<String>,
     password: Option<Zeroizing<String>>,
-    #[allow(dead_code)]
     delivery: Option<String>,
+    email: Option<String>,
 }
 
 fn optional_password(p: Option<Zeroizing<String>>) -> Option<Zeroizing<String>> {
@@ -533,14 +536,30 @@ async fn issue(
 ) -> Result<Response, UiError> {
     let who = &console.who;
     who.authorize(Action::Issue, Some(&tenant))?;
-    if let Some(d) = form.delivery.as_deref() {
-        if d != "download" {
+    let email = form.email.filter(|e| !e.is_empty());
+    let pickup = match form.delivery.as_deref() {
+        None | Some("download") => None,
+        Some("pickup") => Some(ca_core::PickupRequest {
+            mail: state.mailer.is_some(),
+            email: email.clone(),
+        }),
+        Some(d) => {
             return Err(Error::InvalidInput(format!(
-                "unknown delivery \"{}\": use download",
+                "unknown delivery \"{}\": use download or pickup",
                 d.escape_debug()
             ))
             .into());
         }
+    };
+    let checked = match (&pickup, &email) {
+        (None, Some(_)) => Err(Error::InvalidInput(
+            "email goes with pickup delivery only (the link goes by mail; a download carries the bundle)".into(),
+        )),
+        (Some(_), Some(email)) => ca_core::check_email(email),
+        _ => Ok(()),
+    };
+    if let Err(e) = checked {
+        return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
     }
     let request = IssueRequest {
         tenant: tenant.clone(),
@@ -548,6 +567,32 @@ async fn issue(
         policy: form.policy.filter(|p| !p.is_empty()),
         password: optional_password(form.password),
     };
+    if let Some(pickup) = pickup {
+        let outcome = match state.ca.prepare_issue(&request).await {
+            Ok(prepared) => {
+                state
+                    .ca
+                    .commit_pickup(prepared, &pickup, &who.actor())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let issuance = match outcome {
+            Ok(i) => i,
+            Err(e) if is_field_error(&e) => {
+                return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        state.ocsp.issued();
+        state.metrics.issued("issue", &issuance.record.policy);
+        let (_, response) = crate::routes::pickup::answer(&state, issuance, false);
+        return Ok(super::pickups::pickup_page(
+            &console,
+            &response,
+            "Certificate issued for pickup",
+        ));
+    }
     let outcome = match state.ca.prepare_issue(&request).await {
         Ok(prepared) => state.ca.commit(prepared, &who.actor()).await,
         Err(e) => Err(e),

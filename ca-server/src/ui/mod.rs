@@ -19,6 +19,7 @@
 mod certificates;
 mod pages;
 mod pickup;
+mod pickups;
 mod session;
 mod status;
 
@@ -61,6 +62,7 @@ pub fn router() -> Router<AppState> {
         .merge(certificates::router())
         .merge(status::router())
         .merge(pickup::router())
+        .merge(pickups::router())
         .layer(DefaultBodyLimit::max(UI_BODY_LIMIT))
         .layer(axum::middleware::map_response(headers))
 }

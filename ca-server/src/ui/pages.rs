@@ -13,6 +13,7 @@ pub(crate) enum Nav {
     Search,
     Expiring,
     Status,
+    Pickups,
     Audit,
     Tokens,
 }
@@ -47,6 +48,8 @@ pub(crate) fn page(console: &Console, nav: Nav, title: &str, body: Markup) -> Ma
                     (item(Nav::Search, "/ui/", "Search"))
                     " "
                     (item(Nav::Expiring, "/ui/expiring", "Expiring soon"))
+                    " "
+                    (item(Nav::Pickups, "/ui/pickups", "Pickups"))
                     " "
                     (item(Nav::Status, "/ui/status", "CRL & OCSP"))
                     @if may(who, Action::Audit) { " " (item(Nav::Audit, "/ui/audit", "Audit log")) }
