@@ -45,12 +45,12 @@ pub struct CachedCrl {
 }
 
 impl CachedCrl {
-    fn new(crl: &PublishedCrl) -> Self {
-        let der = ca_core::CrlDer(crl.der.clone());
+    fn new(crl: PublishedCrl) -> Self {
+        let der = ca_core::CrlDer(crl.der);
         CachedCrl {
             number: crl.number,
             pem: Bytes::from(der.to_pem()),
-            der: Bytes::from(crl.der.clone()),
+            der: Bytes::from(der.0),
             this_update: crl.this_update.unix_timestamp(),
             next_update: crl.next_update.unix_timestamp(),
             etag: format!("\"crl-{}\"", crl.number),
@@ -201,21 +201,26 @@ impl CrlCache {
     /// published ones. The active issuer's is the one `/crl` serves (and
     /// long-polls watch).
     pub async fn refresh(&self, ca: &Ca, metrics: &Metrics) -> ca_core::Result<()> {
+        // This process publishes for as long as it runs: the CA keeps each
+        // issuer's encoded revoked-entry list between CRLs and patches it.
+        ca.keep_crl_lists();
         for issuer in ca.issuers() {
             let number = issuer.number();
+            let served = || self.of_issuer(number).map(|c| c.number).unwrap_or(0);
             if issuer.can_sign() && ca.crl_needs_refresh_for(number).await? {
                 let crl = ca.publish_crl_for(number, "server").await?;
                 metrics.crl_published();
-                tracing::info!(crl_number = crl.number, issuer = %issuer.id(), "published CRL");
+                tracing::info!(crl_number = crl.number, entries = crl.entries, issuer = %issuer.id(), "published CRL");
+                // Served as built: reading 50 MB back from the store would
+                // add its own delay to every revocation's.
+                if crl.number > served() {
+                    self.serve(number, crl);
+                }
             }
             let status = ca.crl_status_for(number).await?;
-            let served = self.of_issuer(number).map(|c| c.number).unwrap_or(0);
-            if status.published_number > served {
+            if status.published_number > served() {
                 if let Some(crl) = ca.latest_crl_for(number).await? {
-                    self.by_issuer
-                        .write()
-                        .unwrap()
-                        .insert(number, Arc::new(CachedCrl::new(&crl)));
+                    self.serve(number, crl);
                 }
             }
         }
@@ -234,6 +239,15 @@ impl CrlCache {
             });
         }
         Ok(())
+    }
+
+    fn serve(&self, number: u64, crl: PublishedCrl) {
+        let cached = Arc::new(CachedCrl::new(crl));
+        let mut by_issuer = self.by_issuer.write().unwrap();
+        // Another task may have loaded a newer one meanwhile.
+        if by_issuer.get(&number).is_none_or(|c| c.number < cached.number) {
+            by_issuer.insert(number, cached);
+        }
     }
 
     /// Returns after a revocation through this server (debounced), or after

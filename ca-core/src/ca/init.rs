@@ -183,6 +183,8 @@ impl Ca {
             },
             token,
             ocsp_key_source: config.ocsp_key_source,
+            crl_lists: Default::default(),
+            keep_crl_lists: Default::default(),
         };
         ca.publish_crl(actor).await?;
         Ok(ca)

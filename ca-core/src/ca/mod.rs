@@ -41,6 +41,7 @@ mod issuance;
 mod issuers;
 mod ocsp;
 mod revocation;
+mod revoked_list;
 mod server_cert;
 mod tokens;
 
@@ -136,6 +137,10 @@ pub struct Ca {
     active_issuer: u64,
     /// The root certificate, under a hierarchy.
     root: Option<crate::pki::x509::CertificateDer>,
+    /// Each issuer's revoked-entry list as of its last CRL (ca/revoked_list.rs).
+    crl_lists: tokio::sync::Mutex<std::collections::HashMap<u64, revoked_list::RevokedList>>,
+    /// Whether to keep them ([`Ca::keep_crl_lists`]).
+    keep_crl_lists: std::sync::atomic::AtomicBool,
 }
 
 /// Runs a token call on a blocking thread (never on an async worker).
@@ -297,6 +302,8 @@ impl Ca {
             },
             token,
             ocsp_key_source: config.ocsp_key_source,
+            crl_lists: Default::default(),
+            keep_crl_lists: Default::default(),
             issuers,
             active_issuer,
             root,
