@@ -53,6 +53,27 @@ impl Ca {
 
     /// Builds, signs and publishes a fresh CRL of issuer `number`.
     pub async fn publish_crl_for(&self, number: u64, actor: &str) -> Result<PublishedCrl> {
+        let crl = self.sign_crl_for(number).await?;
+        self.store_crl(&crl, actor).await?;
+        Ok(crl)
+    }
+
+    /// Stores a CRL from [`Ca::sign_crl_for`] as the published one (unless
+    /// a higher number is published already: false).
+    pub async fn store_crl(&self, crl: &PublishedCrl, actor: &str) -> Result<bool> {
+        let subject = match (self.is_hierarchy(), self.issuer_by_number(crl.issuer)) {
+            (true, Some(issuer)) => format!("crl {} issuer {}", crl.number, issuer.id),
+            _ => format!("crl {}", crl.number),
+        };
+        let draft = AuditDraft::new(actor, "crl", subject);
+        self.store.publish_crl(crl, draft).await
+    }
+
+    /// Builds and signs a fresh CRL of issuer `number` under a newly
+    /// reserved number, listing every revocation committed before it; it
+    /// is published by [`Ca::store_crl`]. Serving it before then is safe:
+    /// the revocations it lists are durable and its number is never reused.
+    pub async fn sign_crl_for(&self, number: u64) -> Result<PublishedCrl> {
         let issuer = self
             .issuer_by_number(number)
             .ok_or_else(|| Error::NotFound(format!("no issuer numbered {number}")))?;
@@ -95,7 +116,7 @@ impl Ca {
         } else {
             builder.finish(&*signer)?
         };
-        let crl = PublishedCrl {
+        Ok(PublishedCrl {
             number: crl_number,
             this_update,
             next_update,
@@ -103,14 +124,7 @@ impl Ca {
             revision,
             entries: count,
             issuer: number,
-        };
-        let subject = match self.is_hierarchy() {
-            true => format!("crl {crl_number} issuer {}", issuer.id),
-            false => format!("crl {crl_number}"),
-        };
-        let draft = AuditDraft::new(actor, "crl", subject);
-        self.store.publish_crl(&crl, draft).await?;
-        Ok(crl)
+        })
     }
 
     /// Issuer `number`'s kept list brought to `revision` at `now`: patched

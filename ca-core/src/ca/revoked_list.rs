@@ -85,7 +85,12 @@ impl Chunk {
         let cut = self.start(half);
         let upper = Chunk {
             serials: self.serials.split_off(half),
-            ends: self.ends.split_off(half).iter().map(|e| e - cut as u32).collect(),
+            ends: self
+                .ends
+                .split_off(half)
+                .iter()
+                .map(|e| e - cut as u32)
+                .collect(),
             der: self.der.split_off(cut),
         };
         self.der.shrink_to(self.der.len() * 2);
@@ -158,7 +163,11 @@ impl RevokedList {
     /// The most entries in one chunk.
     #[cfg(test)]
     pub(crate) fn largest_chunk(&self) -> usize {
-        self.chunks.iter().map(|c| c.serials.len()).max().unwrap_or(0)
+        self.chunks
+            .iter()
+            .map(|c| c.serials.len())
+            .max()
+            .unwrap_or(0)
     }
 
     fn encode(&mut self, entry: &RevokedEntry) {
@@ -326,7 +335,12 @@ mod tests {
         list
     }
 
-    fn crl(list: &RevokedList, ca: &CaCertificate, signer: &FileSigner, at: OffsetDateTime) -> Vec<u8> {
+    fn crl(
+        list: &RevokedList,
+        ca: &CaCertificate,
+        signer: &FileSigner,
+        at: OffsetDateTime,
+    ) -> Vec<u8> {
         let mut builder = CrlBuilder::new(ca, signer, 7, at, at + Duration::hours(24)).unwrap();
         list.write_into(&mut builder);
         builder.finish(signer).unwrap().0
@@ -341,7 +355,11 @@ mod tests {
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -384,8 +402,14 @@ mod tests {
             assert_eq!(kept.encoded_len(), rebuilt.encoded_len());
             assert!(kept.largest_chunk() <= CHUNK_ENTRIES);
             if round % 8 == 0 || round == 1 {
-                let (a, b) = (crl(&kept, &ca, &signer, now), crl(&rebuilt, &ca, &signer, now));
-                assert_eq!(a, b, "round {round}: the patched CRL differs from a full build");
+                let (a, b) = (
+                    crl(&kept, &ca, &signer, now),
+                    crl(&rebuilt, &ca, &signer, now),
+                );
+                assert_eq!(
+                    a, b,
+                    "round {round}: the patched CRL differs from a full build"
+                );
                 let text = openssl_text(&a);
                 assert_eq!(text, openssl_text(&b));
                 assert_eq!(text.matches("Serial Number:").count(), rebuilt.len());

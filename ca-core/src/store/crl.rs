@@ -308,6 +308,36 @@ impl CrlStore for SqlStore {
             crate::rfc3339(crl.next_update),
             hex::encode(crate::hash::sha256(&crl.der))
         );
+        // A newer CRL already published: nothing to write.
+        if self.crl_status(crl.issuer).await?.published_number >= crl.number {
+            return Ok(false);
+        }
+        // The pieces go in first, in a transaction of their own: nothing
+        // refers to them until crl_state does. The audited transaction that
+        // makes them the published CRL is then short; on PostgreSQL it holds
+        // the audit head and the crl_state row, which every revocation
+        // needs, for milliseconds, not for writing 50 MB. Pieces left by a
+        // publisher that stopped in between are deleted with the previous
+        // CRL's by the next publish.
+        {
+            let _writer = match self.sqlite {
+                true => Some(self.writer.lock().await),
+                false => None,
+            };
+            let mut tx = self.pool.begin().await?;
+            for (idx, piece) in crl.der.chunks(CRL_DER_CHUNK).enumerate() {
+                sqlx::query(
+                    "INSERT INTO crl_pieces (issuer, number, idx, data) VALUES ($4, $1, $2, $3)",
+                )
+                .bind(crl.number as i64)
+                .bind(idx as i64)
+                .bind(piece)
+                .bind(crl.issuer as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
         let (mut tx, open) = self.begin(audit, crl.this_update).await?;
         let changed = sqlx::query(
             "UPDATE crl_state SET published_number = $1, this_update = $2, next_update = $3, published_revision = $4, entries = $5 \
@@ -323,6 +353,8 @@ impl CrlStore for SqlStore {
         .await?
         .rows_affected();
         if changed == 0 {
+            // A newer CRL won meanwhile; its publish deleted or will delete
+            // these pieces (number <> its own).
             tx.rollback().await?;
             return Ok(false);
         }
@@ -331,17 +363,6 @@ impl CrlStore for SqlStore {
             .bind(crl.issuer as i64)
             .execute(&mut *tx)
             .await?;
-        for (idx, piece) in crl.der.chunks(CRL_DER_CHUNK).enumerate() {
-            sqlx::query(
-                "INSERT INTO crl_pieces (issuer, number, idx, data) VALUES ($4, $1, $2, $3)",
-            )
-            .bind(crl.number as i64)
-            .bind(idx as i64)
-            .bind(piece)
-            .bind(crl.issuer as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
         self.commit(tx, open).await?;
         Ok(true)
     }

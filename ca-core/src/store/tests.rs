@@ -298,7 +298,13 @@ async fn revocation_windows(store: &SqlStore) {
     let revoke = |i: usize| async move {
         let draft = AuditDraft::new("test", "revoke", serial(i).to_hex());
         store
-            .revoke(&serial(i), RevocationReason::KeyCompromise, None, draft, now)
+            .revoke(
+                &serial(i),
+                RevocationReason::KeyCompromise,
+                None,
+                draft,
+                now,
+            )
             .await
             .unwrap();
     };
