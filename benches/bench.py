@@ -893,8 +893,8 @@ def bench_crl_latency(args, rows):
             else:
                 fill_revoked_sql(n, sqlite_db=os.path.join(ca.dir, "ca.db"))
             log(f"crl-latency: {n:,} revoked rows written in {time.perf_counter() - t0:.1f} s ({label})")
-            ca.start()
-            first = wait_crl_entries(ca.url, n)
+            # The server builds the first CRL (a full read) before /readyz.
+            first = ca.start() + wait_crl_entries(ca.url, n)
             watch_url, other = ca.url, None
             if pg_admin:
                 port = free_port()
@@ -908,10 +908,11 @@ def bench_crl_latency(args, rows):
             # previous CRL's 49 MB is still being stored for ~0.5 s after it
             # is served, and a revocation arriving then waits for SQLite's
             # one writer).
-            times, size = crl_listing_latency(ca.url, watch_url, ca.token, serials, gap=0 if args.smoke else 1.5)
+            gap = 0 if args.smoke else 1.5
+            times, size = crl_listing_latency(ca.url, watch_url, ca.token, serials, gap=gap)
             rows.append((f"Revocation → listed in /crl, {label}",
-                         f"{n:,} revoked entries ({size / 1e6:.1f} MB CRL), {count} revocations 1.5 s apart",
-                         f"first CRL after start {first:.1f} s", f"{pct(times, 50):.0f}", f"{pct(times, 99):.0f}",
+                         f"{n:,} revoked entries ({size / 1e6:.1f} MB CRL), {count} revocations {gap} s apart",
+                         f"start → first CRL served {first:.1f} s", f"{pct(times, 50):.0f}", f"{pct(times, 99):.0f}",
                          [{"ms": t} for t in times]))
             log(f"crl-latency ({label}): p50 {pct(times, 50):.0f} ms, p99 {pct(times, 99):.0f} ms, max {max(times):.0f} ms")
             if other is not None:
