@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -778,6 +779,156 @@ def bench_revocation_latency(ca, args, rows):
     log(f"revocation visible: OCSP p99 {pct(to_ocsp, 99):.1f} ms, CRL p99 {pct(to_crl, 99):.1f} ms")
 
 
+# ---------------------------------------------------------------- 5b. revocation to /crl at a million entries
+
+def fill_revoked_sql(n, sqlite_db=None, postgres_url=None):
+    """Writes n revoked certificate records straight into the store with one
+    INSERT ... SELECT inside the database (SQLite's recursive CTE, PostgreSQL's
+    generate_series), 600 bytes of stand-in DER each, serials 0x20... (setup
+    only: ~10 s for a million rows here, against minutes through the API).
+    Their revoked_rev stays NULL, like rows revoked before migration 0012:
+    the server lists them from its full read at start-up."""
+    now = int(time.time())
+    if sqlite_db:
+        con = sqlite3.connect(sqlite_db)
+        con.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, revoked_at, reason, created_at, der) "
+            "SELECT printf('2%031x', i), 'bulk', 'a' || i, 'portal-admin', 1, ?, ?, ?, 4, ?, randomblob(600) FROM n",
+            (n - 1, now - 3600, now + 365 * 86400, now - 60, now))
+        con.execute("UPDATE crl_state SET revision = revision + 1")
+        con.commit()
+        con.close()
+    else:
+        run(["psql", postgres_url, "-qc",
+             "INSERT INTO certificates (serial, tenant, admin, policy, state, not_before, not_after, revoked_at, reason, created_at, der) "
+             f"SELECT '2' || lpad(to_hex(i), 31, '0'), 'bulk', 'a' || i, 'portal-admin', 1, {now - 3600}, {now + 365 * 86400}, "
+             f"{now - 60}, 4, {now}, decode(repeat(md5(i::text), 38), 'hex') FROM generate_series(0, {n - 1}) AS i; "
+             "UPDATE crl_state SET revision = revision + 1; ANALYZE certificates;"])
+
+
+def crl_get(url, etag=None, wait=0):
+    """GET /crl, conditional on etag, long-polling up to `wait` s: (etag, DER or None if 304)."""
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+        if wait:
+            headers["Prefer"] = f"wait={wait}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + "/crl", headers=headers), timeout=wait + 30) as r:
+            return r.headers["ETag"], r.read()
+    except urllib.error.HTTPError as e:
+        if e.code == 304:
+            return etag, None
+        raise
+
+
+def crl_listing_latency(revoke_url, watch_url, token, serials, gap=0.0):
+    """Revokes each serial through revoke_url's API, then long-polls watch_url's
+    /crl (If-None-Match + Prefer: wait, as `crl pull --watch` does) until a CRL
+    listing it arrives; returns (ms per serial, last CRL's size in bytes).
+    `gap` seconds pass before each revocation."""
+    etag, der = crl_get(watch_url)
+    times = []
+    for serial in serials:
+        time.sleep(gap)
+        etag, newer = crl_get(watch_url, etag)  # catch up with any CRL published meanwhile
+        needle = bytes.fromhex("0210" + serial)  # INTEGER, 16 content octets (top bit clear)
+        t0 = time.perf_counter()
+        req = urllib.request.Request(f"{revoke_url}/v1/certificates/{serial}/revoke", method="POST",
+                                     data=b'{"reason":"key-compromise"}',
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+        while True:
+            etag, newer = crl_get(watch_url, etag, wait=10)
+            if newer is not None:
+                der = newer
+                if needle in der:
+                    break
+            if time.perf_counter() - t0 > 20:
+                raise SystemExit(f"{serial} not listed in {watch_url}/crl within 20 s")
+        times.append((time.perf_counter() - t0) * 1000)
+    return times, len(der)
+
+
+def wait_crl_entries(url, n, timeout=300):
+    """Seconds until url's /crl is a CRL of at least n entries (the start-up build)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        try:
+            _, der = crl_get(url)
+            if len(der) > n * 30:
+                return time.perf_counter() - t0
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url}/crl did not reach {n} entries within {timeout} s")
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def bench_crl_latency(args, rows):
+    """Revocation through the API → listed in /crl with a million revoked
+    entries in the store: SQLite (one server), and PostgreSQL with the CRL
+    watched at a second replica (env CA_TEST_POSTGRES_URL, else skipped)."""
+    n = 10_000 if args.smoke else 1_000_000
+    count = 3 if args.smoke else 50
+    cases = [("SQLite, same server", None)]
+    admin_url = os.environ.get("CA_TEST_POSTGRES_URL")
+    if admin_url and have("psql"):
+        cases.append(("PostgreSQL, revoked at replica A, watched at replica B", admin_url))
+    else:
+        log("crl-latency: CA_TEST_POSTGRES_URL not set, PostgreSQL case skipped")
+    for label, pg_admin in cases:
+        work = os.path.join(WORK, "crl-latency-" + ("pg" if pg_admin else "sqlite"))
+        extra, db_name = {}, None
+        if pg_admin:
+            db_name = f"ca_bench_crl_{os.getpid()}"
+            run(["psql", pg_admin, "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"])
+            run(["psql", pg_admin, "-qc", f"CREATE DATABASE {db_name}"])
+            extra["CA_DATABASE_URL"] = pg_admin.rsplit("/", 1)[0] + "/" + db_name
+        try:
+            ca = Ca(work, extra)
+            t0 = time.perf_counter()
+            if pg_admin:
+                fill_revoked_sql(n, postgres_url=extra["CA_DATABASE_URL"])
+            else:
+                fill_revoked_sql(n, sqlite_db=os.path.join(ca.dir, "ca.db"))
+            log(f"crl-latency: {n:,} revoked rows written in {time.perf_counter() - t0:.1f} s ({label})")
+            # The server builds the first CRL (a full read) before /readyz.
+            first = ca.start() + wait_crl_entries(ca.url, n)
+            watch_url, other = ca.url, None
+            if pg_admin:
+                port = free_port()
+                other = start([BIN_SERVER], env=dict(ca.env, CA_LISTEN=f"127.0.0.1:{port}"))
+                watch_url = f"http://127.0.0.1:{port}"
+                wait_http(watch_url + "/readyz", timeout=120)
+                wait_crl_entries(watch_url, n)
+            serials = [ca.api("POST", f"/v1/tenants/bench/admins/crl-latency-{i}/certificates",
+                              {"policy": "portal-admin"})["serial"] for i in range(count)]
+            # One revocation every ~2 s: each finds the server idle (at 1M the
+            # previous CRL's 49 MB is still being stored for ~0.5 s after it
+            # is served, and a revocation arriving then waits for SQLite's
+            # one writer).
+            gap = 0 if args.smoke else 1.5
+            times, size = crl_listing_latency(ca.url, watch_url, ca.token, serials, gap=gap)
+            rows.append((f"Revocation → listed in /crl, {label}",
+                         f"{n:,} revoked entries ({size / 1e6:.1f} MB CRL), {count} revocations {gap} s apart",
+                         f"start → first CRL served {first:.1f} s", f"{pct(times, 50):.0f}", f"{pct(times, 99):.0f}",
+                         [{"ms": t} for t in times]))
+            log(f"crl-latency ({label}): p50 {pct(times, 50):.0f} ms, p99 {pct(times, 99):.0f} ms, max {max(times):.0f} ms")
+            if other is not None:
+                stop(other)
+            ca.stop()
+        finally:
+            if db_name:
+                run(["psql", pg_admin, "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"], check=False)
+
+
 # ---------------------------------------------------------------- 6. footprint
 
 def bench_footprint(ca, crl_ca, args, rows):
@@ -830,12 +981,12 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of every part (CI), no peers but OpenSSL")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median reported)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
-    parser.add_argument("--only", default="", help="comma list: pkcs12,issuance,signers,csr,ocsp,tls,crl,latency,footprint")
+    parser.add_argument("--only", default="", help="comma list: pkcs12,issuance,signers,csr,ocsp,tls,crl,latency,crl-latency,footprint")
     parser.add_argument("--json", help="also write raw results here")
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.duration = 1, 1
-    parts = set(args.only.split(",")) if args.only else {"pkcs12", "issuance", "signers", "csr", "ocsp", "tls", "crl", "latency", "footprint"}
+    parts = set(args.only.split(",")) if args.only else {"pkcs12", "issuance", "signers", "csr", "ocsp", "tls", "crl", "latency", "crl-latency", "footprint"}
     if not have("wrk"):
         raise SystemExit("wrk is required (apt-get install wrk)")
     profile = "release"
@@ -878,6 +1029,8 @@ def main():
             bench_tls(ca, args, rows, plain)
         if "latency" in parts:
             bench_revocation_latency(ca, args, rows)
+        if "crl-latency" in parts:
+            bench_crl_latency(args, rows)
         if "signers" in parts:
             bench_signers(args, rows)
         if "crl" in parts:

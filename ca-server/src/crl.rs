@@ -24,9 +24,14 @@ use crate::metrics::Metrics;
 /// How often the store is polled for changes made by other processes.
 const POLL: Duration = Duration::from_millis(250);
 /// After a revocation, wait this long for more before publishing...
-const QUIET: Duration = Duration::from_millis(100);
+const QUIET: Duration = Duration::from_millis(50);
 /// ...but never longer than this, so a burst yields one CRL a second.
 const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// PEM armour of a DER CRL.
+fn crl_pem(der: &[u8]) -> String {
+    ca_core::CrlDer(der.to_vec()).to_pem()
+}
 
 /// One CRL ready to serve.
 pub struct CachedCrl {
@@ -34,8 +39,9 @@ pub struct CachedCrl {
     pub number: u64,
     /// DER.
     pub der: Bytes,
-    /// PEM.
-    pub pem: Bytes,
+    /// PEM, made on first use (or just after the CRL is served): armouring
+    /// 50 MB takes ~0.1 s, which gateways fetching DER need not wait for.
+    pem: std::sync::OnceLock<Bytes>,
     /// thisUpdate, unix seconds.
     pub this_update: i64,
     /// nextUpdate, unix seconds.
@@ -45,12 +51,18 @@ pub struct CachedCrl {
 }
 
 impl CachedCrl {
-    fn new(crl: &PublishedCrl) -> Self {
-        let der = ca_core::CrlDer(crl.der.clone());
+    /// PEM.
+    pub fn pem(&self) -> Bytes {
+        self.pem
+            .get_or_init(|| Bytes::from(crl_pem(&self.der)))
+            .clone()
+    }
+
+    fn new(crl: &PublishedCrl, der: Bytes) -> Self {
         CachedCrl {
             number: crl.number,
-            pem: Bytes::from(der.to_pem()),
-            der: Bytes::from(crl.der.clone()),
+            pem: std::sync::OnceLock::new(),
+            der,
             this_update: crl.this_update.unix_timestamp(),
             next_update: crl.next_update.unix_timestamp(),
             etag: format!("\"crl-{}\"", crl.number),
@@ -201,24 +213,43 @@ impl CrlCache {
     /// published ones. The active issuer's is the one `/crl` serves (and
     /// long-polls watch).
     pub async fn refresh(&self, ca: &Ca, metrics: &Metrics) -> ca_core::Result<()> {
+        // This process publishes for as long as it runs: the CA keeps each
+        // issuer's encoded revoked-entry list between CRLs and patches it.
+        ca.keep_crl_lists();
         for issuer in ca.issuers() {
             let number = issuer.number();
+            let served = || self.of_issuer(number).map(|c| c.number).unwrap_or(0);
             if issuer.can_sign() && ca.crl_needs_refresh_for(number).await? {
-                let crl = ca.publish_crl_for(number, "server").await?;
+                let crl = ca.sign_crl_for(number).await?;
+                // Served as soon as it is signed, then stored: storing a
+                // 50 MB CRL (and reading it back) would add its time to
+                // every revocation's. What it lists is durable already.
+                let mut stored = crl;
+                if stored.number > served() {
+                    let der = Bytes::from(std::mem::take(&mut stored.der));
+                    self.serve(number, &stored, der.clone());
+                    self.wake_watchers(ca);
+                    stored.der = der.to_vec();
+                }
+                ca.store_crl(&stored, "server").await?;
                 metrics.crl_published();
-                tracing::info!(crl_number = crl.number, issuer = %issuer.id(), "published CRL");
+                tracing::info!(crl_number = stored.number, entries = stored.entries, issuer = %issuer.id(), "published CRL");
             }
             let status = ca.crl_status_for(number).await?;
-            let served = self.of_issuer(number).map(|c| c.number).unwrap_or(0);
-            if status.published_number > served {
-                if let Some(crl) = ca.latest_crl_for(number).await? {
-                    self.by_issuer
-                        .write()
-                        .unwrap()
-                        .insert(number, Arc::new(CachedCrl::new(&crl)));
+            if status.published_number > served() {
+                if let Some(mut crl) = ca.latest_crl_for(number).await? {
+                    let der = Bytes::from(std::mem::take(&mut crl.der));
+                    self.serve(number, &crl, der);
                 }
             }
         }
+        self.wake_watchers(ca);
+        Ok(())
+    }
+
+    /// Serves the active issuer's CRL at `/crl`, waking long-polls when it
+    /// is another one.
+    fn wake_watchers(&self, ca: &Ca) {
         if let Some(active) = ca
             .issuers()
             .first()
@@ -233,7 +264,20 @@ impl CrlCache {
                 changed
             });
         }
-        Ok(())
+    }
+
+    fn serve(&self, number: u64, crl: &PublishedCrl, der: Bytes) {
+        let cached = Arc::new(CachedCrl::new(crl, der));
+        let armour = Arc::clone(&cached);
+        tokio::task::spawn_blocking(move || armour.pem());
+        let mut by_issuer = self.by_issuer.write().unwrap();
+        // Another task may have loaded a newer one meanwhile.
+        if by_issuer
+            .get(&number)
+            .is_none_or(|c| c.number < cached.number)
+        {
+            by_issuer.insert(number, cached);
+        }
     }
 
     /// Returns after a revocation through this server (debounced), or after

@@ -9,6 +9,7 @@ mod cli_errors;
 mod cli_issue;
 mod cli_revocation;
 mod console;
+mod crl;
 mod gateway;
 mod hierarchy;
 mod hsm;

@@ -187,6 +187,8 @@ impl Ca {
             pickup_slots: Arc::new(tokio::sync::Semaphore::new(
                 super::pickup::PICKUP_SCRYPT_SLOTS,
             )),
+            crl_lists: Default::default(),
+            keep_crl_lists: Default::default(),
         };
         ca.publish_crl(actor).await?;
         Ok(ca)

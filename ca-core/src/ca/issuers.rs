@@ -30,7 +30,6 @@ use crate::audit::AuditDraft;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{write_encrypted_key, KeyAlgorithm, KeyPurpose, Passphrase, MIN_PASSPHRASE_LEN};
-use crate::pki::crl::CrlBuilder;
 use crate::pki::ocsp::IssuerHashes;
 use crate::pki::x509::{
     build_ca_csr, certificates_from_pem, issuer_id, parse_subject, CaCertificate, CertificateDer,
@@ -502,54 +501,6 @@ impl Ca {
             pem.push_str(&root.to_pem());
         }
         pem
-    }
-
-    /// Builds, signs and publishes a fresh CRL of issuer `number`.
-    pub async fn publish_crl_for(&self, number: u64, actor: &str) -> Result<PublishedCrl> {
-        let issuer = self
-            .issuer_by_number(number)
-            .ok_or_else(|| Error::NotFound(format!("no issuer numbered {number}")))?;
-        let signer = issuer.signer.clone().ok_or_else(|| {
-            Error::Key(format!(
-                "the CRL of issuer {} needs its key: {}",
-                issuer.id, self.key_hint
-            ))
-        })?;
-        let this_update = crate::now();
-        let next_update = this_update + self.crl_validity.to_time();
-        let (crl_number, revision) = self.store.begin_crl(number).await?;
-        let mut builder = CrlBuilder::new(
-            &issuer.certificate,
-            &*signer,
-            crl_number,
-            this_update,
-            next_update,
-        )?;
-        self.store
-            .revoked_entries(number, this_update, &mut |entry| builder.push(&entry))
-            .await?;
-        let count = builder.entries();
-        let der = if signer.blocks() {
-            blocking(move || builder.finish(&*signer)).await?
-        } else {
-            builder.finish(&*signer)?
-        };
-        let crl = PublishedCrl {
-            number: crl_number,
-            this_update,
-            next_update,
-            der: der.0,
-            revision,
-            entries: count,
-            issuer: number,
-        };
-        let subject = match self.is_hierarchy() {
-            true => format!("crl {crl_number} issuer {}", issuer.id),
-            false => format!("crl {crl_number}"),
-        };
-        let draft = AuditDraft::new(actor, "crl", subject);
-        self.store.publish_crl(&crl, draft).await?;
-        Ok(crl)
     }
 
     /// Publishes every issuer's CRL that is stale (see [`Ca::crl_needs_refresh_for`]);

@@ -42,6 +42,7 @@ mod issuers;
 mod ocsp;
 mod pickup;
 mod revocation;
+mod revoked_list;
 mod server_cert;
 mod tokens;
 
@@ -142,6 +143,10 @@ pub struct Ca {
     pickup_validity: Duration,
     /// Bounds the scrypt runs of pickup codes (see `pickup.rs`).
     pickup_slots: Arc<tokio::sync::Semaphore>,
+    /// Each issuer's revoked-entry list as of its last CRL (ca/revoked_list.rs).
+    crl_lists: tokio::sync::Mutex<std::collections::HashMap<u64, revoked_list::RevokedList>>,
+    /// Whether to keep them ([`Ca::keep_crl_lists`]).
+    keep_crl_lists: std::sync::atomic::AtomicBool,
 }
 
 /// Runs a token call on a blocking thread (never on an async worker).
@@ -303,6 +308,8 @@ impl Ca {
             },
             token,
             ocsp_key_source: config.ocsp_key_source,
+            crl_lists: Default::default(),
+            keep_crl_lists: Default::default(),
             issuers,
             active_issuer,
             root,

@@ -47,8 +47,10 @@ const OID_INVALIDITY_DATE: &[u8] = &[0x55, 0x1d, 0x18]; // 2.5.29.24
 const OID_CRL_NUMBER: &[u8] = &[0x55, 0x1d, 0x14]; // 2.5.29.20
 const OID_AKI: &[u8] = &[0x55, 0x1d, 0x23]; // 2.5.29.35
 
-/// Appends one `revokedCertificates` entry; `scratch` is reused between calls.
-fn push_entry(out: &mut Vec<u8>, scratch: &mut Vec<u8>, entry: &RevokedEntry) {
+/// Appends one `revokedCertificates` entry; `scratch` is reused between
+/// calls. The kept revoked-entry list (`ca/revoked_list.rs`) encodes with
+/// this too, so its bytes are exactly what a full build writes.
+pub(crate) fn push_entry(out: &mut Vec<u8>, scratch: &mut Vec<u8>, entry: &RevokedEntry) {
     scratch.clear();
     push_uint(scratch, entry.serial.as_bytes());
     push_time(scratch, entry.revoked_at);
@@ -134,6 +136,18 @@ impl CrlBuilder {
     pub fn push(&mut self, entry: &RevokedEntry) {
         push_entry(&mut self.buf, &mut self.scratch, entry);
         self.entries += 1;
+    }
+
+    /// Lists `count` revoked certificates already encoded by [`push_entry`]
+    /// (callers push in serial order, continuing any pushed before).
+    pub(crate) fn push_encoded(&mut self, der: &[u8], count: usize) {
+        self.buf.extend_from_slice(der);
+        self.entries += count as u64;
+    }
+
+    /// Reserves room for `bytes` more bytes of entries.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
     }
 
     /// Entries pushed so far.

@@ -167,6 +167,23 @@ pub(super) async fn bump_revision(tx: &mut Tx) -> Result<()> {
     Ok(())
 }
 
+/// Records, in the revoking transaction and after [`bump_revision`], the
+/// revision of its issuer's CRL state at which `serial` was revoked: the
+/// publisher reads the entries revoked since its last CRL by this column
+/// (`CrlStore::revoked_between`). The row lock the bump took orders these
+/// revisions as the commits are ordered, so a window of revisions the
+/// publisher has seen committed never gains a late entry.
+pub(super) async fn mark_revoked_rev(conn: &mut AnyConnection, serial: &Serial) -> Result<()> {
+    sqlx::query(
+        "UPDATE certificates SET revoked_rev = (SELECT revision FROM crl_state WHERE crl_state.id = certificates.issuer) \
+         WHERE serial = $1",
+    )
+    .bind(serial.to_hex())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
@@ -364,6 +381,7 @@ impl CertificateStore for SqlStore {
             )));
         }
         bump_revision(&mut tx).await?;
+        mark_revoked_rev(&mut tx, serial).await?;
         self.commit(tx, open).await?;
         Ok(record)
     }
@@ -528,6 +546,7 @@ impl CertificateStore for SqlStore {
             return Ok(false);
         }
         bump_revision(&mut tx).await?;
+        mark_revoked_rev(&mut tx, &entry.serial).await?;
         self.commit(tx, open).await?;
         Ok(true)
     }

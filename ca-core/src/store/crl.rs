@@ -51,6 +51,7 @@ pub(super) struct RevokedPage {
     pub(super) revoked_at: String,
     pub(super) reasons: String,
     pub(super) invalidity_dates: String,
+    pub(super) not_afters: String,
 }
 
 impl RevokedPage {
@@ -60,13 +61,14 @@ impl RevokedPage {
             revoked_at: row.try_get("revoked_at")?,
             reasons: row.try_get("reasons")?,
             invalidity_dates: row.try_get("invalidity_dates")?,
+            not_afters: row.try_get("not_afters")?,
         })
     }
 
     pub(super) fn visit(
         &self,
         n: usize,
-        visit: &mut (dyn FnMut(RevokedEntry) + Send),
+        visit: &mut (dyn FnMut(RevokedEntry, OffsetDateTime) + Send),
     ) -> Result<()> {
         let bad = || Error::Store("bad page of revoked entries in the store".into());
         let number = |text: &str| text.parse::<i64>().map_err(|_| bad());
@@ -76,6 +78,7 @@ impl RevokedPage {
         let mut revoked_at = self.revoked_at.split(',');
         let mut reasons = self.reasons.split(',');
         let mut invalidity_dates = self.invalidity_dates.split(',');
+        let mut not_afters = self.not_afters.split(',');
         for hex_serial in self.serials.as_bytes().chunks(32) {
             let mut serial = [0u8; 16];
             hex::decode_to_slice(hex_serial, &mut serial).map_err(|_| bad())?;
@@ -83,13 +86,17 @@ impl RevokedPage {
             let at = number(revoked_at.next().ok_or_else(bad)?)?;
             let reason = number(reasons.next().ok_or_else(bad)?)?;
             let invalidity = number(invalidity_dates.next().ok_or_else(bad)?)?;
-            visit(RevokedEntry {
-                serial,
-                revoked_at: from_ts(at)?,
-                reason: RevocationReason::from_code(reason)
-                    .unwrap_or(RevocationReason::Unspecified),
-                invalidity_date: (invalidity >= 0).then(|| from_ts(invalidity)).transpose()?,
-            });
+            let not_after = number(not_afters.next().ok_or_else(bad)?)?;
+            visit(
+                RevokedEntry {
+                    serial,
+                    revoked_at: from_ts(at)?,
+                    reason: RevocationReason::from_code(reason)
+                        .unwrap_or(RevocationReason::Unspecified),
+                    invalidity_date: (invalidity >= 0).then(|| from_ts(invalidity)).transpose()?,
+                },
+                from_ts(not_after)?,
+            );
         }
         Ok(())
     }
@@ -103,14 +110,27 @@ pub trait CrlStore: Send + Sync {
     /// so a higher number never lists fewer revocations.
     async fn begin_crl(&self, issuer: u64) -> Result<(u64, u64)>;
 
-    /// Hands every revoked certificate not expired at `now` to `visit`, in
-    /// serial order, a page at a time (a million are never held at once).
+    /// Hands every revoked certificate not expired at `now` to `visit` with
+    /// its notAfter, in serial order, a page at a time (a million are never
+    /// held at once).
     async fn revoked_entries(
         &self,
         issuer: u64,
         now: OffsetDateTime,
-        visit: &mut (dyn FnMut(RevokedEntry) + Send),
+        visit: &mut (dyn FnMut(RevokedEntry, OffsetDateTime) + Send),
     ) -> Result<()>;
+
+    /// The certificates of `issuer` revoked at a revision in
+    /// `(after, upto]` (see migration 0012), with their notAfter, expired or
+    /// not; at most `limit` (more: `None`, and the caller reads everything
+    /// with [`CrlStore::revoked_entries`] instead).
+    async fn revoked_between(
+        &self,
+        issuer: u64,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<(RevokedEntry, OffsetDateTime)>>>;
 
     /// Where CRL publication of `issuer` stands.
     async fn crl_status(&self, issuer: u64) -> Result<CrlStatus>;
@@ -158,7 +178,7 @@ impl CrlStore for SqlStore {
         &self,
         issuer: u64,
         now: OffsetDateTime,
-        visit: &mut (dyn FnMut(RevokedEntry) + Send),
+        visit: &mut (dyn FnMut(RevokedEntry, OffsetDateTime) + Send),
     ) -> Result<()> {
         // Rows come packed, thousands to a row: one row at a time through the
         // driver costs a thread hand-off each, which for a million entries
@@ -171,15 +191,16 @@ impl CrlStore for SqlStore {
             false => format!("string_agg(CAST({expr} AS TEXT), '{sep}' ORDER BY serial)"),
         };
         let sql = format!(
-            "SELECT {} AS serials, {} AS revoked_at, {} AS reasons, {} AS invalidity_dates, \
+            "SELECT {} AS serials, {} AS revoked_at, {} AS reasons, {} AS invalidity_dates, {} AS not_afters, \
                     max(serial) AS last, count(*) AS n FROM ( \
-               SELECT serial, revoked_at, coalesce(reason, -1) AS reason, coalesce(invalidity_date, -1) AS invalidity_date \
+               SELECT serial, revoked_at, coalesce(reason, -1) AS reason, coalesce(invalidity_date, -1) AS invalidity_date, not_after \
                FROM certificates WHERE revoked_at IS NOT NULL AND issuer = $3 AND not_after > $1 AND serial > $2 \
                ORDER BY serial LIMIT {CRL_CHUNK}) AS page",
             agg("serial", ""),
             agg("revoked_at", ","),
             agg("reason", ","),
             agg("invalidity_date", ","),
+            agg("not_after", ","),
         );
         let page = |after: String| {
             sqlx::query(AssertSqlSafe(sql.clone()))
@@ -214,6 +235,51 @@ impl CrlStore for SqlStore {
         }
     }
 
+    async fn revoked_between(
+        &self,
+        issuer: u64,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<(RevokedEntry, OffsetDateTime)>>> {
+        if upto <= after {
+            return Ok(Some(Vec::new()));
+        }
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, reason, invalidity_date, not_after FROM certificates \
+             WHERE issuer = $1 AND revoked_rev > $2 AND revoked_rev <= $3 AND revoked_at IS NOT NULL \
+             ORDER BY serial LIMIT $4",
+        )
+        .bind(issuer as i64)
+        .bind(after as i64)
+        .bind(upto as i64)
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.len() > limit {
+            return Ok(None);
+        }
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let serial: String = row.try_get("serial")?;
+            let entry = RevokedEntry {
+                serial: Serial::parse(&serial)
+                    .map_err(|_| Error::Store(format!("bad serial in store: {serial}")))?,
+                revoked_at: from_ts(row.try_get("revoked_at")?)?,
+                reason: row
+                    .try_get::<Option<i64>, _>("reason")?
+                    .and_then(RevocationReason::from_code)
+                    .unwrap_or(RevocationReason::Unspecified),
+                invalidity_date: row
+                    .try_get::<Option<i64>, _>("invalidity_date")?
+                    .map(from_ts)
+                    .transpose()?,
+            };
+            entries.push((entry, from_ts(row.try_get("not_after")?)?));
+        }
+        Ok(Some(entries))
+    }
+
     async fn crl_status(&self, issuer: u64) -> Result<CrlStatus> {
         let row = sqlx::query(
             "SELECT revision, published_revision, published_number, this_update, next_update FROM crl_state WHERE id = $1",
@@ -242,6 +308,36 @@ impl CrlStore for SqlStore {
             crate::rfc3339(crl.next_update),
             hex::encode(crate::hash::sha256(&crl.der))
         );
+        // A newer CRL already published: nothing to write.
+        if self.crl_status(crl.issuer).await?.published_number >= crl.number {
+            return Ok(false);
+        }
+        // The pieces go in first, in a transaction of their own: nothing
+        // refers to them until crl_state does. The audited transaction that
+        // makes them the published CRL is then short; on PostgreSQL it holds
+        // the audit head and the crl_state row, which every revocation
+        // needs, for milliseconds, not for writing 50 MB. Pieces left by a
+        // publisher that stopped in between are deleted with the previous
+        // CRL's by the next publish.
+        {
+            let _writer = match self.sqlite {
+                true => Some(self.writer.lock().await),
+                false => None,
+            };
+            let mut tx = self.pool.begin().await?;
+            for (idx, piece) in crl.der.chunks(CRL_DER_CHUNK).enumerate() {
+                sqlx::query(
+                    "INSERT INTO crl_pieces (issuer, number, idx, data) VALUES ($4, $1, $2, $3)",
+                )
+                .bind(crl.number as i64)
+                .bind(idx as i64)
+                .bind(piece)
+                .bind(crl.issuer as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
         let (mut tx, open) = self.begin(audit, crl.this_update).await?;
         let changed = sqlx::query(
             "UPDATE crl_state SET published_number = $1, this_update = $2, next_update = $3, published_revision = $4, entries = $5 \
@@ -257,6 +353,8 @@ impl CrlStore for SqlStore {
         .await?
         .rows_affected();
         if changed == 0 {
+            // A newer CRL won meanwhile; its publish deleted or will delete
+            // these pieces (number <> its own).
             tx.rollback().await?;
             return Ok(false);
         }
@@ -265,17 +363,6 @@ impl CrlStore for SqlStore {
             .bind(crl.issuer as i64)
             .execute(&mut *tx)
             .await?;
-        for (idx, piece) in crl.der.chunks(CRL_DER_CHUNK).enumerate() {
-            sqlx::query(
-                "INSERT INTO crl_pieces (issuer, number, idx, data) VALUES ($4, $1, $2, $3)",
-            )
-            .bind(crl.number as i64)
-            .bind(idx as i64)
-            .bind(piece)
-            .bind(crl.issuer as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
         self.commit(tx, open).await?;
         Ok(true)
     }

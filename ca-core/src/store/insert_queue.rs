@@ -273,6 +273,9 @@ pub(super) async fn insert_one(
             sqlx::query("UPDATE crl_state SET revision = revision + 1")
                 .execute(&mut *conn)
                 .await?;
+            for serial in &revoked {
+                mark_revoked_rev(&mut *conn, serial).await?;
+            }
         }
         details.push_str(&format!(" reason={}", supersede.reason.name()));
     }

@@ -249,7 +249,7 @@ async fn revoked_pages(store: &SqlStore) {
     fill(store, n, now.unix_timestamp()).await;
     let mut seen = Vec::new();
     store
-        .revoked_entries(1, now, &mut |entry| seen.push(entry))
+        .revoked_entries(1, now, &mut |entry, _| seen.push(entry))
         .await
         .unwrap();
     let expected: Vec<usize> = (0..n).filter(|i| i % 7 != 6 && i % 13 != 12).collect();
@@ -285,6 +285,76 @@ async fn revoked_entries_come_in_pages_complete_and_in_order() {
 async fn revoked_entries_come_in_pages_on_postgres_too() {
     if let Some((store, scratch)) = postgres_store("revoked_pages").await {
         revoked_pages(&store).await;
+        scratch.drop_database(store).await;
+    }
+}
+
+/// Each revoking transaction records the revision it moved its issuer's CRL
+/// state to, so a publisher reads the entries of a window of revisions.
+async fn revocation_windows(store: &SqlStore) {
+    let now = crate::now();
+    fill(store, 50, now.unix_timestamp()).await;
+    let serial = |i: usize| Serial::parse(&format!("{:032x}", (1u128 << 124) + i as u128)).unwrap();
+    let revoke = |i: usize| async move {
+        let draft = AuditDraft::new("test", "revoke", serial(i).to_hex());
+        store
+            .revoke(
+                &serial(i),
+                RevocationReason::KeyCompromise,
+                None,
+                draft,
+                now,
+            )
+            .await
+            .unwrap();
+    };
+    let revision = || async { store.crl_status(1).await.unwrap().revision };
+    let window = |after: u64, upto: u64, limit: usize| async move {
+        store
+            .revoked_between(1, after, upto, limit)
+            .await
+            .unwrap()
+            .map(|w| w.into_iter().map(|(e, _)| e.serial).collect::<Vec<_>>())
+    };
+    let r0 = revision().await;
+    revoke(20).await;
+    let r1 = revision().await;
+    revoke(13).await;
+    revoke(6).await;
+    let r2 = revision().await;
+    assert_eq!((r1, r2), (r0 + 1, r0 + 3));
+    assert_eq!(window(r0, r1, 10).await, Some(vec![serial(20)]));
+    assert_eq!(window(r1, r2, 10).await, Some(vec![serial(6), serial(13)]));
+    assert_eq!(
+        window(r0, r2, 10).await,
+        Some(vec![serial(6), serial(13), serial(20)])
+    );
+    assert_eq!(window(r2, r2, 10).await, Some(vec![]));
+    // Rows revoked before the column existed (NULL) are in no window.
+    assert_eq!(window(0, r0, 10).await, Some(vec![]));
+    // Past the limit: none, the caller reads everything instead.
+    assert_eq!(window(r1, r2, 1).await, None);
+    let (entry, not_after) = store
+        .revoked_between(1, r0, r1, 10)
+        .await
+        .unwrap()
+        .unwrap()
+        .remove(0);
+    assert_eq!(entry.reason, RevocationReason::KeyCompromise);
+    assert_eq!(entry.revoked_at, now);
+    assert_eq!(not_after.unix_timestamp(), now.unix_timestamp() + 86_400);
+}
+
+#[tokio::test]
+async fn revocations_are_found_by_revision_window() {
+    let (_dir, store) = sqlite_store().await;
+    revocation_windows(&store).await;
+}
+
+#[tokio::test]
+async fn revocations_are_found_by_revision_window_on_postgres_too() {
+    if let Some((store, scratch)) = postgres_store("revocation_windows").await {
+        revocation_windows(&store).await;
         scratch.drop_database(store).await;
     }
 }

@@ -71,7 +71,7 @@ pub async fn crls_pem(State(state): State<AppState>) -> Result<Response, ApiErro
         let crl = state.crl.of_issuer(issuer.number()).ok_or_else(|| {
             ApiError::Unavailable("not every issuer's CRL is published yet; retry shortly".into())
         })?;
-        pem.push_str(std::str::from_utf8(&crl.pem).unwrap_or_default());
+        pem.push_str(std::str::from_utf8(&crl.pem()).unwrap_or_default());
     }
     if let Some(root_crl) = state.ca.root_crl_pem().await? {
         pem.push_str(&root_crl);
@@ -183,7 +183,7 @@ async fn serve_crl(
         (StatusCode::NOT_MODIFIED, cache_headers).into_response()
     } else {
         let (content_type, body) = if pem {
-            ("application/x-pem-file", crl.pem.clone())
+            ("application/x-pem-file", crl.pem())
         } else {
             ("application/pkix-crl", crl.der.clone())
         };
@@ -213,7 +213,7 @@ fn serve_cached_crl(
         return Ok((StatusCode::NOT_MODIFIED, cache_headers).into_response());
     }
     let (content_type, body) = if pem {
-        ("application/x-pem-file", crl.pem.clone())
+        ("application/x-pem-file", crl.pem())
     } else {
         ("application/pkix-crl", crl.der.clone())
     };
