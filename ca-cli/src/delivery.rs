@@ -190,9 +190,12 @@ struct Row {
     email: Option<String>,
 }
 
+/// A line that is not `tenant,admin[,email]`: (line, first field, message).
+type BadRow = (usize, String, String);
+
 /// Reads the CSV: `tenant,admin[,email]`; blank lines and `#` comments
 /// skipped, an optional header. A malformed line becomes an error item.
-fn read_rows(path: &Path) -> Result<Vec<std::result::Result<Row, (usize, String, String)>>> {
+fn read_rows(path: &Path) -> Result<Vec<std::result::Result<Row, BadRow>>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::InvalidInput(format!("cannot read --csv {}: {e}", path.display())))?;
     let mut rows = Vec::new();

@@ -437,11 +437,14 @@ impl Config {
         }
         let smtp = raw.smtp.unwrap_or_default();
         let from = pick("CA_SMTP_FROM", smtp.from);
-        let reminder_before = duration(
-            "smtp.reminder_before",
-            pick("CA_SMTP_REMINDER_BEFORE", smtp.reminder_before),
-            Duration::from_secs(14 * 86_400),
-        )?;
+        let reminder_before = match pick("CA_SMTP_REMINDER_BEFORE", smtp.reminder_before) {
+            Some(v) if matches!(v.trim(), "0" | "0s" | "off") => Duration::from_secs(0),
+            other => duration(
+                "smtp.reminder_before",
+                other,
+                Duration::from_secs(14 * 86_400),
+            )?,
+        };
         c.smtp = match pick("CA_SMTP_URL", smtp.url) {
             None => {
                 if from.is_some() {
@@ -611,6 +614,40 @@ mod tests {
         std::fs::write(&file, "[limits]\nauth_failures_per_minute = -1\n").unwrap();
         let e = Config::load(Some(&file), |_| None).unwrap_err().to_string();
         assert!(e.contains("limits.auth_failures_per_minute"), "{e}");
+    }
+
+    #[test]
+    fn pickup_and_smtp_keys_are_validated() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.pickup_validity.as_secs(), 72 * 3600);
+        assert!(c.smtp.is_none());
+        let e = |pairs| Config::load(None, env(pairs)).unwrap_err().to_string();
+        assert!(e(&[("CA_PICKUP_VALIDITY", "soon")]).starts_with("pickup.validity"));
+        assert!(e(&[("CA_PICKUP_VALIDITY", "1y")]).starts_with("pickup.validity"));
+        assert!(e(&[("CA_SMTP_URL", "http://x")]).starts_with("smtp.url"));
+        assert!(e(&[("CA_SMTP_URL", "smtp://127.0.0.1:25")]).starts_with("smtp.from"));
+        assert!(e(&[("CA_SMTP_FROM", "ca@example.com")]).starts_with("smtp.from is set"));
+        let c = Config::load(
+            None,
+            env(&[
+                ("CA_SMTP_URL", "smtps://user:secret@mail.example.com"),
+                ("CA_SMTP_FROM", "ca@example.com"),
+                ("CA_SMTP_REMINDER_BEFORE", "off"),
+            ]),
+        )
+        .unwrap();
+        let smtp = c.smtp.unwrap();
+        assert_eq!(smtp.reminder_before.as_secs(), 0);
+        // The URL's credentials never reach a log line through Debug.
+        assert!(!format!("{smtp:?}").contains("secret"));
     }
 
     #[test]
