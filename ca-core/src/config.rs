@@ -239,21 +239,36 @@ struct RawLog {
 impl Config {
     /// Reads `file` (if any), then applies `CA_…` variables from `env`.
     pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
-        let raw = match file {
+        match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     Error::Config(format!("cannot read config file {}: {e}", path.display()))
                 })?;
-                toml::from_str::<RawConfig>(&text).map_err(|e| {
-                    let line = e
-                        .span()
-                        .map(|s| text[..s.start].matches('\n').count() + 1)
-                        .unwrap_or(1);
-                    Error::Config(format!("{}:{line}: {}", path.display(), e.message().trim()))
-                })?
+                Config::load_str(&text, &path.display().to_string(), env)
             }
-            None => RawConfig::default(),
-        };
+            None => Config::from_raw(RawConfig::default(), env),
+        }
+    }
+
+    /// Parses `text` as the contents of a `ca.toml` named `origin` (in error
+    /// messages), then applies `CA_…` variables from `env`: what [`Config::load`]
+    /// does once it has read the file.
+    pub fn load_str(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
+        let raw = toml::from_str::<RawConfig>(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start].matches('\n').count() + 1)
+                .unwrap_or(1);
+            Error::Config(format!("{origin}:{line}: {}", e.message().trim()))
+        })?;
+        Config::from_raw(raw, env)
+    }
+
+    fn from_raw(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
         let mut c = Config::default();
         let pick = |env_name: &str, file_value: Option<String>| {
             env(env_name).filter(|v| !v.is_empty()).or(file_value)

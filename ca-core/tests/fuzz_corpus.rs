@@ -98,6 +98,13 @@ fn config_corpus_never_panics() {
             assert!(result.is_ok(), "{name}: {:?}", result.err());
         }
         if let Ok(text) = std::str::from_utf8(&data) {
+            // The fuzz target parses from memory: it must say what the file says.
+            let from_str = ca_core::Config::load_str(text, &path.display().to_string(), |_| None);
+            assert_eq!(
+                result.as_ref().err().map(|e| e.to_string()),
+                from_str.as_ref().err().map(|e| e.to_string()),
+                "{name}: load_str and load disagree"
+            );
             let _ = ca_core::Config::load(None, |_| Some(text.to_owned()));
         }
     }

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use axum::http::Method;
 
+use crate::crl::CrlCache;
+
 /// Latency buckets (seconds).
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -193,4 +195,32 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `ca_crl_bytes{issuer}`: the DER size of the CRL served for each issuer
+/// (the active one's at `/crl`, a retired one's at `/crl/{id}`). A CRL that
+/// keeps growing means revoked certificates are not expiring off it.
+pub fn render_crl_bytes(ca: &ca_core::Ca, crl: &CrlCache) -> String {
+    let mut out = String::from(
+        "# HELP ca_crl_bytes Bytes (DER) of the CRL served, by issuer.\n# TYPE ca_crl_bytes gauge\n",
+    );
+    for issuer in ca.issuers() {
+        if let Some(served) = crl.of_issuer(issuer.number()) {
+            let _ = writeln!(
+                out,
+                "ca_crl_bytes{{issuer=\"{}\"}} {}",
+                label_value(issuer.id()),
+                served.der.len()
+            );
+        }
+    }
+    out
+}
+
+/// A label value in the exposition format: backslash, quote and newline escaped.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

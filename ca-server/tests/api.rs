@@ -409,6 +409,11 @@ async fn public_endpoints_and_openapi_cover_every_route() {
     ] {
         assert!(text.contains(metric), "missing {metric}:\n{text}");
     }
+    // The CRL gauge is the size of what /crl serves.
+    let (_, _, crl) = f.raw("GET", "/crl", None, None, &[]).await;
+    let issuer = f.state.ca.issuers().first().unwrap().id().to_owned();
+    let gauge = format!("ca_crl_bytes{{issuer=\"{issuer}\"}} {}\n", crl.len());
+    assert!(text.contains(&gauge), "missing {gauge}:\n{text}");
     let (status, doc) = f.call("GET", "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

@@ -388,6 +388,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let now = ca_core::now().unix_timestamp();
     let mut text = state.metrics.render(crl, now);
     text.push_str(&state.ocsp.render_metrics(now));
+    text.push_str(&crate::metrics::render_crl_bytes(&state.ca, &state.crl));
     text.push_str(&format!(
         "# HELP ca_crl_waiting Long-polls on /crl held now (Prefer: wait).\n# TYPE ca_crl_waiting gauge\nca_crl_waiting {}\n",
         state.crl.waiting()
