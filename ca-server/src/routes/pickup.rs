@@ -264,17 +264,31 @@ pub async fn resend(
     Path((tenant, admin)): Path<(String, String)>,
     JsonBody(body): JsonBody<ResendBody>,
 ) -> Result<SecretJson<PickupResponse>, ApiError> {
-    who.authorize(Action::Reissue, Some(&tenant))?;
-    let mode = match who.authorize(Action::Issue, Some(&tenant)) {
+    let response = resend_as(&state, &who, &tenant, &admin, body.email).await?;
+    Ok(SecretJson(StatusCode::CREATED, response))
+}
+
+/// A resend by `who` (renewers may, auditors may not; one who may not issue
+/// only replaces), with its bookkeeping and mail: the API's and the
+/// console's one path.
+pub(crate) async fn resend_as(
+    state: &AppState,
+    who: &ca_core::Principal,
+    tenant: &str,
+    admin: &str,
+    email: Option<String>,
+) -> Result<PickupResponse, ca_core::Error> {
+    who.authorize(Action::Reissue, Some(tenant))?;
+    let mode = match who.authorize(Action::Issue, Some(tenant)) {
         Ok(()) => ReissueMode::ReplaceOrIssue,
         Err(_) => ReissueMode::ReplaceOnly,
     };
     let issuance = state
         .ca
         .resend_pickup(
-            &tenant,
-            &admin,
-            body.email,
+            tenant,
+            admin,
+            email,
             state.mailer.is_some(),
             mode,
             &who.actor(),
@@ -286,8 +300,7 @@ pub async fn resend(
     if !issuance.revoked.is_empty() {
         state.status_changed();
     }
-    let (status, response) = answer(&state, issuance, true);
-    Ok(SecretJson(status, response))
+    Ok(answer(state, issuance, true).1)
 }
 
 /// Pickups, newest first: by default those not collected (waiting, locked, expired).

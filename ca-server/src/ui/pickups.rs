@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use ca_core::{now, Action, PickupState, ReissueMode};
+use ca_core::{now, Action, PickupState};
 use maud::html;
 use serde::Deserialize;
 
@@ -106,34 +106,12 @@ async fn resend(
     Path((tenant, admin)): Path<(String, String)>,
     Checked(console, form): Checked<ResendForm>,
 ) -> Result<Response, UiError> {
-    let who = &console.who;
-    who.authorize(Action::Reissue, Some(&tenant))?;
-    let mode = match who.authorize(Action::Issue, Some(&tenant)) {
-        Ok(()) => ReissueMode::ReplaceOrIssue,
-        Err(_) => ReissueMode::ReplaceOnly,
-    };
     let email = form.email.filter(|e| !e.is_empty());
     if let Some(email) = &email {
         ca_core::check_email(email)?;
     }
-    let issuance = state
-        .ca
-        .resend_pickup(
-            &tenant,
-            &admin,
-            email,
-            state.mailer.is_some(),
-            mode,
-            &who.actor(),
-        )
-        .await?;
-    state.ocsp.issued();
-    state.metrics.issued("resend", &issuance.record.policy);
-    state.metrics.revoked(issuance.revoked.len());
-    if !issuance.revoked.is_empty() {
-        state.status_changed();
-    }
-    let (_, response) = crate::routes::pickup::answer(&state, issuance, true);
+    let response =
+        crate::routes::pickup::resend_as(&state, &console.who, &tenant, &admin, email).await?;
     Ok(pickup_page(&console, &response, "Pickup resent"))
 }
 
