@@ -275,24 +275,21 @@ pub(crate) struct IssueArgs {
     /// Policy (default: default_policy from the config, else portal-admin).
     #[arg(long)]
     pub(crate) policy: Option<String>,
-    /// Where to write the PKCS#12 bundle (not with --pickup).
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "pickup",
-        conflicts_with = "pickup"
-    )]
+    /// Where to write the PKCS#12 bundle (not with --pickup). Needed unless
+    /// --pickup is given or the policy says `delivery = "pickup"`.
+    #[arg(long, value_name = "FILE", conflicts_with = "pickup")]
     pub(crate) out: Option<PathBuf>,
     /// Use the password in this file instead of generating one.
     #[arg(long, value_name = "FILE")]
     pub(crate) password_file: Option<PathBuf>,
     /// Leave the bundle sealed for a one-time download at <base_url>/pickup/<id>
     /// instead of writing it: prints the link and a one-time code (give the
-    /// code to the admin by phone or SMS; never mail it).
+    /// code to the admin by phone or SMS; never mail it). The default, without
+    /// --out, for a policy with `delivery = "pickup"`.
     #[arg(long)]
     pub(crate) pickup: bool,
-    /// With --pickup: the admin's address; a running ca-server with smtp.url mails the link there.
-    #[arg(long, requires = "pickup")]
+    /// With pickup delivery: the admin's address; a running ca-server with smtp.url mails the link there.
+    #[arg(long, conflicts_with = "out")]
     pub(crate) email: Option<String>,
 }
 

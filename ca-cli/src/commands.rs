@@ -201,25 +201,15 @@ async fn issue(ctx: &Context, args: IssueArgs, reissue: Option<RevocationReason>
         policy: args.policy,
         password,
     };
-    let delivery = match (&args.out, args.pickup) {
-        (_, true) => {
-            if let Some(email) = &args.email {
-                ca_core::check_email(email)?;
-            }
-            None
-        }
-        (Some(out), false) if out.is_dir() => {
-            return Err(Error::InvalidInput(format!(
-                "--out {} is a directory: name the .p12 file to write",
-                out.display()
-            )))
-        }
-        (Some(out), false) => Some(out.clone()),
-        (None, false) => return Err(Error::InvalidInput(
-            "give --out FILE.p12 (write the bundle) or --pickup (leave it for a one-time download)"
-                .into(),
-        )),
-    };
+    if let Some(email) = &args.email {
+        ca_core::check_email(email)?;
+    }
+    if let Some(out) = args.out.as_deref().filter(|out| out.is_dir()) {
+        return Err(Error::InvalidInput(format!(
+            "--out {} is a directory: name the .p12 file to write",
+            out.display()
+        )));
+    }
     let ca = ctx.open(true).await?;
     let prepared = match reissue {
         None => ca.prepare_issue(&request).await?,
@@ -229,9 +219,21 @@ async fn issue(ctx: &Context, args: IssueArgs, reissue: Option<RevocationReason>
                 .await?
         }
     };
-    let Some(out) = delivery else {
-        return crate::delivery::commit_pickup(ctx, &ca, prepared, args.email, reissue.is_some())
-            .await;
+    // --out or --pickup, else the policy's `delivery`.
+    let out = match args.out {
+        Some(out) => out,
+        None if args.pickup || ca.default_delivery(&prepared) == ca_core::Delivery::Pickup => {
+            return crate::delivery::commit_pickup(ctx, &ca, prepared, args.email, reissue.is_some())
+                .await;
+        }
+        None if args.email.is_some() => return Err(Error::InvalidInput(format!(
+            "--email goes with pickup delivery (the link goes by mail), and policy {} delivers directly: add --pickup",
+            prepared.record().policy
+        ))),
+        None => return Err(Error::InvalidInput(format!(
+            "give --out FILE.p12 (write the bundle) or --pickup (leave it for a one-time download); policy {} delivers directly",
+            prepared.record().policy
+        ))),
     };
     let bundle = prepared
         .bundle

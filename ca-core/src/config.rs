@@ -130,6 +130,9 @@ pub struct SmtpConfig {
     pub from: String,
     /// How long before a certificate expires its reminder goes out (0: never).
     pub reminder_before: Duration,
+    /// PEM certificates trusted for the mail server's TLS (`smtp.ca_file`),
+    /// instead of the system's roots: a mail server under a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SmtpConfig {
@@ -138,6 +141,7 @@ impl std::fmt::Debug for SmtpConfig {
             .field("url", &"<redacted>")
             .field("from", &self.from)
             .field("reminder_before", &self.reminder_before)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -190,6 +194,7 @@ struct RawSmtp {
     url: Option<String>,
     from: Option<String>,
     reminder_before: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -460,8 +465,14 @@ impl Config {
                 Duration::from_secs(14 * 86_400),
             )?,
         };
+        let ca_file = pick("CA_SMTP_CA_FILE", smtp.ca_file).map(PathBuf::from);
         c.smtp = match pick("CA_SMTP_URL", smtp.url) {
             None => {
+                if ca_file.is_some() {
+                    return Err(Error::Config(
+                        "smtp.ca_file is set but smtp.url is not: set smtp.url (smtps://host:port, or smtp://host:port?tls=required for STARTTLS)".into(),
+                    ));
+                }
                 if from.is_some() {
                     return Err(Error::Config(
                         "smtp.from is set but smtp.url is not: set smtp.url (smtp://host:port or smtps://host:port) to send mail".into(),
@@ -480,10 +491,20 @@ impl Config {
                         "smtp.from: required with smtp.url (the sender address, e.g. \"CA <ca@example.com>\")".into(),
                     )
                 })?;
+                if ca_file.is_some()
+                    && url.starts_with("smtp://")
+                    && !url.contains("tls=required")
+                    && !url.contains("tls=opportunistic")
+                {
+                    return Err(Error::Config(
+                        "smtp.ca_file: the smtp.url speaks no TLS; use smtps://host:port, or smtp://host:port?tls=required for STARTTLS".into(),
+                    ));
+                }
                 Some(SmtpConfig {
                     url,
                     from,
                     reminder_before,
+                    ca_file,
                 })
             }
         };
@@ -650,6 +671,13 @@ mod tests {
         assert!(e(&[("CA_SMTP_URL", "http://x")]).starts_with("smtp.url"));
         assert!(e(&[("CA_SMTP_URL", "smtp://127.0.0.1:25")]).starts_with("smtp.from"));
         assert!(e(&[("CA_SMTP_FROM", "ca@example.com")]).starts_with("smtp.from is set"));
+        assert!(e(&[("CA_SMTP_CA_FILE", "mail-ca.pem")]).starts_with("smtp.ca_file is set"));
+        assert!(e(&[
+            ("CA_SMTP_URL", "smtp://127.0.0.1:25"),
+            ("CA_SMTP_FROM", "ca@example.com"),
+            ("CA_SMTP_CA_FILE", "mail-ca.pem")
+        ])
+        .contains("speaks no TLS"));
         let c = Config::load(
             None,
             env(&[

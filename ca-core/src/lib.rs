@@ -68,7 +68,8 @@ pub use pki::x509::{
     certificate_serial_hex, pem_encode, subject_line, CaCertificate, CertificateDer, Endpoints,
 };
 pub use policy::{
-    ExtendedKeyUsage, Pkcs12Profile, Policies, Policy, PolicyKind, SHIPPED as SHIPPED_POLICIES,
+    Delivery, ExtendedKeyUsage, Pkcs12Profile, Policies, Policy, PolicyKind,
+    SHIPPED as SHIPPED_POLICIES,
 };
 pub use reason::RevocationReason;
 pub use root::{RootCa, RootInit, RootSecret, SignedCa};

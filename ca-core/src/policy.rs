@@ -183,6 +183,38 @@ pub struct Policy {
     pub api_role: Option<Role>,
     /// The tenant that login is limited to (`api_tenant`, e.g. `"{tenant}"`).
     pub api_tenant: Option<Template>,
+    /// How a bundle is handed over when the caller does not say (`delivery`;
+    /// PKCS#12 policies only). A caller's explicit choice still wins.
+    pub delivery: Delivery,
+}
+
+/// How an issued PKCS#12 bundle reaches its admin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// The bundle and its password in the answer (or the CLI's `--out` file).
+    #[default]
+    Direct,
+    /// The bundle waits, sealed under a one-time code, for a single download.
+    Pickup,
+}
+
+impl Delivery {
+    /// Parses `direct` or `pickup`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "direct" => Some(Self::Direct),
+            "pickup" => Some(Self::Pickup),
+            _ => None,
+        }
+    }
+
+    /// The name used in policies and request bodies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Pickup => "pickup",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -200,6 +232,7 @@ struct RawPolicy {
     pkcs12: Option<RawPkcs12>,
     api_role: Option<Spanned<String>>,
     api_tenant: Option<Spanned<String>>,
+    delivery: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +418,15 @@ impl Policy {
             }
             Some(t) => Some(template(t, "api_tenant")?),
         };
+        let delivery = match &raw.delivery {
+            None => Delivery::Direct,
+            Some(d) if kind != PolicyKind::Pkcs12 => {
+                return Err(src.error(d.span(), "delivery applies only to kind = \"pkcs12\" policies (the CA holds a bundle only when it generated the key)"));
+            }
+            Some(d) => Delivery::parse(d.get_ref()).ok_or_else(|| {
+                src.error(d.span(), format!("unknown delivery \"{}\": use \"direct\" (bundle in the answer) or \"pickup\" (one-time download by code)", d.get_ref().escape_debug()))
+            })?,
+        };
         if let Some(max) = &raw.max_active_per_admin {
             // The store enforces one active certificate per (tenant, admin, policy)
             // with a unique index; more would need a different constraint.
@@ -415,6 +457,7 @@ impl Policy {
             pkcs12,
             api_role,
             api_tenant,
+            delivery,
         })
     }
 
@@ -678,6 +721,23 @@ mod tests {
         assert!(e.contains("api_role applies only"), "{e}");
         let e = err(&format!("{BASE}extended_key_usage = [\"server-auth\"]\n"));
         assert!(e.contains("tls-server"), "{e}");
+    }
+
+    #[test]
+    fn delivery_defaults_to_direct_and_is_checked() {
+        assert_eq!(
+            Policy::parse("p.toml", BASE).unwrap().delivery,
+            Delivery::Direct
+        );
+        let p = Policy::parse("p.toml", &format!("{BASE}delivery = \"pickup\"\n")).unwrap();
+        assert_eq!(p.delivery, Delivery::Pickup);
+        let e = err(&format!("{BASE}delivery = \"mail\"\n"));
+        assert!(
+            e.starts_with("p.toml:5:") && e.contains("\"pickup\""),
+            "{e}"
+        );
+        let e = err(&format!("{BASE}kind = \"csr\"\ndelivery = \"pickup\"\n"));
+        assert!(e.contains("delivery applies only"), "{e}");
     }
 
     #[test]

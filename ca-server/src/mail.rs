@@ -1,7 +1,10 @@
 //! Notification mail (DESIGN §1): the pickup link at issue, reissue and
 //! resend (never the code: that goes by the other channel), and a reminder
 //! before a certificate expires. Sent through `lettre` over SMTP
-//! (`smtp.url`); TLS through native-tls, i.e. the OpenSSL already linked.
+//! (`smtp.url`); TLS through native-tls, i.e. the OpenSSL already linked:
+//! `smtps://` is implicit TLS, `smtp://…?tls=required` STARTTLS, both with
+//! the system's roots, or only those of `smtp.ca_file` (a mail server under
+//! a private CA). The server's name is always checked.
 //!
 //! A failed mail never undoes anything: the certificate and its pickup
 //! stand, the failure is recorded on the pickup (`pickup list` shows it),
@@ -19,6 +22,7 @@ use std::path::Path;
 use std::time::Duration as StdDuration;
 
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 /// One message kind's three templates.
@@ -119,6 +123,52 @@ fn html_escape(text: &str) -> String {
     out
 }
 
+/// TLS towards a mail server whose certificate chains to `ca_file` (PEM,
+/// one or more certificates) and to nothing else; implicit TLS for
+/// `smtps://`, STARTTLS otherwise (the configuration has checked that
+/// an `smtp://` URL asks for it).
+fn private_ca_tls(url: &str, ca_file: &Path) -> Result<Tls, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("smtp.url: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or("smtp.url: names no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| format!("smtp.ca_file: cannot read {}: {e}", ca_file.display()))?;
+    let certificates = openssl::x509::X509::stack_from_pem(&pem)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "smtp.ca_file: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                ca_file.display()
+            )
+        })?;
+    let mut params =
+        TlsParameters::builder(host.to_owned()).certificate_store(CertificateStore::None);
+    for certificate in certificates {
+        let der = certificate
+            .to_der()
+            .map_err(|e| format!("smtp.ca_file: {}: {e}", ca_file.display()))?;
+        params = params.add_root_certificate(
+            Certificate::from_der(der)
+                .map_err(|e| format!("smtp.ca_file: {}: {e}", ca_file.display()))?,
+        );
+    }
+    let params = params
+        .build_native()
+        .map_err(|e| format!("smtp.ca_file: {e}"))?;
+    let opportunistic = parsed
+        .query_pairs()
+        .any(|(k, v)| k == "tls" && v == "opportunistic");
+    Ok(match parsed.scheme() {
+        "smtps" => Tls::Wrapper(params),
+        _ if opportunistic => Tls::Opportunistic(params),
+        _ => Tls::Required(params),
+    })
+}
+
 /// The SMTP client and the templates.
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -140,10 +190,13 @@ impl Mailer {
                 smtp.from.escape_debug()
             ))
         })?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.url)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.url)
             .map_err(|e| config(format!("smtp.url: {e}")))?
-            .timeout(Some(StdDuration::from_secs(10)))
-            .build();
+            .timeout(Some(StdDuration::from_secs(10)));
+        if let Some(ca_file) = &smtp.ca_file {
+            builder = builder.tls(private_ca_tls(&smtp.url, ca_file).map_err(config)?);
+        }
+        let transport = builder.build();
         let dir = data_dir.join("mail");
         Ok(Mailer {
             transport,

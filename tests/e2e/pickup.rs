@@ -28,12 +28,22 @@ impl SmtpSink {
     }
 
     fn start_on(port: u16, dir: &Path) -> SmtpSink {
+        Self::spawn(port, dir, &[])
+    }
+
+    /// `mode` `starttls` or `smtps`, with the server's certificate and key files.
+    fn start_tls(dir: &Path, mode: &str, cert: &str, key: &str) -> SmtpSink {
+        Self::spawn(free_port(), dir, &[mode, cert, key])
+    }
+
+    fn spawn(port: u16, dir: &Path, tls: &[&str]) -> SmtpSink {
         std::fs::create_dir_all(dir).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pickup/smtp_sink.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(&script)
             .arg(port.to_string())
             .arg(dir)
+            .args(tls)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -567,6 +577,201 @@ fn mail_failure_keeps_the_certificate_and_resend_retries() {
     let (status, _) = get_page(answer["pickup"]["url"].as_str().unwrap());
     assert_eq!(status, 410);
     wait_mail_state(&ca, "sent");
+}
+
+/// Mail over STARTTLS and over implicit TLS to a mail server whose
+/// certificate comes from a private CA: sent when `smtp.ca_file` trusts that
+/// CA, refused (and visible as a failed mail) when only the system's roots do.
+#[test]
+fn mail_goes_over_starttls_and_smtps_checking_the_servers_certificate() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let ca = TestCa::init_for(&base, &[]);
+    // The mail server's certificate, for localhost and 127.0.0.1, from this
+    // CA: a private CA no system trusts.
+    let (files, _) = TlsFiles::issue(&ca, "mail");
+    let ca_file = files.ca_pem.clone();
+    let token = ca.token("operator");
+    for mode in ["starttls", "smtps"] {
+        let sink = SmtpSink::start_tls(
+            &ca.path(&format!("mail-{mode}")),
+            mode,
+            &files.cert,
+            &files.key,
+        );
+        let url = match mode {
+            "starttls" => format!("smtp://127.0.0.1:{}?tls=required", sink.port),
+            _ => format!("smtps://127.0.0.1:{}", sink.port),
+        };
+        // Only the system's roots: the handshake fails, the mail is a
+        // recorded failure, the certificate stands.
+        let mut env = smtp_env(&url);
+        let server = Server::start_on(&ca, port, &env_refs(&env));
+        let admin = format!("{mode}-untrusted");
+        let answer = server.issue(
+            &token,
+            &admin,
+            r#"{"delivery":"pickup","email":"x@example.com"}"#,
+        );
+        let listed = wait_mail_state_of(&ca, &admin, "failed");
+        let error = listed["mail_error"].as_str().unwrap();
+        assert!(error.contains("certificate"), "{mode}: {listed}");
+        assert_eq!(
+            ca.json(&["show", answer["serial"].as_str().unwrap()])["status"],
+            "active"
+        );
+        assert!(sink.mails().is_empty(), "{mode}: a mail got through");
+        drop(server);
+
+        // With smtp.ca_file naming the private CA, the mail goes.
+        env.push(("CA_SMTP_CA_FILE", ca_file.clone()));
+        let server = Server::start_on(&ca, port, &env_refs(&env));
+        let admin = format!("{mode}-trusted");
+        let answer = server.issue(
+            &token,
+            &admin,
+            &format!(r#"{{"delivery":"pickup","email":"{admin}@example.com"}}"#),
+        );
+        let mails = sink.wait_for(1);
+        assert_eq!(
+            link_in(&mails[0], &base),
+            answer["pickup"]["url"].as_str().unwrap(),
+            "{mode}"
+        );
+        wait_mail_state_of(&ca, &admin, "sent");
+        drop(server);
+    }
+    // A CA file that is not PEM stops start-up, naming the key and the file.
+    let bad = ca.path_str("not-a-ca.pem");
+    std::fs::write(&bad, "hello").unwrap();
+    let mut env = smtp_env("smtps://127.0.0.1:465");
+    env.push(("CA_SMTP_CA_FILE", bad.clone()));
+    let message = Server::start_fails(&ca, &env_refs(&env));
+    assert!(
+        message.contains("smtp.ca_file") && message.contains("not-a-ca.pem"),
+        "{message}"
+    );
+}
+
+/// A policy with `delivery = "pickup"` makes pickup the default of issue and
+/// reissue (API and CLI) when the caller names no delivery; an explicit
+/// choice still wins.
+#[test]
+fn a_policy_can_make_pickup_the_default() {
+    let ca = TestCa::init();
+    let shipped = std::fs::read_to_string(ca.data_dir().join("policies/portal-admin.toml"))
+        .expect("init copies the shipped policies");
+    std::fs::write(
+        ca.data_dir().join("policies/portal-admin-pickup.toml"),
+        shipped.replace(
+            "name = \"portal-admin\"",
+            "name = \"portal-admin-pickup\"\ndelivery = \"pickup\"",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&ca);
+    let token = ca.token("operator");
+    let policy = r#""policy":"portal-admin-pickup""#;
+
+    let answer = server.issue(&token, "pia", &format!("{{{policy}}}"));
+    assert!(answer["pickup"]["url"].is_string(), "{answer}");
+    assert!(
+        answer["code"].is_string() && answer.get("pkcs12").is_none(),
+        "{answer}"
+    );
+    // Reissue keeps the active certificate's policy, and so its delivery.
+    let (status, again) = server.api(
+        "POST",
+        "/v1/tenants/acme/admins/pia/reissue",
+        &token,
+        "{}",
+        &[],
+    );
+    assert_eq!(status, 201, "{again}");
+    assert!(
+        again["pickup"]["url"].is_string() && again.get("pkcs12").is_none(),
+        "{again}"
+    );
+    // The caller's explicit choice wins over the policy's.
+    let direct = server.issue(
+        &token,
+        "pib",
+        &format!(r#"{{{policy},"delivery":"direct"}}"#),
+    );
+    assert!(
+        direct["pkcs12"].is_string() && direct.get("pickup").is_none(),
+        "{direct}"
+    );
+    // An address goes with pickup only: fine under the pickup policy,
+    // 422 under a direct one (and nothing is issued).
+    let mailed = server.issue(
+        &token,
+        "pic",
+        &format!(r#"{{{policy},"email":"pic@example.com"}}"#),
+    );
+    assert!(mailed["pickup"]["url"].is_string(), "{mailed}");
+    let (status, refused) = server.api(
+        "POST",
+        "/v1/tenants/acme/admins/pid/certificates",
+        &token,
+        r#"{"email":"pid@example.com"}"#,
+        &[],
+    );
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pickup"),
+        "{refused}"
+    );
+    assert_eq!(
+        ca.json(&["list", "--tenant", "acme", "--admin", "pid"])["items"],
+        serde_json::json!([])
+    );
+
+    // The CLI: no --out and no --pickup takes the policy's delivery.
+    let out = ca.json(&[
+        "issue",
+        "--tenant",
+        "acme",
+        "--admin",
+        "pie",
+        "--policy",
+        "portal-admin-pickup",
+    ]);
+    assert!(
+        out["pickup"]["url"].is_string() && out["code"].is_string(),
+        "{out}"
+    );
+    let (code, message) = ca.fail(&["issue", "--tenant", "acme", "--admin", "pif"]);
+    assert_ne!(code, 0);
+    assert!(
+        message.contains("--out") && message.contains("portal-admin"),
+        "{message}"
+    );
+}
+
+/// Waits (at most 20 s) for `pickup list` to show `admin`'s mail in `state`.
+fn wait_mail_state_of(ca: &TestCa, admin: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = ca.json(&["pickup", "list", "--all"]);
+        let item = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["admin"] == admin)
+            .cloned();
+        if let Some(item) = item.filter(|i| i["mail"] == state) {
+            return item;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{admin}'s mail never {state}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

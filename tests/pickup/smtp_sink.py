@@ -2,17 +2,21 @@
 """A real SMTP server for the pickup tests (Debian's python3-aiosmtpd):
 accepts every message on 127.0.0.1:PORT and writes each, as received, to a
 file in DIR (`<n>.eml`). Prints "ready" once listening; runs until killed.
+With `starttls CERT KEY` it offers STARTTLS and refuses mail before it; with
+`smtps CERT KEY` it speaks TLS from the first byte (implicit TLS).
 
-    smtp_sink.py PORT DIR
+    smtp_sink.py PORT DIR [starttls|smtps CERT KEY]
 """
 
 import os
+import ssl
 import sys
 import threading
 
 from aiosmtpd.controller import Controller
 
 PORT, DIR = int(sys.argv[1]), sys.argv[2]
+MODE = sys.argv[3] if len(sys.argv) > 3 else "plain"
 
 
 class Sink:
@@ -32,7 +36,26 @@ class Sink:
         return "250 OK"
 
 
-controller = Controller(Sink(), hostname="127.0.0.1", port=PORT)
+
+def tls_context():
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+    return context
+
+
+if MODE == "plain":
+    controller = Controller(Sink(), hostname="127.0.0.1", port=PORT)
+elif MODE == "starttls":
+    controller = Controller(
+        Sink(), hostname="127.0.0.1", port=PORT,
+        tls_context=tls_context(), require_starttls=True,
+    )
+elif MODE == "smtps":
+    controller = Controller(
+        Sink(), hostname="127.0.0.1", port=PORT, ssl_context=tls_context()
+    )
+else:
+    sys.exit(f"unknown mode {MODE!r}: use starttls or smtps")
 controller.start()
 print("ready", flush=True)
 threading.Event().wait()

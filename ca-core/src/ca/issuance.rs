@@ -454,6 +454,15 @@ impl Ca {
         })
     }
 
+    /// How `prepared`'s bundle is handed over when the caller did not say:
+    /// its policy's `delivery` (direct for policies without a bundle).
+    pub fn default_delivery(&self, prepared: &PreparedIssuance) -> crate::Delivery {
+        match (&prepared.bundle, self.policies.get(&prepared.record.policy)) {
+            (Some(_), Ok(policy)) => policy.delivery,
+            _ => crate::Delivery::Direct,
+        }
+    }
+
     /// Makes a prepared issuance durable (one transaction, with its audit event).
     pub async fn commit(&self, prepared: PreparedIssuance, actor: &str) -> Result<Issuance> {
         self.commit_idempotent(prepared, None, actor).await

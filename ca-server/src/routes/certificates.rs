@@ -6,8 +6,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use ca_core::{
-    now, Action, CertificateView, Error, IdempotencyKey, Issuance, IssueRequest, ListFilter,
-    ListView, ReissueMode, RevocationReason, Serial,
+    now, Action, CertificateView, Delivery, Error, IdempotencyKey, Issuance, IssueRequest,
+    ListFilter, ListView, PreparedIssuance, ReissueMode, RevocationReason, Serial,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -42,7 +42,7 @@ pub struct IssueBody {
     /// Bundle password (at least the policy's `pkcs12.min_password_length`, default 12); generated when absent.
     #[schema(value_type = Option<String>)]
     pub password: Option<Zeroizing<String>>,
-    /// `direct` (default: the bundle in the answer) or `pickup` (the bundle waits, sealed, for a one-time download).
+    /// `direct` (the bundle in the answer) or `pickup` (the bundle waits, sealed, for a one-time download); when absent, the policy's `delivery` (default `direct`).
     pub delivery: Option<String>,
     /// With `pickup`: where the notification mail with the link goes.
     pub email: Option<String>,
@@ -59,41 +59,58 @@ pub struct ReissueBody {
     /// Bundle password (at least the policy's `pkcs12.min_password_length`, default 12); generated when absent.
     #[schema(value_type = Option<String>)]
     pub password: Option<Zeroizing<String>>,
-    /// `direct` (default) or `pickup`.
+    /// `direct` or `pickup`; when absent, the policy's `delivery` (default `direct`).
     pub delivery: Option<String>,
     /// With `pickup`: where the notification mail with the link goes.
     pub email: Option<String>,
 }
 
-/// How the answer delivers the bundle: `None` direct, else by pickup.
-fn delivery(
-    state: &AppState,
+/// The delivery a request body names (`None`: its policy decides, see
+/// [`pickup_request`]), checked before any key is generated.
+fn requested_delivery(
     delivery: Option<&str>,
+    email: Option<&str>,
+) -> Result<Option<Delivery>, ApiError> {
+    let requested = match delivery {
+        None => None,
+        Some(name) => Some(Delivery::parse(name).ok_or_else(|| {
+            ApiError::InvalidBody(format!(
+                "delivery \"{}\" is unknown: use \"direct\" (bundle in the answer) or \"pickup\" (one-time download)",
+                name.escape_debug()
+            ))
+        })?),
+    };
+    if let Some(email) = email {
+        if requested == Some(Delivery::Direct) {
+            return Err(email_without_pickup());
+        }
+        ca_core::check_email(email)?;
+    }
+    Ok(requested)
+}
+
+/// How the answer delivers `prepared`'s bundle: `None` directly, else by
+/// pickup. What the caller asked for wins; otherwise the policy's `delivery`.
+fn pickup_request(
+    state: &AppState,
+    prepared: &PreparedIssuance,
+    requested: Option<Delivery>,
     email: Option<String>,
 ) -> Result<Option<ca_core::PickupRequest>, ApiError> {
-    match delivery {
-        None | Some("direct") => {
-            if email.is_some() {
-                return Err(ApiError::InvalidBody(
-                    "email is used only with \"delivery\": \"pickup\" (the link goes by mail; a direct answer carries the bundle)".into(),
-                ));
-            }
-            Ok(None)
-        }
-        Some("pickup") => {
-            if let Some(email) = &email {
-                ca_core::check_email(email)?;
-            }
-            Ok(Some(ca_core::PickupRequest {
-                mail: state.mailer.is_some(),
-                email,
-            }))
-        }
-        Some(other) => Err(ApiError::InvalidBody(format!(
-            "delivery \"{}\" is unknown: use \"direct\" (bundle in the answer) or \"pickup\" (one-time download)",
-            other.escape_debug()
-        ))),
+    match requested.unwrap_or_else(|| state.ca.default_delivery(prepared)) {
+        Delivery::Direct if email.is_some() => Err(email_without_pickup()),
+        Delivery::Direct => Ok(None),
+        Delivery::Pickup => Ok(Some(ca_core::PickupRequest {
+            mail: state.mailer.is_some(),
+            email,
+        })),
     }
+}
+
+fn email_without_pickup() -> ApiError {
+    ApiError::InvalidBody(
+        "email is used only with \"delivery\": \"pickup\" (the link goes by mail; a direct answer carries the bundle)".into(),
+    )
 }
 
 /// Either answer of issue and reissue.
@@ -240,7 +257,7 @@ pub async fn issue(
     JsonBody(body): JsonBody<IssueBody>,
 ) -> Result<SecretJson<IssueAnswer>, ApiError> {
     who.authorize(Action::Issue, Some(&tenant))?;
-    let pickup = delivery(&state, body.delivery.as_deref(), body.email)?;
+    let requested = requested_delivery(body.delivery.as_deref(), body.email.as_deref())?;
     let request = IssueRequest {
         tenant,
         admin,
@@ -248,6 +265,7 @@ pub async fn issue(
         password: body.password,
     };
     let prepared = state.ca.prepare_issue(&request).await?;
+    let pickup = pickup_request(&state, &prepared, requested, body.email)?;
     if let Some(pickup) = pickup {
         let issuance = state
             .ca
@@ -281,7 +299,7 @@ pub async fn reissue(
     JsonBody(body): JsonBody<ReissueBody>,
 ) -> Result<SecretJson<IssueAnswer>, ApiError> {
     who.authorize(Action::Reissue, Some(&tenant))?;
-    let pickup = delivery(&state, body.delivery.as_deref(), body.email)?;
+    let requested = requested_delivery(body.delivery.as_deref(), body.email.as_deref())?;
     // A caller who may not issue (a renewer) may only replace (DESIGN §3).
     let mode = match who.authorize(Action::Issue, Some(&tenant)) {
         Ok(()) => ReissueMode::ReplaceOrIssue,
@@ -313,7 +331,7 @@ pub async fn reissue(
         password: body.password,
     };
     let prepared = state.ca.prepare_reissue(&request, reason, mode).await?;
-    if let Some(pickup) = pickup {
+    if let Some(pickup) = pickup_request(&state, &prepared, requested, body.email)? {
         if idempotency.is_some() {
             return Err(ApiError::InvalidBody(
                 "Idempotency-Key is not supported with \"delivery\": \"pickup\": a retried pickup reissue would replace the first one's link; use resend instead".into(),
