@@ -314,6 +314,32 @@ def bench_issuance(ca, args, rows):
     return rows
 
 
+def bench_pickup(ca, args, rows):
+    """Issuance with delivery pickup next to direct issuance, same policy, same run:
+    a pickup adds the one-time code's scrypt (N=2^13, r=8, p=1: ~8 MiB and tens of
+    milliseconds of one core), AES-256-GCM of the bundle and a second row in the
+    issuance's transaction."""
+    env = {"BENCH_TOKEN": ca.token}
+    bodies = {}
+    for delivery in ("direct", "pickup"):
+        bodies[delivery] = os.path.join(WORK, f"delivery-{delivery}.json")
+        with open(bodies[delivery], "w") as f:
+            json.dump({"policy": "portal-admin", "delivery": delivery}, f)
+    for conns in (1, 32):
+        direct = None
+        for delivery in ("direct", "pickup"):
+            prefix = "d" if delivery == "direct" else "p"
+            results = repeat(args.runs, lambda: (settle(ca.server.pid), wrk(ca.url, f"/v1/tenants/bench/admins/{prefix}{conns}x{{n}}/certificates", args.duration, conns, bodies[delivery], env_extra=env))[1])
+            ratio = None
+            if delivery == "pickup" and direct:
+                ratio = summarise(results, "rps")[0] / summarise(direct, "rps")[0]
+            else:
+                direct = results
+            rows.append(("Issuance with delivery, durable", f"P-256 modern, {delivery}, c{conns}", fmt(results, "rps"), fmt(results, "p50_ms", 1), fmt(results, "p99_ms", 1), results, ratio))
+            log(f"issuance {delivery} c{conns}: {fmt(results, 'rps')}/s")
+    return rows
+
+
 def bench_pkcs12_step(args, rows):
     """The PKCS#12 step of an issuance alone, in process on one thread (no key
     generation, signing, HTTP or store): both profiles alternated in one run
@@ -981,12 +1007,12 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of every part (CI), no peers but OpenSSL")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median reported)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
-    parser.add_argument("--only", default="", help="comma list: pkcs12,issuance,signers,csr,ocsp,tls,crl,latency,crl-latency,footprint")
+    parser.add_argument("--only", default="", help="comma list: pkcs12,issuance,pickup,signers,csr,ocsp,tls,crl,latency,crl-latency,footprint")
     parser.add_argument("--json", help="also write raw results here")
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.duration = 1, 1
-    parts = set(args.only.split(",")) if args.only else {"pkcs12", "issuance", "signers", "csr", "ocsp", "tls", "crl", "latency", "crl-latency", "footprint"}
+    parts = set(args.only.split(",")) if args.only else {"pkcs12", "issuance", "pickup", "signers", "csr", "ocsp", "tls", "crl", "latency", "crl-latency", "footprint"}
     if not have("wrk"):
         raise SystemExit("wrk is required (apt-get install wrk)")
     profile = "release"
@@ -1006,6 +1032,8 @@ def main():
         if "issuance" in parts:
             bench_issuance(ca, args, rows)
             bench_openssl_pipeline(args, rows, rows, ca.server.pid)
+        if "pickup" in parts:
+            bench_pickup(ca, args, rows)
         settle(ca.server.pid)
         if "csr" in parts:
             if args.smoke:

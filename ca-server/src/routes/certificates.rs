@@ -500,11 +500,18 @@ pub async fn show(
 pub(crate) fn check_bodies(data: &[u8]) {
     use crate::extract::parse_json;
     if let Ok(body) = parse_json::<IssueBody>(data) {
+        let _ = requested_delivery(body.delivery.as_deref(), body.email.as_deref());
         let _ = format!("{body:?}");
     }
     if let Ok(body) = parse_json::<ReissueBody>(data) {
         let _ = RevocationReason::parse(body.reason.as_deref().unwrap_or("superseded"));
+        let _ = requested_delivery(body.delivery.as_deref(), body.email.as_deref());
         let _ = format!("{body:?}");
+    }
+    if let Ok(body) = parse_json::<crate::routes::pickup::ResendBody>(data) {
+        if let Some(email) = body.email.as_deref() {
+            let _ = ca_core::check_email(email);
+        }
     }
     if let Ok(body) = parse_json::<CsrBody>(data) {
         if let Some(csr) = body.csr {
