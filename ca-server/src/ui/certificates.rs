@@ -1,23 +1,22 @@
-//! Search, an admin's certificates, issue, reissue, revoke, expiring soon —
-//! the same `ca_core` calls and `authorize` checks as `routes::certificates`.
+//! Search, an admin's certificates, one certificate, expiring soon — the
+//! same `ca_core` calls and `authorize` checks as `routes::certificates`.
+//! The forms that change something (issue, reissue, revoke) are in
+//! `lifecycle`; their errors come back to the admin page drawn here.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
-use base64::Engine as _;
 use ca_core::{
-    now, Action, AdminId, CertificateRecord, CertificateStatus, Error, Issuance, IssueRequest,
-    ListFilter, ReissueMode, RevocationReason, Serial, TenantId,
+    now, Action, AdminId, CertificateRecord, CertificateStatus, Error, ListFilter, Serial, TenantId,
 };
 use maud::{html, Markup};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use super::pages::{self, csrf_field, field, page, relative, select, status_word, when, Nav};
-use super::{secret_page, Checked, Console, UiError};
+use super::{Console, UiError};
 use crate::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -25,25 +24,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/", get(search))
         .route("/ui/expiring", get(expiring))
         .route("/ui/certificates/{serial}", get(certificate))
-        .route(
-            "/ui/certificates/{serial}/revoke",
-            get(revoke_confirm).post(revoke),
-        )
         .route("/ui/tenants/{tenant}/admins/{admin}", get(admin_page))
-        .route(
-            "/ui/tenants/{tenant}/admins/{admin}/issue",
-            axum::routing::post(issue),
-        )
-        .route(
-            "/ui/tenants/{tenant}/admins/{admin}/reissue",
-            get(reissue_confirm).post(reissue),
-        )
 }
 
 /// Page size of every list.
 const PAGE: u32 = 100;
 
-fn enc(text: &str) -> String {
+pub(super) fn enc(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
 
@@ -51,20 +38,20 @@ pub(crate) fn admin_href(tenant: &str, admin: &str) -> String {
     format!("/ui/tenants/{}/admins/{}", enc(tenant), enc(admin))
 }
 
-fn certificate_href(serial: &Serial) -> String {
+pub(super) fn certificate_href(serial: &Serial) -> String {
     format!("/ui/certificates/{serial}")
 }
 
 /// A field error to show next to its field: the API's message.
-struct FieldError {
+pub(super) struct FieldError {
     /// Which form (`issue`, `reissue`, `search`, …).
-    form: &'static str,
-    field: &'static str,
-    message: String,
+    pub(super) form: &'static str,
+    pub(super) field: &'static str,
+    pub(super) message: String,
 }
 
 impl FieldError {
-    fn on(&self, form: &str, field: &str) -> Option<&str> {
+    pub(super) fn on(&self, form: &str, field: &str) -> Option<&str> {
         (self.form == form && self.field == field).then_some(self.message.as_str())
     }
 }
@@ -92,7 +79,7 @@ fn field_of(e: &Error) -> &'static str {
     }
 }
 
-fn field_error(form: &'static str, e: &Error) -> FieldError {
+pub(super) fn field_error(form: &'static str, e: &Error) -> FieldError {
     FieldError {
         form,
         field: field_of(e),
@@ -101,14 +88,14 @@ fn field_error(form: &'static str, e: &Error) -> FieldError {
 }
 
 /// Errors the console shows beside a field rather than on an error page.
-fn is_field_error(e: &Error) -> bool {
+pub(super) fn is_field_error(e: &Error) -> bool {
     matches!(
         e,
         Error::InvalidInput(_) | Error::Policy(_) | Error::Conflict(_) | Error::NotFound(_)
     )
 }
 
-fn clone_error(e: &Error) -> Error {
+pub(super) fn clone_error(e: &Error) -> Error {
     match e {
         Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
         Error::Policy(m) => Error::Policy(m.clone()),
@@ -118,7 +105,7 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
-fn status_of(e: &Error) -> StatusCode {
+pub(super) fn status_of(e: &Error) -> StatusCode {
     crate::ApiError::Core(clone_error(e)).status()
 }
 
@@ -133,7 +120,7 @@ struct SearchQuery {
     cursor: Option<String>,
 }
 
-fn blank(v: &Option<String>) -> Option<&str> {
+pub(super) fn blank(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
@@ -265,7 +252,7 @@ async fn search(
         .into_response())
 }
 
-fn certificate_table(
+pub(super) fn certificate_table(
     records: &[CertificateRecord],
     now: ca_core::OffsetDateTime,
     with_admin: bool,
@@ -402,7 +389,7 @@ async fn certificate(
 /// The admin's page, optionally with an error beside one field of one form.
 /// The admin page again with `e` shown beside the field of `form`, under the
 /// status and message the API gives the same error.
-async fn admin_with_error(
+pub(super) async fn admin_with_error(
     state: &AppState,
     console: &Console,
     tenant: &str,
@@ -414,7 +401,7 @@ async fn admin_with_error(
     render_admin(state, console, tenant, admin, Some(error), status_of(e)).await
 }
 
-async fn render_admin(
+pub(super) async fn render_admin(
     state: &AppState,
     console: &Console,
     tenant: &str,
@@ -513,455 +500,4 @@ async fn admin_page(
     Path((tenant, admin)): Path<(String, String)>,
 ) -> Result<Response, UiError> {
     render_admin(&state, &console, &tenant, &admin, None, StatusCode::OK).await
-}
-
-// ---------------------------------------------------------------- issue
-
-#[derive(Deserialize)]
-struct IssueForm {
-    policy: Option<String>,
-    password: Option<Zeroizing<String>>,
-    delivery: Option<String>,
-    email: Option<String>,
-}
-
-fn optional_password(p: Option<Zeroizing<String>>) -> Option<Zeroizing<String>> {
-    p.filter(|p| !p.is_empty())
-}
-
-async fn issue(
-    State(state): State<AppState>,
-    Path((tenant, admin)): Path<(String, String)>,
-    Checked(console, form): Checked<IssueForm>,
-) -> Result<Response, UiError> {
-    let who = &console.who;
-    who.authorize(Action::Issue, Some(&tenant))?;
-    let email = form.email.filter(|e| !e.is_empty());
-    let pickup = match form.delivery.as_deref() {
-        None | Some("download") => None,
-        Some("pickup") => Some(ca_core::PickupRequest {
-            mail: state.mailer.is_some(),
-            email: email.clone(),
-        }),
-        Some(d) => {
-            return Err(Error::InvalidInput(format!(
-                "unknown delivery \"{}\": use download or pickup",
-                d.escape_debug()
-            ))
-            .into());
-        }
-    };
-    let checked = match (&pickup, &email) {
-        (None, Some(_)) => Err(Error::InvalidInput(
-            "email goes with pickup delivery only (the link goes by mail; a download carries the bundle)".into(),
-        )),
-        (Some(_), Some(email)) => ca_core::check_email(email),
-        _ => Ok(()),
-    };
-    if let Err(e) = checked {
-        return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
-    }
-    let request = IssueRequest {
-        tenant: tenant.clone(),
-        admin: admin.clone(),
-        policy: form.policy.filter(|p| !p.is_empty()),
-        password: optional_password(form.password),
-    };
-    if let Some(pickup) = pickup {
-        let outcome = match state.ca.prepare_issue(&request).await {
-            Ok(prepared) => {
-                state
-                    .ca
-                    .commit_pickup(prepared, &pickup, &who.actor())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let issuance = match outcome {
-            Ok(i) => i,
-            Err(e) if is_field_error(&e) => {
-                return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        state.ocsp.issued();
-        state.metrics.issued("issue", &issuance.record.policy);
-        let (_, response) = crate::routes::pickup::answer(&state, issuance, false);
-        return Ok(super::pickups::pickup_page(
-            &console,
-            &response,
-            "Certificate issued for pickup",
-        ));
-    }
-    let outcome = match state.ca.prepare_issue(&request).await {
-        Ok(prepared) => state.ca.commit(prepared, &who.actor()).await,
-        Err(e) => Err(e),
-    };
-    let issuance = match outcome {
-        Ok(i) => i,
-        Err(e) if is_field_error(&e) => {
-            return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
-        }
-        Err(e) => return Err(e.into()),
-    };
-    state.ocsp.issued();
-    state.metrics.issued("issue", &issuance.record.policy);
-    Ok(issued_page(&console, &issuance, "Certificate issued", None))
-}
-
-/// The page that hands over a new bundle: a download link carrying the
-/// bundle itself (a `data:` URL, so no copy waits on the server for a second
-/// request, which another replica might answer) and the password, shown once.
-fn issued_page(
-    console: &Console,
-    issuance: &Issuance,
-    title: &str,
-    revoked: Option<&[Serial]>,
-) -> Response {
-    let record = &issuance.record;
-    let bundle = issuance.bundle.as_ref().map(|b| {
-        Zeroizing::new(format!(
-            "data:application/x-pkcs12;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(&b.0[..])
-        ))
-    });
-    let file = format!("{}-{}.p12", record.tenant, record.admin);
-    let password = issuance.password.as_ref().map(|p| p.as_str()).unwrap_or("");
-    let body = html! {
-        p.notice role="status" { "Committed: serial " code { (record.serial) } ", valid until " (when(record.not_after)) "." }
-        @if let Some(revoked) = revoked {
-            @if revoked.is_empty() { p { "Nothing was revoked (this was the admin's first certificate under the policy)." } }
-            @else {
-                p { "Revoked in the same transaction:" }
-                ul { @for s in revoked { li { a.mono href=(certificate_href(s)) { (s) } } } }
-            }
-        }
-        @if let Some(href) = &bundle {
-            h2 { "1. Download the bundle" }
-            p { a.button id="download" href=(href.as_str()) download=(file) { "Download " (file) } }
-            h2 { "2. Give the admin this password by a separate channel" }
-            p { span.secret id="password" { (password) } }
-            p.muted { "Shown this once: it is not stored. Leaving this page discards the bundle." }
-        }
-        p { a href=(admin_href(&record.tenant, &record.admin)) { "Back to " (record.admin) } }
-    };
-    secret_page(StatusCode::CREATED, page(console, Nav::Search, title, body))
-}
-
-// ---------------------------------------------------------------- reissue
-
-#[derive(Deserialize)]
-struct ReissueQuery {
-    policy: Option<String>,
-    reason: Option<String>,
-}
-
-/// What a reissue would revoke now (the CA's answer: the rows its
-/// committing transaction supersedes).
-async fn would_revoke(
-    state: &AppState,
-    tenant: &str,
-    admin: &str,
-    policy: Option<&str>,
-) -> Result<Vec<CertificateRecord>, Error> {
-    state
-        .ca
-        .reissue_would_revoke(&TenantId::parse(tenant)?, &AdminId::parse(admin)?, policy)
-        .await
-}
-
-fn serial_list(records: &[CertificateRecord]) -> String {
-    records
-        .iter()
-        .map(|r| r.serial.to_hex())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-async fn reissue_confirm(
-    State(state): State<AppState>,
-    console: Console,
-    Path((tenant, admin)): Path<(String, String)>,
-    Query(query): Query<ReissueQuery>,
-) -> Result<Response, UiError> {
-    let who = &console.who;
-    who.authorize(Action::Reissue, Some(&tenant))?;
-    let policy = blank(&query.policy).map(str::to_owned);
-    let reason = match RevocationReason::parse(blank(&query.reason).unwrap_or("superseded")) {
-        Ok(r) => r,
-        Err(e) => {
-            return render_admin(
-                &state,
-                &console,
-                &tenant,
-                &admin,
-                Some(FieldError {
-                    form: "reissue",
-                    field: "reason",
-                    message: crate::ApiError::Core(e).view().error.message,
-                }),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
-        }
-    };
-    let revoke = match would_revoke(&state, &tenant, &admin, policy.as_deref()).await {
-        Ok(r) => r,
-        Err(e) if is_field_error(&e) => {
-            return admin_with_error(&state, &console, &tenant, &admin, "reissue", &e).await;
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(confirm_page(
-        &console,
-        &tenant,
-        &admin,
-        policy.as_deref(),
-        reason,
-        &revoke,
-        None,
-    ))
-}
-
-fn confirm_page(
-    console: &Console,
-    tenant: &str,
-    admin: &str,
-    policy: Option<&str>,
-    reason: RevocationReason,
-    revoke: &[CertificateRecord],
-    error: Option<FieldError>,
-) -> Response {
-    let now = now();
-    let err = |f: &str| error.as_ref().and_then(|e| e.on("reissue", f));
-    let body = html! {
-        @if let Some(e) = error.as_ref().filter(|e| e.field != "password") {
-            p.alert role="alert" { (e.message) }
-        }
-        @if revoke.is_empty() {
-            p.notice { "Nothing is active to replace: this issues " (admin) "'s first certificate" @if let Some(p) = policy { " under " code { (p) } } " and revokes nothing." }
-        } @else {
-            p.alert id="will-revoke" { "This will revoke " strong { (revoke.len()) } " certificate(s) with reason " strong { (reason.name()) } ", at once and for good:" }
-            (certificate_table(revoke, now, false))
-        }
-        form.card method="post" action=(format!("{}/reissue", admin_href(tenant, admin))) {
-            (csrf_field(console))
-            input type="hidden" name="policy" value=(policy.unwrap_or(""));
-            input type="hidden" name="reason" value=(reason.name());
-            input type="hidden" name="confirm" value=(serial_list(revoke));
-            div.row {
-                (field("password", "Bundle password (blank: generate one)", "password", "", err("password"), html!{}))
-                div.field {
-                    @if revoke.is_empty() { button type="submit" { "Issue" } }
-                    @else { button.danger type="submit" { "Revoke and reissue" } }
-                }
-                div.field { a href=(admin_href(tenant, admin)) { "Cancel" } }
-            }
-        }
-    };
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    (
-        status,
-        page(
-            console,
-            Nav::Search,
-            &format!("Reissue for {admin} ({tenant})?"),
-            body,
-        ),
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct ReissueForm {
-    policy: Option<String>,
-    reason: Option<String>,
-    confirm: Option<String>,
-    password: Option<Zeroizing<String>>,
-}
-
-async fn reissue(
-    State(state): State<AppState>,
-    Path((tenant, admin)): Path<(String, String)>,
-    Checked(console, form): Checked<ReissueForm>,
-) -> Result<Response, UiError> {
-    let who = &console.who;
-    who.authorize(Action::Reissue, Some(&tenant))?;
-    // A caller who may not issue (a renewer) may only replace (DESIGN §3).
-    let mode = match who.authorize(Action::Issue, Some(&tenant)) {
-        Ok(()) => ReissueMode::ReplaceOrIssue,
-        Err(_) => ReissueMode::ReplaceOnly,
-    };
-    let policy = blank(&form.policy).map(str::to_owned);
-    let reason = RevocationReason::parse(blank(&form.reason).unwrap_or("superseded"))?;
-    // The confirmation named what would be revoked; if that changed since
-    // (another operator acted), show the new set instead of revoking it unseen.
-    let revoke = would_revoke(&state, &tenant, &admin, policy.as_deref()).await?;
-    if serial_list(&revoke) != form.confirm.as_deref().unwrap_or("") {
-        let error = FieldError {
-            form: "reissue",
-            field: "form",
-            message: "what this reissue would revoke changed since the confirmation was shown; nothing was changed: check the list below and confirm again".into(),
-        };
-        return Ok(confirm_page(
-            &console,
-            &tenant,
-            &admin,
-            policy.as_deref(),
-            reason,
-            &revoke,
-            Some(error),
-        ));
-    }
-    let request = IssueRequest {
-        tenant: tenant.clone(),
-        admin: admin.clone(),
-        policy: policy.clone(),
-        password: optional_password(form.password),
-    };
-    let outcome = match state.ca.prepare_reissue(&request, reason, mode).await {
-        Ok(prepared) => {
-            state
-                .ca
-                .commit_idempotent(prepared, None, &who.actor())
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    let issuance = match outcome {
-        Ok(i) => i,
-        Err(e) if is_field_error(&e) => {
-            let error = field_error("reissue", &e);
-            return Ok(confirm_page(
-                &console,
-                &tenant,
-                &admin,
-                policy.as_deref(),
-                reason,
-                &revoke,
-                Some(error),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    state.ocsp.issued();
-    state.metrics.issued("reissue", &issuance.record.policy);
-    state.metrics.revoked(issuance.revoked.len());
-    if !issuance.revoked.is_empty() {
-        state.status_changed();
-    }
-    let revoked = issuance.revoked.clone();
-    Ok(issued_page(
-        &console,
-        &issuance,
-        "Certificate reissued",
-        Some(&revoked),
-    ))
-}
-
-// ---------------------------------------------------------------- revoke
-
-async fn revoke_confirm(
-    State(state): State<AppState>,
-    console: Console,
-    Path(serial): Path<String>,
-) -> Result<Response, UiError> {
-    let who = &console.who;
-    who.authorize(Action::Revoke, None)?;
-    let record = state.ca.certificate(&Serial::parse(&serial)?).await?;
-    who.authorize(Action::Revoke, Some(&record.tenant))?;
-    Ok(revoke_page(&console, &record, None, "", StatusCode::OK))
-}
-
-fn revoke_page(
-    console: &Console,
-    record: &CertificateRecord,
-    error: Option<FieldError>,
-    date: &str,
-    status: StatusCode,
-) -> Response {
-    let now = now();
-    let err = |f: &str| error.as_ref().and_then(|e| e.on("revoke", f));
-    let body = html! {
-        @if let Some(e) = error.as_ref().filter(|e| e.field == "form") {
-            p.alert role="alert" { (e.message) }
-        }
-        p.alert { "This revokes the certificate below at once and for good; " (record.admin) " can no longer log in with it." }
-        (certificate_table(std::slice::from_ref(record), now, true))
-        form.card method="post" action=(format!("{}/revoke", certificate_href(&record.serial))) {
-            (csrf_field(console))
-            div.row {
-                (select("reason", "Reason", &pages::reasons(), "unspecified", err("reason")))
-                (field("invalidity_date", "Invalidity date (RFC 3339, optional)", "text", date, err("invalidity_date"), html!{}))
-                div.field { button.danger type="submit" { "Revoke" } }
-                div.field { a href=(admin_href(&record.tenant, &record.admin)) { "Cancel" } }
-            }
-        }
-    };
-    (
-        status,
-        page(console, Nav::Search, "Revoke certificate?", body),
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct RevokeForm {
-    reason: Option<String>,
-    invalidity_date: Option<String>,
-}
-
-async fn revoke(
-    State(state): State<AppState>,
-    Path(serial): Path<String>,
-    Checked(console, form): Checked<RevokeForm>,
-) -> Result<Response, UiError> {
-    let who = &console.who;
-    who.authorize(Action::Revoke, None)?;
-    let serial = Serial::parse(&serial)?;
-    let record = state.ca.certificate(&serial).await?;
-    who.authorize(Action::Revoke, Some(&record.tenant))?;
-    let date_text = blank(&form.invalidity_date).unwrap_or("").to_owned();
-    let checked = (|| -> Result<_, Error> {
-        let reason = RevocationReason::parse(blank(&form.reason).unwrap_or("unspecified"))?;
-        let date = blank(&form.invalidity_date)
-            .map(|t| {
-                ca_core::OffsetDateTime::parse(t, &ca_core::Rfc3339).map_err(|_| {
-                    Error::InvalidInput(format!("invalid invalidity_date \"{t}\": use RFC 3339"))
-                })
-            })
-            .transpose()?;
-        Ok((reason, date))
-    })();
-    let outcome = match checked {
-        Ok((reason, date)) => state.ca.revoke(&serial, reason, date, &who.actor()).await,
-        Err(e) => Err(e),
-    };
-    let record = match outcome {
-        Ok(r) => r,
-        Err(e) if is_field_error(&e) => {
-            let status = status_of(&e);
-            return Ok(revoke_page(
-                &console,
-                &record,
-                Some(field_error("revoke", &e)),
-                &date_text,
-                status,
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    state.metrics.revoked(1);
-    state.status_changed();
-    let now = now();
-    let body = html! {
-        p.notice role="status" id="revoked" { "Revoked " code { (record.serial) } " (" (record.reason.map(|r| r.name()).unwrap_or("unspecified")) "). OCSP answers revoked now; the CRL follows within seconds." }
-        (certificate_table(std::slice::from_ref(&record), now, true))
-        p { a href=(admin_href(&record.tenant, &record.admin)) { "Back to " (record.admin) } }
-    };
-    Ok(page(&console, Nav::Search, "Certificate revoked", body).into_response())
 }

@@ -17,6 +17,7 @@
 //! session's credential as actor (`token:<id>` or `cert:<serial>`, as the API).
 
 mod certificates;
+mod lifecycle;
 mod pages;
 mod pickup;
 mod pickups;
@@ -60,6 +61,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/console.css", get(css))
         .merge(session::router())
         .merge(certificates::router())
+        .merge(lifecycle::router())
         .merge(status::router())
         .merge(pickup::router())
         .merge(pickups::router())
