@@ -712,3 +712,104 @@ fn the_console_issues_for_pickup_lists_pickups_and_resends() {
     );
     assert_eq!(code, "403");
 }
+
+/// The value of the hidden input `name` on a page.
+fn hidden_value(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {page}"))
+        + marker.len();
+    page[at..at + page[at..].find('"').unwrap()].to_owned()
+}
+
+/// The console's issue and reissue forms follow the policy's `delivery`
+/// unless one is picked, and a reissue can go by pickup: the old
+/// certificate is revoked and no bundle or password reaches the page.
+#[test]
+fn the_console_reissues_by_pickup_and_follows_the_policys_delivery() {
+    let port = free_port();
+    let ca = TestCa::init_for(&format!("http://127.0.0.1:{port}"), &[]);
+    let shipped =
+        std::fs::read_to_string(ca.data_dir().join("policies/portal-admin.toml")).unwrap();
+    std::fs::write(
+        ca.data_dir().join("policies/portal-admin-pickup.toml"),
+        shipped.replace(
+            "name = \"portal-admin\"",
+            "name = \"portal-admin-pickup\"\ndelivery = \"pickup\"",
+        ),
+    )
+    .unwrap();
+    let server = Server::start_on(&ca, port, &[]);
+    let cookie = cookie_pair(&sign_in(&server, &ca.token("operator")));
+    let (_, page) = get(&server, &cookie, "/ui/tenants/acme/admins/alice");
+    let csrf = csrf_of(&page);
+
+    // No delivery picked: the pickup policy holds the bundle back, the
+    // direct one hands it over.
+    let (code, page) = post(
+        &server,
+        &cookie,
+        "/ui/tenants/acme/admins/alice/issue",
+        &format!("csrf={csrf}&policy=portal-admin-pickup&delivery="),
+        &[],
+    );
+    assert_eq!(code, "201", "{page}");
+    assert!(!page.contains("application/x-pkcs12"), "{page}");
+    assert!(element_text(&page, "pickup-url").contains("/pickup/"), "{page}");
+    let (code, page) = post(
+        &server,
+        &cookie,
+        "/ui/tenants/acme/admins/bob/issue",
+        &format!("csrf={csrf}&policy=portal-admin&delivery="),
+        &[],
+    );
+    assert_eq!(code, "201", "{page}");
+    assert!(page.contains("application/x-pkcs12"), "{page}");
+    let old = ca.json(&["list", "--tenant", "acme", "--admin", "bob"])["items"][0]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Reissue bob by pickup: confirm, then commit with delivery=pickup.
+    let (code, confirm) = get(
+        &server,
+        &cookie,
+        "/ui/tenants/acme/admins/bob/reissue?reason=key-compromise",
+    );
+    assert_eq!(code, "200", "{confirm}");
+    assert!(confirm.contains("value=\"pickup\""), "{confirm}");
+    let listed = hidden_value(&confirm, "confirm");
+    let form = |extra: &str| {
+        format!(
+            "csrf={}&policy=&reason=key-compromise&confirm={listed}&password={extra}",
+            csrf_of(&confirm)
+        )
+    };
+    // A mail address with a download: beside its field, nothing changes.
+    let (code, page) = post(
+        &server,
+        &cookie,
+        "/ui/tenants/acme/admins/bob/reissue",
+        &form("&delivery=download&email=bob%40example.com"),
+        &[],
+    );
+    assert_eq!(code, "422", "{page}");
+    assert!(page.contains("pickup delivery only"), "{page}");
+    assert_eq!(status_of(&ca, &old), "active");
+    let (code, page) = post(
+        &server,
+        &cookie,
+        "/ui/tenants/acme/admins/bob/reissue",
+        &form("&delivery=pickup&email=bob%40example.com"),
+        &[],
+    );
+    assert_eq!(code, "201", "{page}");
+    assert!(!page.contains("application/x-pkcs12"), "{page}");
+    assert!(element_text(&page, "pickup-url").contains("/pickup/"), "{page}");
+    assert_eq!(element_text(&page, "pickup-code").len(), 14, "{page}");
+    assert!(page.contains(&old), "the revoked serial is named: {page}");
+    assert_eq!(status_of(&ca, &old), "revoked");
+    let (_, list) = get(&server, &cookie, "/ui/pickups?tenant=acme");
+    assert_eq!(list.matches(">waiting<").count(), 2, "{list}");
+}

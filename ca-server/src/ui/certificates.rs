@@ -464,13 +464,7 @@ pub(super) async fn render_admin(
                 div.row {
                     (select("policy", "Policy", &policies, &default_policy, err("issue", "policy")))
                     (field("password", "Bundle password (blank: generate one)", "password", "", err("issue", "password"), html!{}))
-                    fieldset.field {
-                        legend { "Delivery" }
-                        label { input type="radio" name="delivery" value="download" checked; "direct download" }
-                        " "
-                        label { input type="radio" name="delivery" value="pickup"; "pickup (link by mail, code shown once)" }
-                    }
-                    (field("email", "Admin's mail address (pickup only, optional)", "email", "", err("issue", "email"), html!{}))
+                    (super::lifecycle::delivery_fields(|f| err("issue", f).map(str::to_owned)))
                     div.field { button type="submit" { "Issue" } }
                 }
             }

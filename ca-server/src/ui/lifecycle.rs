@@ -9,8 +9,8 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
 use ca_core::{
-    now, Action, AdminId, CertificateRecord, Error, Issuance, IssueRequest, ReissueMode,
-    RevocationReason, Serial, TenantId,
+    now, Action, AdminId, CertificateRecord, Delivery, Error, Issuance, IssueRequest,
+    PreparedIssuance, ReissueMode, RevocationReason, Serial, TenantId,
 };
 use maud::html;
 use serde::Deserialize;
@@ -54,6 +54,78 @@ fn optional_password(p: Option<Zeroizing<String>>) -> Option<Zeroizing<String>> 
     p.filter(|p| !p.is_empty())
 }
 
+/// The delivery a form asked for (`download`, `pickup`, or blank: the
+/// policy's) and its address, checked before anything is generated.
+fn requested_delivery(
+    delivery: Option<&str>,
+    email: Option<String>,
+) -> Result<(Option<Delivery>, Option<String>), Error> {
+    let requested = match delivery.unwrap_or("") {
+        "" => None,
+        "download" => Some(Delivery::Direct),
+        "pickup" => Some(Delivery::Pickup),
+        d => {
+            return Err(Error::InvalidInput(format!(
+                "unknown delivery \"{}\": use download or pickup",
+                d.escape_debug()
+            )))
+        }
+    };
+    let email = email.filter(|e| !e.is_empty());
+    if let Some(email) = &email {
+        if requested == Some(Delivery::Direct) {
+            return Err(email_without_pickup());
+        }
+        ca_core::check_email(email)?;
+    }
+    Ok((requested, email))
+}
+
+fn email_without_pickup() -> Error {
+    Error::InvalidInput(
+        "email goes with pickup delivery only (the link goes by mail; a download carries the bundle)".into(),
+    )
+}
+
+/// How `prepared` is handed over: what the form asked for, else its
+/// policy's `delivery`. `None`: a download on the answer page.
+fn pickup_request(
+    state: &AppState,
+    prepared: &PreparedIssuance,
+    requested: Option<Delivery>,
+    email: Option<String>,
+) -> Result<Option<ca_core::PickupRequest>, Error> {
+    match requested.unwrap_or_else(|| state.ca.default_delivery(prepared)) {
+        Delivery::Direct if email.is_some() => Err(email_without_pickup()),
+        Delivery::Direct => Ok(None),
+        Delivery::Pickup => Ok(Some(ca_core::PickupRequest {
+            mail: state.mailer.is_some(),
+            email,
+        })),
+    }
+}
+
+/// Issued or reissued, either delivery: committed.
+enum Committed {
+    Download(Issuance),
+    Pickup(ca_core::PickupIssuance),
+}
+
+/// Commits `prepared` by the delivery the form and its policy decide.
+async fn commit_as(
+    state: &AppState,
+    console: &Console,
+    prepared: PreparedIssuance,
+    requested: Option<Delivery>,
+    email: Option<String>,
+) -> Result<Committed, Error> {
+    let actor = console.who.actor();
+    Ok(match pickup_request(state, &prepared, requested, email)? {
+        Some(pickup) => Committed::Pickup(state.ca.commit_pickup(prepared, &pickup, &actor).await?),
+        None => Committed::Download(state.ca.commit_idempotent(prepared, None, &actor).await?),
+    })
+}
+
 async fn issue(
     State(state): State<AppState>,
     Path((tenant, admin)): Path<(String, String)>,
@@ -61,77 +133,39 @@ async fn issue(
 ) -> Result<Response, UiError> {
     let who = &console.who;
     who.authorize(Action::Issue, Some(&tenant))?;
-    let email = form.email.filter(|e| !e.is_empty());
-    let pickup = match form.delivery.as_deref() {
-        None | Some("download") => None,
-        Some("pickup") => Some(ca_core::PickupRequest {
-            mail: state.mailer.is_some(),
-            email: email.clone(),
-        }),
-        Some(d) => {
-            return Err(Error::InvalidInput(format!(
-                "unknown delivery \"{}\": use download or pickup",
-                d.escape_debug()
-            ))
-            .into());
-        }
+    let (requested, email) = match requested_delivery(form.delivery.as_deref(), form.email) {
+        Ok(checked) => checked,
+        Err(e) => return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await,
     };
-    let checked = match (&pickup, &email) {
-        (None, Some(_)) => Err(Error::InvalidInput(
-            "email goes with pickup delivery only (the link goes by mail; a download carries the bundle)".into(),
-        )),
-        (Some(_), Some(email)) => ca_core::check_email(email),
-        _ => Ok(()),
-    };
-    if let Err(e) = checked {
-        return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
-    }
     let request = IssueRequest {
         tenant: tenant.clone(),
         admin: admin.clone(),
         policy: form.policy.filter(|p| !p.is_empty()),
         password: optional_password(form.password),
     };
-    if let Some(pickup) = pickup {
-        let outcome = match state.ca.prepare_issue(&request).await {
-            Ok(prepared) => {
-                state
-                    .ca
-                    .commit_pickup(prepared, &pickup, &who.actor())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let issuance = match outcome {
-            Ok(i) => i,
-            Err(e) if is_field_error(&e) => {
-                return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        state.ocsp.issued();
-        state.metrics.issued("issue", &issuance.record.policy);
-        let (_, response) = crate::routes::pickup::answer(&state, issuance, false);
-        return Ok(super::pickups::pickup_page(
-            &console,
-            &response,
-            "Certificate issued for pickup",
-        ));
-    }
     let outcome = match state.ca.prepare_issue(&request).await {
-        Ok(prepared) => state.ca.commit(prepared, &who.actor()).await,
+        Ok(prepared) => commit_as(&state, &console, prepared, requested, email).await,
         Err(e) => Err(e),
     };
-    let issuance = match outcome {
-        Ok(i) => i,
+    let committed = match outcome {
+        Ok(c) => c,
         Err(e) if is_field_error(&e) => {
             return admin_with_error(&state, &console, &tenant, &admin, "issue", &e).await;
         }
         Err(e) => return Err(e.into()),
     };
     state.ocsp.issued();
-    state.metrics.issued("issue", &issuance.record.policy);
-    Ok(issued_page(&console, &issuance, "Certificate issued", None))
+    Ok(match committed {
+        Committed::Pickup(issuance) => {
+            state.metrics.issued("issue", &issuance.record.policy);
+            let (_, response) = crate::routes::pickup::answer(&state, issuance, false);
+            super::pickups::pickup_page(&console, &response, "Certificate issued for pickup")
+        }
+        Committed::Download(issuance) => {
+            state.metrics.issued("issue", &issuance.record.policy);
+            issued_page(&console, &issuance, "Certificate issued", None)
+        }
+    })
 }
 
 /// The page that hands over a new bundle: a download link carrying the
@@ -237,26 +271,51 @@ async fn reissue_confirm(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(confirm_page(
-        &console,
-        &tenant,
-        &admin,
-        policy.as_deref(),
+    let target = ReissueTarget {
+        tenant: &tenant,
+        admin: &admin,
+        policy: policy.as_deref(),
         reason,
-        &revoke,
-        None,
-    ))
+    };
+    Ok(confirm_page(&console, &target, &revoke, None))
+}
+
+/// What a reissue confirmation carries from the admin page to the commit.
+struct ReissueTarget<'a> {
+    tenant: &'a str,
+    admin: &'a str,
+    policy: Option<&'a str>,
+    reason: RevocationReason,
+}
+
+/// The delivery choice of the issue and reissue forms: the policy's unless
+/// one is picked.
+pub(super) fn delivery_fields(err: impl Fn(&str) -> Option<String>) -> maud::Markup {
+    html! {
+        fieldset.field {
+            legend { "Delivery" }
+            label { input type="radio" name="delivery" value="" checked; "as the policy says" }
+            " "
+            label { input type="radio" name="delivery" value="download"; "direct download" }
+            " "
+            label { input type="radio" name="delivery" value="pickup"; "pickup (link by mail, code shown once)" }
+        }
+        (field("email", "Admin's mail address (pickup only, optional)", "email", "", err("email").as_deref(), html!{}))
+    }
 }
 
 fn confirm_page(
     console: &Console,
-    tenant: &str,
-    admin: &str,
-    policy: Option<&str>,
-    reason: RevocationReason,
+    target: &ReissueTarget<'_>,
     revoke: &[CertificateRecord],
     error: Option<FieldError>,
 ) -> Response {
+    let ReissueTarget {
+        tenant,
+        admin,
+        policy,
+        reason,
+    } = *target;
     let now = now();
     let err = |f: &str| error.as_ref().and_then(|e| e.on("reissue", f));
     let body = html! {
@@ -276,6 +335,7 @@ fn confirm_page(
             input type="hidden" name="confirm" value=(serial_list(revoke));
             div.row {
                 (field("password", "Bundle password (blank: generate one)", "password", "", err("password"), html!{}))
+                (delivery_fields(|f| err(f).map(str::to_owned)))
                 div.field {
                     @if revoke.is_empty() { button type="submit" { "Issue" } }
                     @else { button.danger type="submit" { "Revoke and reissue" } }
@@ -307,6 +367,8 @@ struct ReissueForm {
     reason: Option<String>,
     confirm: Option<String>,
     password: Option<Zeroizing<String>>,
+    delivery: Option<String>,
+    email: Option<String>,
 }
 
 async fn reissue(
@@ -323,6 +385,12 @@ async fn reissue(
     };
     let policy = blank(&form.policy).map(str::to_owned);
     let reason = RevocationReason::parse(blank(&form.reason).unwrap_or("superseded"))?;
+    let target = ReissueTarget {
+        tenant: &tenant,
+        admin: &admin,
+        policy: policy.as_deref(),
+        reason,
+    };
     // The confirmation named what would be revoked; if that changed since
     // (another operator acted), show the new set instead of revoking it unseen.
     let revoke = would_revoke(&state, &tenant, &admin, policy.as_deref()).await?;
@@ -332,16 +400,15 @@ async fn reissue(
             field: "form",
             message: "what this reissue would revoke changed since the confirmation was shown; nothing was changed: check the list below and confirm again".into(),
         };
-        return Ok(confirm_page(
-            &console,
-            &tenant,
-            &admin,
-            policy.as_deref(),
-            reason,
-            &revoke,
-            Some(error),
-        ));
+        return Ok(confirm_page(&console, &target, &revoke, Some(error)));
     }
+    let (requested, email) = match requested_delivery(form.delivery.as_deref(), form.email) {
+        Ok(checked) => checked,
+        Err(e) => {
+            let error = field_error("reissue", &e);
+            return Ok(confirm_page(&console, &target, &revoke, Some(error)));
+        }
+    };
     let request = IssueRequest {
         tenant: tenant.clone(),
         admin: admin.clone(),
@@ -349,43 +416,36 @@ async fn reissue(
         password: optional_password(form.password),
     };
     let outcome = match state.ca.prepare_reissue(&request, reason, mode).await {
-        Ok(prepared) => {
-            state
-                .ca
-                .commit_idempotent(prepared, None, &who.actor())
-                .await
-        }
+        Ok(prepared) => commit_as(&state, &console, prepared, requested, email).await,
         Err(e) => Err(e),
     };
-    let issuance = match outcome {
-        Ok(i) => i,
+    let committed = match outcome {
+        Ok(c) => c,
         Err(e) if is_field_error(&e) => {
             let error = field_error("reissue", &e);
-            return Ok(confirm_page(
-                &console,
-                &tenant,
-                &admin,
-                policy.as_deref(),
-                reason,
-                &revoke,
-                Some(error),
-            ));
+            return Ok(confirm_page(&console, &target, &revoke, Some(error)));
         }
         Err(e) => return Err(e.into()),
     };
     state.ocsp.issued();
-    state.metrics.issued("reissue", &issuance.record.policy);
-    state.metrics.revoked(issuance.revoked.len());
-    if !issuance.revoked.is_empty() {
+    let (policy, revoked) = match &committed {
+        Committed::Pickup(i) => (i.record.policy.clone(), i.revoked.clone()),
+        Committed::Download(i) => (i.record.policy.clone(), i.revoked.clone()),
+    };
+    state.metrics.issued("reissue", &policy);
+    state.metrics.revoked(revoked.len());
+    if !revoked.is_empty() {
         state.status_changed();
     }
-    let revoked = issuance.revoked.clone();
-    Ok(issued_page(
-        &console,
-        &issuance,
-        "Certificate reissued",
-        Some(&revoked),
-    ))
+    Ok(match committed {
+        Committed::Pickup(issuance) => {
+            let (_, response) = crate::routes::pickup::answer(&state, issuance, true);
+            super::pickups::pickup_page(&console, &response, "Certificate reissued for pickup")
+        }
+        Committed::Download(issuance) => {
+            issued_page(&console, &issuance, "Certificate reissued", Some(&revoked))
+        }
+    })
 }
 
 // ---------------------------------------------------------------- revoke
