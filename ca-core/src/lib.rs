@@ -58,7 +58,7 @@ pub use gateway::{
 };
 pub use ids::{AdminId, Serial, TenantId, NAME_RULE, RESERVED_TENANT};
 pub use keys::{KeyAlgorithm, PublicKey, MIN_PASSPHRASE_LEN};
-pub use pki::crl::{build_crl, CrlBuilder, CrlDer, RevokedEntry};
+pub use pki::crl::{build_crl, CrlBuilder, CrlDer, CrlPiece, RevokedEntry};
 pub use pki::ocsp;
 pub use pki::pkcs12::{generate_password, Pkcs12Der};
 pub use pki::seal::{

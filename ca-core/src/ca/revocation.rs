@@ -111,16 +111,17 @@ impl Ca {
         }
         drop(lists);
         let count = builder.entries();
-        let der = if signer.blocks() {
-            blocking(move || builder.finish(&*signer)).await?
+        let (der, pieces) = if signer.blocks() {
+            blocking(move || builder.finish_in_pieces(&*signer)).await?
         } else {
-            builder.finish(&*signer)?
+            builder.finish_in_pieces(&*signer)?
         };
         Ok(PublishedCrl {
             number: crl_number,
             this_update,
             next_update,
             der: der.0,
+            pieces,
             revision,
             entries: count,
             issuer: number,

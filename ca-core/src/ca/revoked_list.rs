@@ -20,7 +20,7 @@ use std::collections::BinaryHeap;
 use time::OffsetDateTime;
 
 use crate::ids::Serial;
-use crate::pki::crl::{push_entry, CrlBuilder, RevokedEntry};
+use crate::pki::crl::{ends_piece, push_entry, CrlBuilder, RevokedEntry};
 
 /// Most entries in one chunk: a patch moves at most this many entries'
 /// bytes (~25 KB). A full chunk splits in two.
@@ -277,11 +277,18 @@ impl RevokedList {
         removed
     }
 
-    /// Hands the entries, in serial order, to a CRL being written.
+    /// Hands the entries, in serial order, to a CRL being written, with
+    /// where its stored pieces end (as [`CrlBuilder::push`] marks them).
     pub(crate) fn write_into(&self, builder: &mut CrlBuilder) {
         builder.reserve(self.bytes);
         for chunk in &self.chunks {
+            let base = builder.entries_len();
             builder.push_encoded(&chunk.der, chunk.serials.len());
+            for (serial, end) in chunk.serials.iter().zip(&chunk.ends) {
+                if ends_piece(serial) {
+                    builder.end_piece_at(base + *end as usize);
+                }
+            }
         }
     }
 }
@@ -290,6 +297,7 @@ impl RevokedList {
 mod tests {
     use super::*;
     use crate::keys::KeyAlgorithm;
+    use crate::pki::crl::CrlPiece;
     use crate::pki::x509::CaCertificate;
     use crate::reason::RevocationReason;
     use crate::signer::FileSigner;
@@ -340,10 +348,28 @@ mod tests {
         ca: &CaCertificate,
         signer: &FileSigner,
         at: OffsetDateTime,
-    ) -> Vec<u8> {
+    ) -> (Vec<u8>, Vec<CrlPiece>) {
         let mut builder = CrlBuilder::new(ca, signer, 7, at, at + Duration::hours(24)).unwrap();
         list.write_into(&mut builder);
-        builder.finish(signer).unwrap().0
+        let (der, pieces) = builder.finish_in_pieces(signer).unwrap();
+        (der.0, pieces)
+    }
+
+    /// The CRL of `set` at `at` built entry by entry, as `ca-cli crl` does.
+    fn crl_by_push(
+        set: &BTreeMap<Serial, (RevokedEntry, OffsetDateTime)>,
+        ca: &CaCertificate,
+        signer: &FileSigner,
+        at: OffsetDateTime,
+    ) -> (Vec<u8>, Vec<CrlPiece>) {
+        let mut builder = CrlBuilder::new(ca, signer, 7, at, at + Duration::hours(24)).unwrap();
+        for (entry, not_after) in set.values() {
+            if *not_after > at {
+                builder.push(entry);
+            }
+        }
+        let (der, pieces) = builder.finish_in_pieces(signer).unwrap();
+        (der.0, pieces)
     }
 
     fn openssl_text(der: &[u8]) -> String {
@@ -402,7 +428,7 @@ mod tests {
             assert_eq!(kept.encoded_len(), rebuilt.encoded_len());
             assert!(kept.largest_chunk() <= CHUNK_ENTRIES);
             if round % 8 == 0 || round == 1 {
-                let (a, b) = (
+                let ((a, a_pieces), (b, b_pieces)) = (
                     crl(&kept, &ca, &signer, now),
                     crl(&rebuilt, &ca, &signer, now),
                 );
@@ -410,12 +436,46 @@ mod tests {
                     a, b,
                     "round {round}: the patched CRL differs from a full build"
                 );
+                // Stored in the same pieces, however it was built.
+                assert_eq!(a_pieces, b_pieces, "round {round}");
+                let (c, c_pieces) = crl_by_push(&set, &ca, &signer, now);
+                assert_eq!((&c, &c_pieces), (&a, &a_pieces), "round {round}");
+                assert_eq!(a_pieces.last().unwrap().end, a.len());
+                assert!(a_pieces.len() >= 3, "{}", a_pieces.len());
                 let text = openssl_text(&a);
                 assert_eq!(text, openssl_text(&b));
                 assert_eq!(text.matches("Serial Number:").count(), rebuilt.len());
             }
         }
         assert!(kept.len() < set.len(), "some entries must have expired");
+    }
+
+    /// One more revocation changes the headers, the signature and the one
+    /// piece that lists it: the other pieces, and so the stored rows, stay.
+    #[test]
+    fn a_revocation_changes_one_stored_piece() {
+        let (der, signer) = crate::pki::x509::test_certificate(
+            KeyAlgorithm::Rsa2048.generate().unwrap(),
+            "CN=Test CA,O=Example,C=DE",
+        );
+        let ca = CaCertificate::from_der(der.0).unwrap();
+        let now = crate::now();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut set = BTreeMap::new();
+        for i in 0..20_000 {
+            let (e, na) = entry(&mut rng, now + Duration::days(400), i);
+            set.insert(e.serial, (e, na));
+        }
+        let mut list = full(&set, now);
+        let (_, before) = crl(&list, &ca, &signer, now);
+        let (e, na) = entry(&mut rng, now + Duration::days(400), 20_000);
+        assert!(list.insert(&e, na));
+        let (_, after) = crl(&list, &ca, &signer, now);
+        let kept: std::collections::HashSet<_> = before.iter().map(|p| p.hash).collect();
+        let new = after.iter().filter(|p| !kept.contains(&p.hash)).count();
+        // ~20,000 / 512 pieces of entries, plus the headers and the signature.
+        assert!(before.len() > 20, "{}", before.len());
+        assert!(new <= 4, "{new} of {} pieces changed", after.len());
     }
 
     #[test]

@@ -30,6 +30,44 @@ pub struct RevokedEntry {
     pub invalidity_date: Option<OffsetDateTime>,
 }
 
+/// One stored piece of a signed CRL's DER: it ends at `end` (it starts where
+/// the previous one ends) and `hash` is the SHA-256 of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrlPiece {
+    /// Offset just past its last byte.
+    pub end: usize,
+    /// SHA-256 of its bytes.
+    pub hash: [u8; 32],
+}
+
+/// True when a stored CRL piece ends after the entry of `serial`: one in
+/// 512 random serials (their low 9 bits zero). Where the pieces fall thus
+/// depends only on which certificates a CRL lists, not on who built it or
+/// how: a CRL one revocation away from the previous one differs from it in
+/// one piece of ~512 entries (plus the headers and the signature), whichever
+/// process built either, so the store writes ~25 KB instead of the whole CRL.
+pub(crate) fn ends_piece(serial: &Serial) -> bool {
+    let b = serial.as_bytes();
+    u16::from_be_bytes([b[14], b[15]]) & 0x1ff == 0
+}
+
+/// The pieces of `der` (a CRL's DER) as [`CrlPiece`]s, cut at `ends` (in
+/// order, each inside `der`); the last piece runs to the end.
+pub(crate) fn pieces_at(der: &[u8], ends: impl IntoIterator<Item = usize>) -> Vec<CrlPiece> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for end in ends.into_iter().chain([der.len()]) {
+        if end > start && end <= der.len() {
+            pieces.push(CrlPiece {
+                end,
+                hash: crate::hash::sha256(&der[start..end]),
+            });
+            start = end;
+        }
+    }
+    pieces
+}
+
 /// A signed DER CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrlDer(pub Vec<u8>);
@@ -91,6 +129,8 @@ pub struct CrlBuilder {
     number: u64,
     entries: u64,
     scratch: Vec<u8>,
+    /// Where stored pieces end inside the entries (see [`ends_piece`]).
+    piece_ends: Vec<usize>,
 }
 
 impl CrlBuilder {
@@ -129,6 +169,7 @@ impl CrlBuilder {
             number,
             entries: 0,
             scratch: Vec::with_capacity(96),
+            piece_ends: Vec::new(),
         })
     }
 
@@ -136,6 +177,20 @@ impl CrlBuilder {
     pub fn push(&mut self, entry: &RevokedEntry) {
         push_entry(&mut self.buf, &mut self.scratch, entry);
         self.entries += 1;
+        if ends_piece(&entry.serial) {
+            self.piece_ends.push(self.entries_len());
+        }
+    }
+
+    /// Bytes of entries pushed so far.
+    pub(crate) fn entries_len(&self) -> usize {
+        self.buf.len() - self.reserve
+    }
+
+    /// A stored piece ends `at` bytes into the entries (after an entry that
+    /// [`ends_piece`]; callers of [`CrlBuilder::push_encoded`] mark them).
+    pub(crate) fn end_piece_at(&mut self, at: usize) {
+        self.piece_ends.push(at);
     }
 
     /// Lists `count` revoked certificates already encoded by [`push_entry`]
@@ -157,6 +212,13 @@ impl CrlBuilder {
 
     /// Adds the CRL extensions, signs, and returns the DER.
     pub fn finish(self, signer: &dyn Signer) -> Result<CrlDer> {
+        Ok(self.finish_in_pieces(signer)?.0)
+    }
+
+    /// [`CrlBuilder::finish`], and the pieces the DER is stored in: the
+    /// headers, the entries cut after each entry that [`ends_piece`], and
+    /// the extensions with the signature.
+    pub fn finish_in_pieces(self, signer: &dyn Signer) -> Result<(CrlDer, Vec<CrlPiece>)> {
         let CrlBuilder {
             mut buf,
             reserve,
@@ -164,6 +226,7 @@ impl CrlBuilder {
             algorithm,
             aki,
             number,
+            piece_ends,
             ..
         } = self;
         let entries_len = buf.len() - reserve;
@@ -207,7 +270,13 @@ impl CrlBuilder {
             .ok_or_else(|| Error::Crypto("CRL header space".into()))?;
         buf[start..tbs_start].copy_from_slice(&outer);
         buf.drain(..start);
-        Ok(CrlDer(buf))
+        // The entries begin at `reserve` before the drain.
+        let entries_start = reserve - start;
+        let ends = std::iter::once(entries_start)
+            .chain(piece_ends.iter().map(|end| entries_start + end))
+            .chain([entries_start + entries_len]);
+        let pieces = pieces_at(&buf, ends);
+        Ok((CrlDer(buf), pieces))
     }
 }
 

@@ -1,5 +1,6 @@
 //! CRL state per issuer: reserved numbers, the revoked-entry pages a CRL is
-//! built from, and the published CRL.
+//! built from, and the published CRL, stored as content-addressed pieces
+//! that consecutive CRLs share (migration 0013).
 
 use super::*;
 
@@ -29,6 +30,9 @@ pub struct PublishedCrl {
     pub next_update: OffsetDateTime,
     /// Signed DER.
     pub der: Vec<u8>,
+    /// The pieces `der` is stored in (see [`CrlPiece`]); empty: the store
+    /// cuts it into pieces of [`CRL_DER_CHUNK`] itself.
+    pub pieces: Vec<CrlPiece>,
     /// The revocation revision it reflects.
     pub revision: u64,
     /// How many revoked certificates it lists.
@@ -37,10 +41,31 @@ pub struct PublishedCrl {
     pub issuer: u64,
 }
 
+impl PublishedCrl {
+    /// Its pieces: those it was built with, else pieces of [`CRL_DER_CHUNK`].
+    fn pieces_or_fixed(&self) -> std::borrow::Cow<'_, [CrlPiece]> {
+        if self.pieces.last().is_some_and(|p| p.end == self.der.len()) {
+            return std::borrow::Cow::Borrowed(&self.pieces);
+        }
+        let ends = (1..)
+            .map(|i| i * CRL_DER_CHUNK)
+            .take_while(|end| *end < self.der.len());
+        std::borrow::Cow::Owned(crate::pki::crl::pieces_at(&self.der, ends))
+    }
+}
+
+/// The pieces of one issuer's CRL that this process last read back, by hash.
+#[derive(Default)]
+pub(super) struct CrlPieceCache(std::collections::HashMap<[u8; 32], Arc<[u8]>>);
+
+/// Hashes a statement names at a time (bind parameters).
+const HASHES_PER_STATEMENT: usize = 500;
+
 /// Revoked entries read per query when building a CRL.
 pub(super) const CRL_CHUNK: i64 = 20_000;
 
-/// Size of the pieces a published CRL's DER is stored in.
+/// Size of the pieces a published CRL's DER is stored in when it comes
+/// without pieces of its own (and was, whole, before migration 0013).
 pub(super) const CRL_DER_CHUNK: usize = 1 << 20;
 
 /// One page of revoked entries as [`Store::revoked_entries`] reads it: the
@@ -312,30 +337,27 @@ impl CrlStore for SqlStore {
         if self.crl_status(crl.issuer).await?.published_number >= crl.number {
             return Ok(false);
         }
-        // The pieces go in first, in a transaction of their own: nothing
-        // refers to them until crl_state does. The audited transaction that
-        // makes them the published CRL is then short; on PostgreSQL it holds
-        // the audit head and the crl_state row, which every revocation
-        // needs, for milliseconds, not for writing 50 MB. Pieces left by a
-        // publisher that stopped in between are deleted with the previous
-        // CRL's by the next publish.
+        let issuer = crl.issuer as i64;
+        let pieces = crl.pieces_or_fixed();
+        let starts = std::iter::once(0).chain(pieces.iter().map(|p| p.end));
+        let spans: Vec<(&[u8; 32], &[u8])> = pieces
+            .iter()
+            .zip(starts)
+            .map(|(p, start)| (&p.hash, &crl.der[start..p.end]))
+            .collect();
+        // The pieces the store lacks go in first, in a transaction of their
+        // own: nothing refers to them until a layout does. The audited
+        // transaction that publishes the CRL is then short; on PostgreSQL it
+        // holds the audit head and the crl_state row, which every revocation
+        // needs, for milliseconds, not for writing 50 MB after a restart.
         {
             let _writer = match self.sqlite {
                 true => Some(self.writer.lock().await),
                 false => None,
             };
+            let stored = stored_piece_hashes(&self.pool, issuer).await?;
             let mut tx = self.pool.begin().await?;
-            for (idx, piece) in crl.der.chunks(CRL_DER_CHUNK).enumerate() {
-                sqlx::query(
-                    "INSERT INTO crl_pieces (issuer, number, idx, data) VALUES ($4, $1, $2, $3)",
-                )
-                .bind(crl.number as i64)
-                .bind(idx as i64)
-                .bind(piece)
-                .bind(crl.issuer as i64)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_missing_pieces(&mut tx, issuer, &spans, &stored).await?;
             tx.commit().await?;
         }
         let (mut tx, open) = self.begin(audit, crl.this_update).await?;
@@ -348,19 +370,50 @@ impl CrlStore for SqlStore {
         .bind(ts(crl.next_update))
         .bind(crl.revision as i64)
         .bind(crl.entries as i64)
-        .bind(crl.issuer as i64)
+        .bind(issuer)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if changed == 0 {
-            // A newer CRL won meanwhile; its publish deleted or will delete
-            // these pieces (number <> its own).
+            // A newer CRL won meanwhile; its publish deletes what only this
+            // one would have listed.
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("DELETE FROM crl_pieces WHERE issuer = $2 AND number <> $1")
+        // Publishers of this issuer take turns from here (the crl_state row
+        // is locked): what another one deleted before is put back, and what
+        // no CRL lists any more goes.
+        let stored = stored_piece_hashes(&mut *tx, issuer).await?;
+        insert_missing_pieces(&mut tx, issuer, &spans, &stored).await?;
+        let hashes: Vec<u8> = pieces.iter().flat_map(|p| p.hash).collect();
+        sqlx::query("INSERT INTO crl_layouts (issuer, number, hashes) VALUES ($1, $2, $3)")
+            .bind(issuer)
             .bind(crl.number as i64)
-            .bind(crl.issuer as i64)
+            .bind(hashes)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM crl_layouts WHERE issuer = $1 AND number <> $2")
+            .bind(issuer)
+            .bind(crl.number as i64)
+            .execute(&mut *tx)
+            .await?;
+        let listed: std::collections::HashSet<&[u8; 32]> = pieces.iter().map(|p| &p.hash).collect();
+        let unlisted: Vec<&[u8; 32]> = stored.iter().filter(|h| !listed.contains(h)).collect();
+        for batch in unlisted.chunks(HASHES_PER_STATEMENT) {
+            let marks = (0..batch.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("DELETE FROM crl_blobs WHERE issuer = $1 AND hash IN ({marks})");
+            let mut delete = sqlx::query(AssertSqlSafe(sql)).bind(issuer);
+            for hash in batch {
+                delete = delete.bind(hash.as_slice());
+            }
+            delete.execute(&mut *tx).await?;
+        }
+        // The CRL stored whole before migration 0013.
+        sqlx::query("DELETE FROM crl_pieces WHERE issuer = $1")
+            .bind(issuer)
             .execute(&mut *tx)
             .await?;
         self.commit(tx, open).await?;
@@ -368,9 +421,8 @@ impl CrlStore for SqlStore {
     }
 
     async fn latest_crl(&self, issuer: u64) -> Result<Option<PublishedCrl>> {
-        // The pieces of CRL n are written in the transaction that publishes
-        // n and deleted in the one that publishes a later CRL: a missing
-        // piece means a newer CRL won the race, so read that one.
+        // A piece missing from a layout means a newer CRL won the race
+        // (its publish deleted what only the older one listed): read that one.
         for _ in 0..5 {
             let row = sqlx::query(
                 "SELECT published_number, published_revision, entries, this_update, next_update FROM crl_state WHERE id = $1",
@@ -381,7 +433,12 @@ impl CrlStore for SqlStore {
             if number == 0 {
                 return Ok(None);
             }
-            let Some(der) = self.crl_der(issuer as i64, number).await? else {
+            let read = match self.crl_layout(issuer as i64, number).await? {
+                Some(hashes) => self.crl_from_pieces(issuer, &hashes).await?,
+                // Stored whole, before migration 0013.
+                None => self.crl_der(issuer as i64, number).await?.map(|der| (der, Vec::new())),
+            };
+            let Some((der, pieces)) = read else {
                 continue;
             };
             return Ok(Some(PublishedCrl {
@@ -389,6 +446,7 @@ impl CrlStore for SqlStore {
                 this_update: from_ts(row.try_get("this_update")?)?,
                 next_update: from_ts(row.try_get("next_update")?)?,
                 der,
+                pieces,
                 revision: row.try_get::<i64, _>("published_revision")? as u64,
                 entries: row.try_get::<i64, _>("entries")? as u64,
                 issuer,
@@ -429,5 +487,137 @@ impl CrlStore for SqlStore {
             Some(row) => row.try_get::<i64, _>("last_number")? as u64,
             None => 0,
         })
+    }
+}
+
+/// The hashes of the pieces stored for `issuer`.
+async fn stored_piece_hashes<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    issuer: i64,
+) -> Result<std::collections::HashSet<[u8; 32]>> {
+    let rows = sqlx::query("SELECT hash FROM crl_blobs WHERE issuer = $1")
+        .bind(issuer)
+        .fetch_all(executor)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let hash: Vec<u8> = row.try_get("hash")?;
+            <[u8; 32]>::try_from(hash.as_slice())
+                .map_err(|_| Error::Store("a CRL piece's hash in the store is not 32 bytes".into()))
+        })
+        .collect()
+}
+
+/// Inserts the pieces of `spans` (hash, bytes) that `stored` lacks.
+async fn insert_missing_pieces(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    issuer: i64,
+    spans: &[(&[u8; 32], &[u8])],
+    stored: &std::collections::HashSet<[u8; 32]>,
+) -> Result<()> {
+    let mut written = std::collections::HashSet::new();
+    for (hash, data) in spans {
+        if stored.contains(*hash) || !written.insert(*hash) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO crl_blobs (issuer, hash, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(issuer)
+        .bind(hash.as_slice())
+        .bind(*data)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl SqlStore {
+    /// The piece hashes of published CRL `number`, if stored by layout.
+    async fn crl_layout(&self, issuer: i64, number: i64) -> Result<Option<Vec<[u8; 32]>>> {
+        let rows = sqlx::query("SELECT hashes FROM crl_layouts WHERE issuer = $1 AND number = $2")
+            .bind(issuer)
+            .bind(number)
+            .fetch_all(&self.pool)
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let hashes: Vec<u8> = row.try_get("hashes")?;
+        if hashes.len() % 32 != 0 {
+            return Err(Error::Store("a CRL layout in the store is not a list of hashes".into()));
+        }
+        Ok(Some(
+            hashes
+                .chunks_exact(32)
+                .map(|h| <[u8; 32]>::try_from(h).expect("32-byte chunks"))
+                .collect(),
+        ))
+    }
+
+    /// The DER of the CRL made of the pieces `hashes`, reading only those
+    /// not kept from the last read; `None` if one is gone (superseded).
+    /// Keeps exactly these pieces for the next read.
+    async fn crl_from_pieces(
+        &self,
+        issuer: u64,
+        hashes: &[[u8; 32]],
+    ) -> Result<Option<(Vec<u8>, Vec<CrlPiece>)>> {
+        let mut found: std::collections::HashMap<[u8; 32], Arc<[u8]>> = {
+            let kept = self.crl_pieces.lock().expect("CRL piece cache");
+            let kept = kept.get(&issuer);
+            hashes
+                .iter()
+                .filter_map(|h| Some((*h, Arc::clone(kept?.0.get(h)?))))
+                .collect()
+        };
+        let missing: Vec<&[u8; 32]> = {
+            let mut seen = std::collections::HashSet::new();
+            hashes
+                .iter()
+                .filter(|h| !found.contains_key(*h) && seen.insert(*h))
+                .collect()
+        };
+        for batch in missing.chunks(HASHES_PER_STATEMENT) {
+            let marks = (0..batch.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("SELECT hash, data FROM crl_blobs WHERE issuer = $1 AND hash IN ({marks})");
+            let mut select = sqlx::query(AssertSqlSafe(sql)).bind(issuer as i64);
+            for hash in batch {
+                select = select.bind(hash.as_slice());
+            }
+            for row in select.fetch_all(&self.pool).await? {
+                let hash: Vec<u8> = row.try_get("hash")?;
+                let data: Vec<u8> = row.try_get("data")?;
+                if crate::hash::sha256(&data)[..] != hash[..] {
+                    return Err(Error::Store(format!(
+                        "CRL piece {} of issuer {issuer} in the store does not match its hash: the database is damaged; restore it from a backup",
+                        hex::encode(&hash)
+                    )));
+                }
+                if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                    found.insert(hash, Arc::from(data));
+                }
+            }
+        }
+        let mut der = Vec::with_capacity(hashes.iter().filter_map(|h| found.get(h)).map(|d| d.len()).sum());
+        let mut pieces = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let Some(data) = found.get(hash) else {
+                return Ok(None);
+            };
+            der.extend_from_slice(data);
+            pieces.push(CrlPiece {
+                end: der.len(),
+                hash: *hash,
+            });
+        }
+        self.crl_pieces
+            .lock()
+            .expect("CRL piece cache")
+            .insert(issuer, CrlPieceCache(found));
+        Ok(Some((der, pieces)))
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::audit::{event_hash, AuditDraft, AuditEvent};
 use crate::error::{Error, Result};
 use crate::ids::Serial;
-use crate::pki::crl::RevokedEntry;
+use crate::pki::crl::{CrlPiece, RevokedEntry};
 use crate::reason::RevocationReason;
 use crate::tokens::{Role, TokenRecord};
 
@@ -61,6 +61,9 @@ pub struct SqlStore {
     inserts: tokio::sync::mpsc::Sender<InsertJob>,
     /// SQLite or PostgreSQL (the few statements that differ).
     sqlite: bool,
+    /// The pieces of the CRL each issuer last read back (see
+    /// [`CrlStore::latest_crl`]): at most one CRL per issuer.
+    crl_pieces: std::sync::Mutex<std::collections::HashMap<u64, CrlPieceCache>>,
 }
 
 fn ts(t: OffsetDateTime) -> i64 {
@@ -144,6 +147,7 @@ impl SqlStore {
             writer,
             inserts,
             sqlite: is_sqlite,
+            crl_pieces: Default::default(),
         })
     }
 
