@@ -946,7 +946,8 @@ def bench_crl_latency(args, rows):
                          f"{n:,} revoked entries ({size / 1e6:.1f} MB CRL), {count} revocations {gap} s apart",
                          f"start → first CRL served {first:.1f} s", f"{pct(times, 50):.0f}", f"{pct(times, 99):.0f}",
                          [{"ms": t} for t in times]))
-            log(f"crl-latency ({label}): p50 {pct(times, 50):.0f} ms, p99 {pct(times, 99):.0f} ms, max {max(times):.0f} ms")
+            log(f"crl-latency ({label}): p50 {pct(times, 50):.0f} ms, p99 {pct(times, 99):.0f} ms, max {max(times):.0f} ms; "
+                f"in order: {', '.join(f'{t:.0f}' for t in times)}")
             if other is not None:
                 stop(other)
             ca.stop()

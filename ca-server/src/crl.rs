@@ -219,7 +219,8 @@ impl CrlCache {
         for issuer in ca.issuers() {
             let number = issuer.number();
             let served = || self.of_issuer(number).map(|c| c.number).unwrap_or(0);
-            if issuer.can_sign() && ca.crl_needs_refresh_for(number).await? {
+            let publish = issuer.can_sign() && ca.crl_needs_refresh_for(number).await?;
+            if publish {
                 let crl = ca.sign_crl_for(number).await?;
                 // Served as soon as it is signed, then stored: storing a
                 // 50 MB CRL (and reading it back) would add its time to
@@ -241,6 +242,10 @@ impl CrlCache {
                     let der = Bytes::from(std::mem::take(&mut crl.der));
                     self.serve(number, &crl, der);
                 }
+            }
+            if issuer.can_sign() && !publish {
+                // Another replica publishes for now; be ready to patch.
+                ca.warm_crl_list(number).await?;
             }
         }
         self.wake_watchers(ca);

@@ -189,6 +189,7 @@ impl Ca {
             )),
             crl_lists: Default::default(),
             keep_crl_lists: Default::default(),
+            crl_lists_warmed: Default::default(),
         };
         ca.publish_crl(actor).await?;
         Ok(ca)

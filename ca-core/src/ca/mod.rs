@@ -147,6 +147,8 @@ pub struct Ca {
     crl_lists: tokio::sync::Mutex<std::collections::HashMap<u64, revoked_list::RevokedList>>,
     /// Whether to keep them ([`Ca::keep_crl_lists`]).
     keep_crl_lists: std::sync::atomic::AtomicBool,
+    /// Issuers whose list [`Ca::warm_crl_list`] built once already.
+    crl_lists_warmed: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Runs a token call on a blocking thread (never on an async worker).
@@ -310,6 +312,7 @@ impl Ca {
             ocsp_key_source: config.ocsp_key_source,
             crl_lists: Default::default(),
             keep_crl_lists: Default::default(),
+            crl_lists_warmed: Default::default(),
             issuers,
             active_issuer,
             root,

@@ -69,6 +69,35 @@ impl Ca {
         self.store.publish_crl(crl, draft).await
     }
 
+    /// Builds issuer `number`'s kept revoked-entry list now, once, if this
+    /// process keeps lists and has none: a replica that so far only read
+    /// the other one's CRLs back would otherwise pay a full read of the
+    /// store (seconds at a million entries) inside the first revocation it
+    /// publishes itself. Its later CRLs patch the list.
+    pub async fn warm_crl_list(&self, number: u64) -> Result<()> {
+        if !self.keep_crl_lists.load(Ordering::Relaxed)
+            || !self
+                .crl_lists_warmed
+                .lock()
+                .expect("warmed CRL lists")
+                .insert(number)
+        {
+            return Ok(());
+        }
+        let mut lists = self.crl_lists.lock().await;
+        if lists.contains_key(&number) {
+            return Ok(());
+        }
+        let revision = self.store.crl_status(number).await?.revision;
+        let list = self
+            .updated_list(&mut lists, number, revision, crate::now())
+            .await?;
+        if list.len() > MAX_KEPT_ENTRIES {
+            lists.remove(&number);
+        }
+        Ok(())
+    }
+
     /// Builds and signs a fresh CRL of issuer `number` under a newly
     /// reserved number, listing every revocation committed before it; it
     /// is published by [`Ca::store_crl`]. Serving it before then is safe:
