@@ -756,7 +756,10 @@ fn the_console_reissues_by_pickup_and_follows_the_policys_delivery() {
     );
     assert_eq!(code, "201", "{page}");
     assert!(!page.contains("application/x-pkcs12"), "{page}");
-    assert!(element_text(&page, "pickup-url").contains("/pickup/"), "{page}");
+    assert!(
+        element_text(&page, "pickup-url").contains("/pickup/"),
+        "{page}"
+    );
     let (code, page) = post(
         &server,
         &cookie,
@@ -806,7 +809,10 @@ fn the_console_reissues_by_pickup_and_follows_the_policys_delivery() {
     );
     assert_eq!(code, "201", "{page}");
     assert!(!page.contains("application/x-pkcs12"), "{page}");
-    assert!(element_text(&page, "pickup-url").contains("/pickup/"), "{page}");
+    assert!(
+        element_text(&page, "pickup-url").contains("/pickup/"),
+        "{page}"
+    );
     assert_eq!(element_text(&page, "pickup-code").len(), 14, "{page}");
     assert!(page.contains(&old), "the revoked serial is named: {page}");
     assert_eq!(status_of(&ca, &old), "revoked");

@@ -436,7 +436,10 @@ impl CrlStore for SqlStore {
             let read = match self.crl_layout(issuer as i64, number).await? {
                 Some(hashes) => self.crl_from_pieces(issuer, &hashes).await?,
                 // Stored whole, before migration 0013.
-                None => self.crl_der(issuer as i64, number).await?.map(|der| (der, Vec::new())),
+                None => self
+                    .crl_der(issuer as i64, number)
+                    .await?
+                    .map(|der| (der, Vec::new())),
             };
             let Some((der, pieces)) = read else {
                 continue;
@@ -544,8 +547,10 @@ impl SqlStore {
             return Ok(None);
         };
         let hashes: Vec<u8> = row.try_get("hashes")?;
-        if hashes.len() % 32 != 0 {
-            return Err(Error::Store("a CRL layout in the store is not a list of hashes".into()));
+        if !hashes.len().is_multiple_of(32) {
+            return Err(Error::Store(
+                "a CRL layout in the store is not a list of hashes".into(),
+            ));
         }
         Ok(Some(
             hashes
@@ -583,7 +588,8 @@ impl SqlStore {
                 .map(|i| format!("${}", i + 2))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let sql = format!("SELECT hash, data FROM crl_blobs WHERE issuer = $1 AND hash IN ({marks})");
+            let sql =
+                format!("SELECT hash, data FROM crl_blobs WHERE issuer = $1 AND hash IN ({marks})");
             let mut select = sqlx::query(AssertSqlSafe(sql)).bind(issuer as i64);
             for hash in batch {
                 select = select.bind(hash.as_slice());
@@ -602,7 +608,13 @@ impl SqlStore {
                 }
             }
         }
-        let mut der = Vec::with_capacity(hashes.iter().filter_map(|h| found.get(h)).map(|d| d.len()).sum());
+        let mut der = Vec::with_capacity(
+            hashes
+                .iter()
+                .filter_map(|h| found.get(h))
+                .map(|d| d.len())
+                .sum(),
+        );
         let mut pieces = Vec::with_capacity(hashes.len());
         for hash in hashes {
             let Some(data) = found.get(hash) else {

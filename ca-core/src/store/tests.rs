@@ -208,11 +208,20 @@ async fn crl_pieces(store: &SqlStore) {
         }
         crl
     };
-    let (head, a, b, b2, tail) = (part(1, 300), part(2, 25_000), part(3, 25_000), part(4, 25_040), part(5, 200));
+    let (head, a, b, b2, tail) = (
+        part(1, 300),
+        part(2, 25_000),
+        part(3, 25_000),
+        part(4, 25_040),
+        part(5, 200),
+    );
     let third = made_of(3, &[&head, &a, &b, &tail]);
     assert!(store.publish_crl(&third, draft()).await.unwrap());
     let read = store.latest_crl(1).await.unwrap().unwrap();
-    assert_eq!((read.number, &read.der, &read.pieces), (3, &third.der, &third.pieces));
+    assert_eq!(
+        (read.number, &read.der, &read.pieces),
+        (3, &third.der, &third.pieces)
+    );
     assert_eq!(count(store, "crl_blobs").await, 4);
     // The next one differs in one piece and the headers: read back through
     // the pieces kept from the last read, it is still byte for byte itself.
