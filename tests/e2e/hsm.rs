@@ -543,7 +543,16 @@ fn token_removed_while_serving_is_503_and_recovers_without_restart() {
         text.contains(": good") && text.contains("Response verify OK"),
         "{text}"
     );
-    let log = server.log_text();
+    // The background loop notices and logs the recovery at its next tick,
+    // which may come after the requests above were already served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = server.log_text();
+        if log.contains("CA key available again") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         log.contains("CA key unavailable") && log.contains("CA key available again"),
         "{log}"

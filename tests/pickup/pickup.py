@@ -17,6 +17,7 @@ import sys
 import time
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -44,6 +45,19 @@ def browser():
     return driver
 
 
+def replaced(element):
+    """Like EC.staleness_of, for a page the browser has already navigated
+    away from: Chromium may then answer "Node with given id does not belong
+    to the document" (a WebDriverException) instead of a stale reference."""
+    def check(_driver):
+        try:
+            element.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+    return check
+
+
 def h1(driver):
     WebDriverWait(driver, 20).until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
     return driver.find_element(By.TAG_NAME, "h1").text
@@ -58,7 +72,7 @@ try:
     field.send_keys(CODE.lower().replace("-", " "))
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, "collect").click()
-    WebDriverWait(driver, 30).until(EC.staleness_of(old))
+    WebDriverWait(driver, 30).until(replaced(old))
     collected = h1(driver)
     password = driver.find_element(By.ID, "password").text
     link = driver.find_element(By.ID, "download")
