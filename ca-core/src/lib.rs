@@ -41,10 +41,10 @@ mod view;
 
 pub use audit::{verify_chain, AuditDraft, AuditEvent, GENESIS_HASH};
 pub use ca::{
-    check_email, now, AuditReport, Ca, ConsoleSecret, ImportedIssuer, InitRequest, Issuance,
-    IssueRequest, Issuer, IssuingRequest, KeySecrets, Layout, PendingIssuer, PickupIssuance,
-    PickupOutcome, PickupRequest, PreparedIssuance, PreparedServerCertificate, ReissueMode,
-    ServerCertRequest, CONSOLE_SESSION_LIFETIME,
+    check_delivery, check_email, now, AuditReport, Ca, ConsoleSecret, ImportedIssuer, InitRequest,
+    Issuance, IssueRequest, Issuer, IssuingRequest, KeySecrets, Layout, PendingIssuer,
+    PickupIssuance, PickupOutcome, PickupRequest, PreparedIssuance, PreparedServerCertificate,
+    ReissueMode, ServerCertRequest, CONSOLE_SESSION_LIFETIME,
 };
 pub use config::{
     read_pin, take_secret_env, Config, KeySource, Limits, LogFormat, OcspKeySource, SmtpConfig,

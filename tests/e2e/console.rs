@@ -730,16 +730,7 @@ fn hidden_value(page: &str, name: &str) -> String {
 fn the_console_reissues_by_pickup_and_follows_the_policys_delivery() {
     let port = free_port();
     let ca = TestCa::init_for(&format!("http://127.0.0.1:{port}"), &[]);
-    let shipped =
-        std::fs::read_to_string(ca.data_dir().join("policies/portal-admin.toml")).unwrap();
-    std::fs::write(
-        ca.data_dir().join("policies/portal-admin-pickup.toml"),
-        shipped.replace(
-            "name = \"portal-admin\"",
-            "name = \"portal-admin-pickup\"\ndelivery = \"pickup\"",
-        ),
-    )
-    .unwrap();
+    ca.add_pickup_policy();
     let server = Server::start_on(&ca, port, &[]);
     let cookie = cookie_pair(&sign_in(&server, &ca.token("operator")));
     let (_, page) = get(&server, &cookie, "/ui/tenants/acme/admins/alice");

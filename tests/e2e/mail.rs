@@ -125,13 +125,28 @@ pub(crate) fn link_in(mail: &str, base: &str) -> String {
 
 /// Waits (at most 20 s) for `pickup list` to show the first item's mail in `state`.
 pub(crate) fn wait_mail_state(ca: &TestCa, state: &str) -> Value {
+    wait_mail(ca, None, state)
+}
+
+/// Waits (at most 20 s) for `pickup list` to show the mail of `admin`'s
+/// pickup (else of the first one listed) in `state`; returns that item.
+fn wait_mail(ca: &TestCa, admin: Option<&str>, state: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = ca.json(&["pickup", "list", "--all"]);
-        if list["items"][0]["mail"] == state {
-            return list["items"][0].clone();
+        let items = list["items"].as_array().unwrap();
+        let item = match admin {
+            Some(admin) => items.iter().find(|i| i["admin"] == admin),
+            None => items.first(),
+        };
+        if let Some(item) = item.filter(|i| i["mail"] == state) {
+            return item.clone();
         }
-        assert!(Instant::now() < deadline, "mail never {state}: {list}");
+        assert!(
+            Instant::now() < deadline,
+            "{}mail never {state}: {list}",
+            admin.map(|a| format!("{a}'s ")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -221,7 +236,7 @@ fn mail_goes_over_starttls_and_smtps_checking_the_servers_certificate() {
             &admin,
             r#"{"delivery":"pickup","email":"x@example.com"}"#,
         );
-        let listed = wait_mail_state_of(&ca, &admin, "failed");
+        let listed = wait_mail(&ca, Some(&admin), "failed");
         let error = listed["mail_error"].as_str().unwrap();
         assert!(error.contains("certificate"), "{mode}: {listed}");
         assert_eq!(
@@ -246,7 +261,7 @@ fn mail_goes_over_starttls_and_smtps_checking_the_servers_certificate() {
             answer["pickup"]["url"].as_str().unwrap(),
             "{mode}"
         );
-        wait_mail_state_of(&ca, &admin, "sent");
+        wait_mail(&ca, Some(&admin), "sent");
         drop(server);
     }
     // A CA file that is not PEM stops start-up, naming the key and the file.
@@ -259,28 +274,6 @@ fn mail_goes_over_starttls_and_smtps_checking_the_servers_certificate() {
         message.contains("smtp.ca_file") && message.contains("not-a-ca.pem"),
         "{message}"
     );
-}
-
-/// Waits (at most 20 s) for `pickup list` to show `admin`'s mail in `state`.
-fn wait_mail_state_of(ca: &TestCa, admin: &str, state: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let list = ca.json(&["pickup", "list", "--all"]);
-        let item = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["admin"] == admin)
-            .cloned();
-        if let Some(item) = item.filter(|i| i["mail"] == state) {
-            return item;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{admin}'s mail never {state}: {list}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

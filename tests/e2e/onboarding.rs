@@ -12,16 +12,7 @@ use crate::util::*;
 #[test]
 fn a_policy_can_make_pickup_the_default() {
     let ca = TestCa::init();
-    let shipped = std::fs::read_to_string(ca.data_dir().join("policies/portal-admin.toml"))
-        .expect("init copies the shipped policies");
-    std::fs::write(
-        ca.data_dir().join("policies/portal-admin-pickup.toml"),
-        shipped.replace(
-            "name = \"portal-admin\"",
-            "name = \"portal-admin-pickup\"\ndelivery = \"pickup\"",
-        ),
-    )
-    .unwrap();
+    ca.add_pickup_policy();
     let server = Server::start(&ca);
     let token = ca.token("operator");
     let policy = r#""policy":"portal-admin-pickup""#;

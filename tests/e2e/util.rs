@@ -251,6 +251,22 @@ impl TestCa {
         (cert, key, answer)
     }
 
+    /// Adds policy `portal-admin-pickup`: the shipped `portal-admin` with
+    /// `delivery = "pickup"` (read by servers started after this).
+    pub fn add_pickup_policy(&self) {
+        let policies = self.data_dir().join("policies");
+        let shipped = std::fs::read_to_string(policies.join("portal-admin.toml"))
+            .expect("init copies the shipped policies");
+        std::fs::write(
+            policies.join("portal-admin-pickup.toml"),
+            shipped.replace(
+                "name = \"portal-admin\"",
+                "name = \"portal-admin-pickup\"\ndelivery = \"pickup\"",
+            ),
+        )
+        .unwrap();
+    }
+
     pub fn db(&self) -> PathBuf {
         self.data_dir().join("ca.db")
     }

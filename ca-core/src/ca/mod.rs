@@ -57,7 +57,7 @@ pub use console::{ConsoleSecret, CONSOLE_SESSION_LIFETIME};
 pub use init::{InitRequest, KeySecrets};
 pub use issuance::{Issuance, IssueRequest, PreparedIssuance, ReissueMode};
 pub use issuers::{ImportedIssuer, Issuer, IssuingRequest, PendingIssuer};
-pub use pickup::{check_email, PickupIssuance, PickupOutcome, PickupRequest};
+pub use pickup::{check_delivery, check_email, PickupIssuance, PickupOutcome, PickupRequest};
 pub use server_cert::{PreparedServerCertificate, ServerCertRequest};
 
 /// The current time, whole seconds (certificates and the store keep seconds).

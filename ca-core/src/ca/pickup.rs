@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::pki::seal::{self, OpenError, PickupCode};
+use crate::policy::Delivery;
 use crate::store::{MailState, NewPickup, PickupRecord, PickupState, WrongCode};
 
 /// scrypt runs for pickup codes at once (each takes ~8 MiB and a few tens
@@ -58,6 +59,45 @@ pub enum PickupOutcome {
     Locked(PickupRecord),
     /// Collected, expired, locked or replaced before this request.
     Gone(PickupRecord, PickupState),
+}
+
+/// Checks what a caller asked for before anything is generated: `email`
+/// (a notification address, see [`check_email`]) goes with pickup delivery
+/// only, so not with an explicit direct one.
+pub fn check_delivery(requested: Option<Delivery>, email: Option<&str>) -> Result<()> {
+    let Some(email) = email else {
+        return Ok(());
+    };
+    if requested == Some(Delivery::Direct) {
+        return Err(email_without_pickup());
+    }
+    check_email(email)
+}
+
+fn email_without_pickup() -> Error {
+    Error::InvalidInput(
+        "email goes with pickup delivery only (the link goes by mail; a direct answer or download carries the bundle)".into(),
+    )
+}
+
+impl Ca {
+    /// How `prepared`'s bundle is handed over: what the caller asked for
+    /// (checked by [`check_delivery`]), else its policy's `delivery`.
+    /// `None`: directly (in the answer); else by pickup, mailing `email`
+    /// when `mail` (an SMTP server is configured).
+    pub fn pickup_request(
+        &self,
+        prepared: &PreparedIssuance,
+        requested: Option<Delivery>,
+        email: Option<String>,
+        mail: bool,
+    ) -> Result<Option<PickupRequest>> {
+        match requested.unwrap_or_else(|| self.default_delivery(prepared)) {
+            Delivery::Direct if email.is_some() => Err(email_without_pickup()),
+            Delivery::Direct => Ok(None),
+            Delivery::Pickup => Ok(Some(PickupRequest { mail, email })),
+        }
+    }
 }
 
 /// Checks a notification address: one `@` with text either side, no

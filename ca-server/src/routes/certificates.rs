@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use ca_core::{
     now, Action, CertificateView, Delivery, Error, IdempotencyKey, Issuance, IssueRequest,
-    ListFilter, ListView, PreparedIssuance, ReissueMode, RevocationReason, Serial,
+    ListFilter, ListView, ReissueMode, RevocationReason, Serial,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -65,8 +65,8 @@ pub struct ReissueBody {
     pub email: Option<String>,
 }
 
-/// The delivery a request body names (`None`: its policy decides, see
-/// [`pickup_request`]), checked before any key is generated.
+/// The delivery a request body names (`None`: its policy decides), checked
+/// with its address before any key is generated.
 fn requested_delivery(
     delivery: Option<&str>,
     email: Option<&str>,
@@ -80,37 +80,8 @@ fn requested_delivery(
             ))
         })?),
     };
-    if let Some(email) = email {
-        if requested == Some(Delivery::Direct) {
-            return Err(email_without_pickup());
-        }
-        ca_core::check_email(email)?;
-    }
+    ca_core::check_delivery(requested, email)?;
     Ok(requested)
-}
-
-/// How the answer delivers `prepared`'s bundle: `None` directly, else by
-/// pickup. What the caller asked for wins; otherwise the policy's `delivery`.
-fn pickup_request(
-    state: &AppState,
-    prepared: &PreparedIssuance,
-    requested: Option<Delivery>,
-    email: Option<String>,
-) -> Result<Option<ca_core::PickupRequest>, ApiError> {
-    match requested.unwrap_or_else(|| state.ca.default_delivery(prepared)) {
-        Delivery::Direct if email.is_some() => Err(email_without_pickup()),
-        Delivery::Direct => Ok(None),
-        Delivery::Pickup => Ok(Some(ca_core::PickupRequest {
-            mail: state.mailer.is_some(),
-            email,
-        })),
-    }
-}
-
-fn email_without_pickup() -> ApiError {
-    ApiError::InvalidBody(
-        "email is used only with \"delivery\": \"pickup\" (the link goes by mail; a direct answer carries the bundle)".into(),
-    )
 }
 
 /// Either answer of issue and reissue.
@@ -265,7 +236,10 @@ pub async fn issue(
         password: body.password,
     };
     let prepared = state.ca.prepare_issue(&request).await?;
-    let pickup = pickup_request(&state, &prepared, requested, body.email)?;
+    let pickup =
+        state
+            .ca
+            .pickup_request(&prepared, requested, body.email, state.mailer.is_some())?;
     if let Some(pickup) = pickup {
         let issuance = state
             .ca
@@ -331,7 +305,11 @@ pub async fn reissue(
         password: body.password,
     };
     let prepared = state.ca.prepare_reissue(&request, reason, mode).await?;
-    if let Some(pickup) = pickup_request(&state, &prepared, requested, body.email)? {
+    if let Some(pickup) =
+        state
+            .ca
+            .pickup_request(&prepared, requested, body.email, state.mailer.is_some())?
+    {
         if idempotency.is_some() {
             return Err(ApiError::InvalidBody(
                 "Idempotency-Key is not supported with \"delivery\": \"pickup\": a retried pickup reissue would replace the first one's link; use resend instead".into(),

@@ -72,37 +72,8 @@ fn requested_delivery(
         }
     };
     let email = email.filter(|e| !e.is_empty());
-    if let Some(email) = &email {
-        if requested == Some(Delivery::Direct) {
-            return Err(email_without_pickup());
-        }
-        ca_core::check_email(email)?;
-    }
+    ca_core::check_delivery(requested, email.as_deref())?;
     Ok((requested, email))
-}
-
-fn email_without_pickup() -> Error {
-    Error::InvalidInput(
-        "email goes with pickup delivery only (the link goes by mail; a download carries the bundle)".into(),
-    )
-}
-
-/// How `prepared` is handed over: what the form asked for, else its
-/// policy's `delivery`. `None`: a download on the answer page.
-fn pickup_request(
-    state: &AppState,
-    prepared: &PreparedIssuance,
-    requested: Option<Delivery>,
-    email: Option<String>,
-) -> Result<Option<ca_core::PickupRequest>, Error> {
-    match requested.unwrap_or_else(|| state.ca.default_delivery(prepared)) {
-        Delivery::Direct if email.is_some() => Err(email_without_pickup()),
-        Delivery::Direct => Ok(None),
-        Delivery::Pickup => Ok(Some(ca_core::PickupRequest {
-            mail: state.mailer.is_some(),
-            email,
-        })),
-    }
 }
 
 /// Issued or reissued, either delivery: committed.
@@ -120,10 +91,15 @@ async fn commit_as(
     email: Option<String>,
 ) -> Result<Committed, Error> {
     let actor = console.who.actor();
-    Ok(match pickup_request(state, &prepared, requested, email)? {
-        Some(pickup) => Committed::Pickup(state.ca.commit_pickup(prepared, &pickup, &actor).await?),
-        None => Committed::Download(state.ca.commit_idempotent(prepared, None, &actor).await?),
-    })
+    let mail = state.mailer.is_some();
+    Ok(
+        match state.ca.pickup_request(&prepared, requested, email, mail)? {
+            Some(pickup) => {
+                Committed::Pickup(state.ca.commit_pickup(prepared, &pickup, &actor).await?)
+            }
+            None => Committed::Download(state.ca.commit_idempotent(prepared, None, &actor).await?),
+        },
+    )
 }
 
 async fn issue(
