@@ -61,15 +61,26 @@ impl ChainHead {
 
 /// Reads the chain head with a no-op update, which takes the write lock
 /// (SQLite) or the head row lock (PostgreSQL) until the transaction ends.
+/// Locks the chain head's row (the write lock, on both backends) and reads it.
+pub(super) const LOCK_AUDIT_HEAD: &str =
+    "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
+
 pub(super) async fn lock_audit_head(conn: &mut AnyConnection) -> Result<ChainHead> {
-    let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+    let row = sqlx::query(LOCK_AUDIT_HEAD)
         .fetch_all(&mut *conn)
         .await?
         .one()?;
-    Ok(ChainHead {
-        seq: row.try_get::<i64, _>("seq")? as u64,
-        hash: row.try_get("hash")?,
-    })
+    ChainHead::from_row(&row)
+}
+
+impl ChainHead {
+    /// The head from the row [`LOCK_AUDIT_HEAD`] returns.
+    pub(super) fn from_row(row: &AnyRow) -> Result<ChainHead> {
+        Ok(ChainHead {
+            seq: row.try_get::<i64, _>("seq")? as u64,
+            hash: row.try_get("hash")?,
+        })
+    }
 }
 
 pub(super) async fn store_audit_head(conn: &mut AnyConnection, head: &ChainHead) -> Result<()> {
@@ -81,26 +92,37 @@ pub(super) async fn store_audit_head(conn: &mut AnyConnection, head: &ChainHead)
     Ok(())
 }
 
+/// Values each audit event binds in [`insert_events_sql`].
+pub(super) const EVENT_COLUMNS: usize = 9;
+
+/// The INSERT of `rows` audit events, bound by [`bind_events`].
+pub(super) fn insert_events_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) VALUES {}",
+        values_list(rows, EVENT_COLUMNS)
+    )
+}
+
+pub(super) fn bind_events<'q>(mut query: AnyQuery<'q>, events: &[ChainedEvent]) -> AnyQuery<'q> {
+    for e in events {
+        query = query
+            .bind(e.seq as i64)
+            .bind(e.at)
+            .bind(&e.draft.actor)
+            .bind(&e.draft.action)
+            .bind(&e.draft.subject)
+            .bind(&e.serials)
+            .bind(&e.draft.details)
+            .bind(&e.prev_hash)
+            .bind(&e.hash);
+    }
+    query
+}
+
 pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[ChainedEvent]) -> Result<()> {
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) VALUES {}",
-            values_list(chunk.len(), 9)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for e in chunk {
-            query = query
-                .bind(e.seq as i64)
-                .bind(e.at)
-                .bind(&e.draft.actor)
-                .bind(&e.draft.action)
-                .bind(&e.draft.subject)
-                .bind(&e.serials)
-                .bind(&e.draft.details)
-                .bind(&e.prev_hash)
-                .bind(&e.hash);
-        }
-        query.execute(&mut *conn).await?;
+        let query = sqlx::query(AssertSqlSafe(insert_events_sql(chunk.len())));
+        bind_events(query, chunk).execute(&mut *conn).await?;
     }
     Ok(())
 }

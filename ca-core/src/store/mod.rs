@@ -89,6 +89,7 @@ impl OneRow for Vec<AnyRow> {
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 impl SqlStore {
     /// Connects to `url` (`sqlite://path`, `postgres://…`). SQLite runs in WAL
@@ -103,6 +104,10 @@ impl SqlStore {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if is_sqlite { 4 } else { 16 })
+            // A ping before each use finds a dropped PostgreSQL connection; a
+            // SQLite file cannot drop, and the ping was a round trip to the
+            // connection's thread on every acquire.
+            .test_before_acquire(!is_sqlite)
             // A database that went away must fail requests fast (503), not
             // hold them: PostgreSQL gets 3 s. SQLite waits longer for its
             // few connections under a burst of writes, never for a network.
@@ -141,7 +146,12 @@ impl SqlStore {
             .map_err(|e| Error::Store(format!("cannot open database: {e}")))?;
         let writer = Arc::new(tokio::sync::Mutex::new(()));
         let (inserts, jobs) = tokio::sync::mpsc::channel(MAX_QUEUED);
-        tokio::spawn(run_inserts(pool.clone(), Arc::clone(&writer), jobs));
+        tokio::spawn(run_inserts(
+            pool.clone(),
+            Arc::clone(&writer),
+            jobs,
+            is_sqlite,
+        ));
         Ok(SqlStore {
             pool,
             writer,
