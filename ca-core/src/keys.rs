@@ -93,23 +93,6 @@ impl KeyAlgorithm {
         }
     }
 
-    /// The curve of an EC algorithm, built once per process.
-    pub(crate) fn ec_group(self) -> Option<&'static EcGroup> {
-        static P256: std::sync::OnceLock<EcGroup> = std::sync::OnceLock::new();
-        static P384: std::sync::OnceLock<EcGroup> = std::sync::OnceLock::new();
-        let cell = match self {
-            Self::EcdsaP256 => &P256,
-            Self::EcdsaP384 => &P384,
-            _ => return None,
-        };
-        let nid = self.curve()?;
-        Some(
-            cell.get_or_init(|| {
-                EcGroup::from_curve_name(nid).expect("OpenSSL knows the NIST curves")
-            }),
-        )
-    }
-
     /// Recognises the algorithm of an existing key, if it is one we support.
     pub fn of_key<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> Result<Self> {
         let unsupported = |what: String| {

@@ -4,15 +4,14 @@
 //! requested extensions are ignored (the policy decides those).
 //!
 //! ECDSA requests on P-256/P-384 — what automation clients send — are parsed
-//! here and verified with OpenSSL's low-level ECDSA. Going through
-//! `X509_REQ` instead made OpenSSL 3 run its generic key decoder and encoder
-//! (provider lookups under global locks), which cost five times the signature
-//! check itself and was most of the CPU a signed CSR took. Every other request
+//! here and verified with ring (already linked: the TLS listener runs on it).
+//! Going through `X509_REQ` made OpenSSL 3 run its generic key decoder and
+//! encoder (provider lookups under global locks), five times the signature
+//! check itself; OpenSSL's low-level ECDSA still spent a fifth more than the
+//! check on building the key and decoding and re-encoding the signature, which
+//! ring does in one pass (BENCHMARKS.md, CSR signing). Every other request
 //! (RSA, compressed points, other digests) takes OpenSSL's general path.
 
-use openssl::bn::BigNumContext;
-use openssl::ec::{EcKey, EcPoint};
-use openssl::ecdsa::EcdsaSig;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
@@ -93,42 +92,40 @@ fn verify_ecdsa(
         OID_P384 => KeyAlgorithm::EcdsaP384,
         _ => return Ok(None),
     };
-    let digest = match request
-        .signature_algorithm
-        .algorithm
-        .to_id_string()
-        .as_str()
-    {
-        OID_ECDSA_SHA256 if request.signature_algorithm.parameters.is_none() => {
-            crate::hash::sha256(request.certification_request_info.raw).to_vec()
-        }
-        OID_ECDSA_SHA384 if request.signature_algorithm.parameters.is_none() => {
-            crate::hash::sha384(request.certification_request_info.raw).to_vec()
-        }
+    use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1};
+    let verifier = match (
+        algorithm,
+        request
+            .signature_algorithm
+            .algorithm
+            .to_id_string()
+            .as_str(),
+    ) {
+        (KeyAlgorithm::EcdsaP256, OID_ECDSA_SHA256) => &ECDSA_P256_SHA256_ASN1,
+        (KeyAlgorithm::EcdsaP384, OID_ECDSA_SHA384) => &ECDSA_P384_SHA384_ASN1,
+        // Another curve-digest pairing: OpenSSL's general path takes it.
         _ => return Ok(None),
     };
+    if request.signature_algorithm.parameters.is_some() {
+        return Ok(None);
+    }
     let point_bytes = spki.subject_public_key.data.as_ref();
     if point_bytes.first() != Some(&0x04) {
         return Ok(None);
     }
-    let Some(group) = algorithm.ec_group() else {
-        return Ok(None);
-    };
     accept(algorithm)?;
-    let mut ctx = BigNumContext::new()?;
-    // Rejects points that are not on the curve.
-    let point = EcPoint::from_bytes(group, point_bytes, &mut ctx).map_err(|_| {
+    // ring refuses a point off the curve and any signature that is not the
+    // one DER encoding of (r, s), as OpenSSL does.
+    let key = ring::signature::UnparsedPublicKey::new(verifier, point_bytes);
+    key.verify(
+        request.certification_request_info.raw,
+        request.signature_value.data.as_ref(),
+    )
+    .map_err(|_| {
         Error::InvalidInput(format!(
-            "the CSR's public key is not a valid {algorithm} point"
+            "the CSR's signature does not verify: it was not signed by the {algorithm} key it carries (or was altered), or that key is not a valid {algorithm} point"
         ))
     })?;
-    let key = EcKey::from_public_key(group, &point)?;
-    let signature = request.signature_value.data.as_ref();
-    let sig = EcdsaSig::from_der(signature).map_err(|_| bad_signature())?;
-    // Only the one DER encoding of a signature is accepted, as OpenSSL does.
-    if sig.to_der()? != signature || !sig.verify(&digest, &key)? {
-        return Err(bad_signature());
-    }
     PublicKey::from_ec_point(algorithm, point_bytes.to_vec()).map(Some)
 }
 

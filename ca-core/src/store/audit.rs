@@ -96,10 +96,10 @@ pub(super) async fn store_audit_head(conn: &mut AnyConnection, head: &ChainHead)
 pub(super) const EVENT_COLUMNS: usize = 9;
 
 /// The INSERT of `rows` audit events, bound by [`bind_events`].
-pub(super) fn insert_events_sql(rows: usize) -> String {
+pub(super) fn insert_events_sql(rows: usize, style: Placeholders) -> String {
     format!(
         "INSERT INTO audit_events (seq, at, actor, action, subject, serials, details, prev_hash, hash) VALUES {}",
-        values_list(rows, EVENT_COLUMNS)
+        values_list_as(rows, EVENT_COLUMNS, style)
     )
 }
 
@@ -121,7 +121,10 @@ pub(super) fn bind_events<'q>(mut query: AnyQuery<'q>, events: &[ChainedEvent]) 
 
 pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[ChainedEvent]) -> Result<()> {
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let query = sqlx::query(AssertSqlSafe(insert_events_sql(chunk.len())));
+        let query = sqlx::query(AssertSqlSafe(insert_events_sql(
+            chunk.len(),
+            Placeholders::Numbered,
+        )));
         bind_events(query, chunk).execute(&mut *conn).await?;
     }
     Ok(())

@@ -7,8 +7,24 @@ use super::*;
 /// bind limits of SQLite and PostgreSQL).
 pub(super) const ROWS_PER_INSERT: usize = 128;
 
+/// How a statement names its bound values.
+#[derive(Clone, Copy)]
+pub(super) enum Placeholders {
+    /// `$1, $2, …`: both databases.
+    Numbered,
+    /// `?, ?, …` in binding order: SQLite only. SQLite looks a numbered
+    /// parameter's name up by a linear scan, once per value bound, which
+    /// made binding a 128-row batch quadratic; an anonymous one has no name.
+    Anonymous,
+}
+
 /// `($1, $2, …), ($n+1, …)…` for `rows` rows of `columns` values.
 pub(super) fn values_list(rows: usize, columns: usize) -> String {
+    values_list_as(rows, columns, Placeholders::Numbered)
+}
+
+/// [`values_list`] with the given placeholders.
+pub(super) fn values_list_as(rows: usize, columns: usize, style: Placeholders) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -16,7 +32,10 @@ pub(super) fn values_list(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", row * columns + column + 1));
+            match style {
+                Placeholders::Numbered => sql.push_str(&format!("${}", row * columns + column + 1)),
+                Placeholders::Anonymous => sql.push('?'),
+            }
         }
         sql.push(')');
     }
@@ -53,6 +72,13 @@ pub(super) async fn run_inserts(
     mut jobs: tokio::sync::mpsc::Receiver<InsertJob>,
     sqlite: bool,
 ) {
+    // SQLite: the writer keeps one connection from batch to batch. Taking
+    // whichever the pool hands out (it rotates them) met a page cache gone
+    // stale — another connection had written since — so every commit first
+    // re-read its index pages; the pool also rolled the connection back on
+    // each return, a round trip more. A connection that failed is returned
+    // (the pool rolls it back) and the next batch takes another.
+    let mut held: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         let _writer = Arc::clone(&writer).lock_owned().await;
@@ -63,13 +89,15 @@ pub(super) async fn run_inserts(
             }
         }
         let outcomes = match sqlite {
-            true => match sqlite_plain_batch(&pool, &batch).await {
-                Ok(Some(results)) => Ok(results),
-                Ok(None) => commit_batch(&pool, &mut batch).await,
-                Err(e) => Err(e),
+            true => commit_sqlite(&pool, &mut held, &mut batch).await,
+            false => match pool.acquire().await {
+                Ok(mut conn) => commit_batch(&mut conn, &mut batch).await,
+                Err(e) => Err(e.into()),
             },
-            false => commit_batch(&pool, &mut batch).await,
         };
+        if outcomes.is_err() {
+            held = None;
+        }
         match outcomes {
             Ok(results) => {
                 for (job, result) in batch.into_iter().zip(results) {
@@ -90,6 +118,22 @@ pub(super) async fn run_inserts(
     }
 }
 
+/// SQLite: one batch on the writer's connection (taken if it has none).
+async fn commit_sqlite(
+    pool: &AnyPool,
+    held: &mut Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    batch: &mut [InsertJob],
+) -> Result<Vec<Result<Vec<Serial>>>> {
+    let conn = match held {
+        Some(conn) => conn,
+        None => held.insert(pool.acquire().await?),
+    };
+    match sqlite_plain_batch(conn, batch).await? {
+        Some(results) => Ok(results),
+        None => commit_batch(conn, batch).await,
+    }
+}
+
 /// SQLite, a batch of plain issuances (no reissue, idempotency key or
 /// pickup; no conflict): the transaction of [`commit_batch`] in two round
 /// trips to SQLite's worker thread instead of seven. Each statement sent
@@ -100,14 +144,13 @@ pub(super) async fn run_inserts(
 /// `None` when the batch is not plain or a row met a conflict: nothing was
 /// written (rolled back), and [`commit_batch`] does it the general way.
 async fn sqlite_plain_batch(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     batch: &[InsertJob],
 ) -> Result<Option<Vec<Result<Vec<Serial>>>>> {
     if batch.len() > ROWS_PER_INSERT || !batch.iter().all(InsertJob::is_plain) {
         return Ok(None);
     }
-    let mut conn = pool.acquire().await?;
-    let outcome = sqlite_plain_transaction(&mut conn, batch).await;
+    let outcome = sqlite_plain_transaction(conn, batch).await;
     if !matches!(outcome, Ok(Some(_))) {
         // Also after a refused COMMIT, which leaves the transaction open.
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -129,7 +172,7 @@ async fn sqlite_plain_transaction(
     // file on each commit).
     let sql = format!(
         "BEGIN IMMEDIATE; {LOCK_AUDIT_HEAD}; INSERT OR IGNORE INTO certificates {CERTIFICATE_COLUMNS} VALUES {} RETURNING serial",
-        values_list(batch.len(), 10)
+        values_list_as(batch.len(), 10, Placeholders::Anonymous)
     );
     let jobs: Vec<&InsertJob> = batch.iter().collect();
     let rows = bind_rows(sqlx::query(AssertSqlSafe(sql)), &jobs)
@@ -146,12 +189,9 @@ async fn sqlite_plain_transaction(
         .iter()
         .map(|job| head.append(&job.draft(Vec::new(), ""), ts(job.now)))
         .collect();
-    let bound = events.len() * EVENT_COLUMNS;
     let sql = format!(
-        "{}; UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1; COMMIT",
-        insert_events_sql(events.len()),
-        bound + 1,
-        bound + 2
+        "{}; UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1; COMMIT",
+        insert_events_sql(events.len(), Placeholders::Anonymous),
     );
     bind_events(sqlx::query(AssertSqlSafe(sql)), &events)
         .bind(head.seq as i64)
@@ -162,10 +202,10 @@ async fn sqlite_plain_transaction(
 }
 
 pub(super) async fn commit_batch(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     batch: &mut [InsertJob],
 ) -> Result<Vec<Result<Vec<Serial>>>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let mut head = lock_audit_head(&mut tx).await?;
     let mut events = Vec::with_capacity(batch.len());
     let mut results: Vec<Option<Result<Vec<Serial>>>> = batch.iter().map(|_| None).collect();
