@@ -122,8 +122,12 @@ fn verify_ecdsa(
         request.signature_value.data.as_ref(),
     )
     .map_err(|_| {
+        let curve = match algorithm {
+            KeyAlgorithm::EcdsaP384 => "P-384",
+            _ => "P-256",
+        };
         Error::InvalidInput(format!(
-            "the CSR's signature does not verify: it was not signed by the {algorithm} key it carries (or was altered), or that key is not a valid {algorithm} point"
+            "the CSR's signature does not verify: it was not signed by the {curve} key it carries (or was altered), or that key is not a valid {curve} point"
         ))
     })?;
     PublicKey::from_ec_point(algorithm, point_bytes.to_vec()).map(Some)
@@ -213,6 +217,47 @@ mod tests {
         let cert_pem = b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
         let err = verified_public_key(cert_pem, any).unwrap_err().to_string();
         assert!(err.contains("CERTIFICATE REQUEST"), "{err}");
+    }
+
+    /// What the P-256 check must refuse as OpenSSL did: a signature in a
+    /// DER encoding other than the one canonical form, and a key that is not
+    /// a point on the curve.
+    #[test]
+    fn non_canonical_signatures_and_off_curve_points_are_refused() {
+        let (_, der) = csr(KeyAlgorithm::EcdsaP256, MessageDigest::sha256());
+        assert!(verified_public_key(&der, any).is_ok());
+        let start = sig_start(&der);
+        // The signature: SEQUENCE { INTEGER r, INTEGER s } with short lengths.
+        let sig = &der[start + 3..];
+        assert_eq!((sig[0], sig[2]), (0x30, 0x02));
+        let r_len = sig[3] as usize;
+        // The same r with one more leading zero byte: same value, longer form.
+        let mut padded = vec![0x30, sig[1] + 1, 0x02, sig[3] + 1, 0x00];
+        padded.extend_from_slice(&sig[4..4 + r_len]);
+        padded.extend_from_slice(&sig[4 + r_len..]);
+        let mut request = der[..start].to_vec();
+        request.extend_from_slice(&[0x03, padded.len() as u8 + 1, 0x00]);
+        request.extend_from_slice(&padded);
+        fix_outer_length(&mut request);
+        // Refused by the signature check itself, not as an unreadable request.
+        let err = verified_public_key(&request, any).unwrap_err().to_string();
+        assert!(err.contains("signed by the P-256 key it carries"), "{err}");
+
+        // The key's y coordinate changed: no longer on the curve.
+        let (_, parsed) = X509CertificationRequest::from_der(&der).unwrap();
+        let point = parsed
+            .certification_request_info
+            .subject_pki
+            .subject_public_key
+            .data
+            .to_vec();
+        let at = der.windows(point.len()).position(|w| w == point).unwrap();
+        let mut off_curve = der.clone();
+        off_curve[at + point.len() - 1] ^= 0x01;
+        let err = verified_public_key(&off_curve, any)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a valid P-256 point"), "{err}");
     }
 
     fn any(_: KeyAlgorithm) -> Result<()> {
