@@ -2,7 +2,7 @@
 //!
 //! Certificate, CRL and OCSP building only see this trait, so where the key
 //! lives — an encrypted file ([`FileSigner`]) or a PKCS#11 token
-//! ([`Pkcs11Signer`], in `pkcs11.rs`) — is configuration.
+//! ([`Pkcs11Signer`], in `pkcs11/`) — is configuration.
 
 pub(crate) mod pkcs11;
 
