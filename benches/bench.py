@@ -718,11 +718,15 @@ def timed(cmd, env=None):
     at least Python's own size; GNU time's child is forked from a small process.
     """
     wrapped = [GNU_TIME, "-f", "maxrss_kb=%M"] + cmd if os.path.exists(GNU_TIME) else cmd
-    t0 = time.perf_counter()
-    p = subprocess.Popen(wrapped, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace")
+    # stderr goes to a file, not a pipe: a command that writes more than a
+    # pipe holds would otherwise block before wait4 returns.
+    with tempfile.TemporaryFile() as stderr:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(wrapped, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        stderr.seek(0)
+        err = stderr.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}: {err[-500:]}")
     peak = re.findall(r"^maxrss_kb=(\d+)$", err, re.M)
