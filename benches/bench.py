@@ -174,6 +174,38 @@ def wrk(url, path, duration, connections, body_file="", method="POST", env_extra
     }
 
 
+def loadgen(url, path, duration, connections, body_file="", method="POST", content_type="application/json",
+            cacert=None, token=None, threads=2):
+    """The same measurement as wrk(), made by ca-loadgen (benches/loadgen): one
+    fixed request on kept-alive connections, with rustls as its TLS client
+    where wrk has OpenSSL 3.0. Also returns the client's own CPU per answer."""
+    cmd = [BIN_LOADGEN, "--url", url + path, "--method", method, "--connections", str(connections),
+           "--threads", str(min(threads, connections)), "--duration", str(duration),
+           "--header", f"Content-Type: {content_type}"]
+    if body_file:
+        cmd += ["--body-file", body_file]
+    if cacert:
+        cmd += ["--cacert", cacert]
+    env = dict(os.environ)
+    if token:
+        env["BENCH_TOKEN"] = token
+        cmd += ["--bearer-env", "BENCH_TOKEN"]
+    res = run(cmd, env=env, check=False, timeout=duration + 60)
+    m = re.search(r"JSON (\{.*\})", res.stdout)
+    if not m:
+        raise SystemExit(f"ca-loadgen failed: {res.stdout}\n{res.stderr}")
+    r = json.loads(m.group(1))
+    ok = r["requests"] - r["non2xx"]
+    return {
+        "rps": ok / (r["duration_us"] / 1e6),
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "errors": r["errors"] + r["non2xx"],
+        "client_cpu_us": r["cpu_us"] / max(r["requests"], 1),
+        "tls": r["tls"],
+    }
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -581,42 +613,63 @@ def bench_tls(ca, args, rows, plain_request):
                          fmt(tls, "rps"), fmt(tls, "p50_ms", 1), fmt(tls, "p99_ms", 1), tls))
             log(f"issuance TLS c{conns}: {fmt(tls, 'rps')}/s vs HTTP {fmt(plain, 'rps')}/s ({ratio:.2f}x)")
         oenv = {"BENCH_CONTENT_TYPE": "application/ocsp-request"}
-        plain, tls = [], []
 
-        def measured(pid, url):
-            # The server's own CPU per answer: wrk shares the cores and pays for
-            # its side of TLS too, so the rate ratio understates the server's.
-            settle(pid)
-            before = cpu_seconds(pid)
-            r = wrk(url, "/ocsp", args.duration, 32, plain_request, env_extra=oenv)
-            r["cpu_us"] = (cpu_seconds(pid) - before) / max(r["rps"] * args.duration, 1) * 1e6
-            return r
-        # This machine's speed drifts within seconds, so each TLS run is paired
-        # with a plain run next to it, the order alternating (plain first, then
-        # TLS first: a steady drift favours neither), and the ratio of each pair
-        # is kept besides the ratio of the medians.
-        pairs = []
-        for i in range(args.runs):
-            if i % 2 == 0:
-                p = measured(ca.server.pid, ca.url)
-                t = measured(proc.pid, tls_url)
-            else:
-                t = measured(proc.pid, tls_url)
-                p = measured(ca.server.pid, ca.url)
-            plain.append(p)
-            tls.append(t)
-            pairs.append(t["rps"] / max(p["rps"], 1e-9))
-        ratio = statistics.median(r["rps"] for r in tls) / max(statistics.median(r["rps"] for r in plain), 1e-9)
-        paired = statistics.median(pairs)
-        cpu = statistics.median(r["cpu_us"] for r in tls) / max(statistics.median(r["cpu_us"] for r in plain), 1e-9)
-        listed = ", ".join(f"{x:.2f}" for x in pairs)
-        rows.append(("OCSP over TLS (keep-alive)", f"pre-signed, c32; HTTP same run {fmt(plain, 'rps')}/s; TLS/HTTP {ratio:.2f}x, "
-                     f"median of pairs {paired:.2f}x ({listed}) (target >= 0.8x); "
-                     f"server CPU per answer HTTP {fmt(plain, 'cpu_us', 1)} us, TLS {fmt(tls, 'cpu_us', 1)} us ({cpu:.2f}x)",
-                     fmt(tls, "rps"), fmt(tls, "p50_ms", 2), fmt(tls, "p99_ms", 2), tls))
-        log(f"ocsp TLS: {fmt(tls, 'rps')}/s vs HTTP {fmt(plain, 'rps')}/s ({ratio:.2f}x; pairs {listed}, median {paired:.2f}x); CPU/answer {cpu:.2f}x")
+        def by_wrk(url):
+            return wrk(url, "/ocsp", args.duration, 32, plain_request, env_extra=oenv)
+
+        def by_loadgen(url):
+            return loadgen(url, "/ocsp", args.duration, 32, plain_request, content_type="application/ocsp-request",
+                           cacert=ca.ca_pem)
+        # Two clients: wrk, whose TLS is OpenSSL 3.0 and costs it about twice
+        # per request what TLS costs our server (BENCHMARKS.md, "Over TLS"),
+        # and ca-loadgen, the same load with rustls as the client.
+        for client, load in (("wrk", by_wrk), ("ca-loadgen", by_loadgen)):
+            bench_tls_ocsp(ca, proc, tls_url, args, rows, client, load)
     finally:
         stop(proc)
+
+
+def bench_tls_ocsp(ca, proc, tls_url, args, rows, client, load):
+    """Pre-signed OCSP at c32 over HTTPS against plain HTTP, measured by `load`."""
+    plain, tls = [], []
+
+    def measured(pid, url):
+        # The server's own CPU per answer: the client shares the cores and pays
+        # for its side of TLS too, so the rate ratio understates the server's.
+        settle(pid)
+        before = cpu_seconds(pid)
+        r = load(url)
+        r["cpu_us"] = (cpu_seconds(pid) - before) / max(r["rps"] * args.duration, 1) * 1e6
+        return r
+    # This machine's speed drifts within seconds, so each TLS run is paired
+    # with a plain run next to it, the order alternating (plain first, then
+    # TLS first: a steady drift favours neither), and the ratio of each pair
+    # is kept besides the ratio of the medians.
+    pairs = []
+    for i in range(args.runs):
+        if i % 2 == 0:
+            p = measured(ca.server.pid, ca.url)
+            t = measured(proc.pid, tls_url)
+        else:
+            t = measured(proc.pid, tls_url)
+            p = measured(ca.server.pid, ca.url)
+        plain.append(p)
+        tls.append(t)
+        pairs.append(t["rps"] / max(p["rps"], 1e-9))
+    ratio = statistics.median(r["rps"] for r in tls) / max(statistics.median(r["rps"] for r in plain), 1e-9)
+    paired = statistics.median(pairs)
+    cpu = statistics.median(r["cpu_us"] for r in tls) / max(statistics.median(r["cpu_us"] for r in plain), 1e-9)
+    listed = ", ".join(f"{x:.2f}" for x in pairs)
+    client_cpu = ""
+    if "client_cpu_us" in tls[0]:
+        client_cpu = (f"; client CPU per answer HTTP {fmt(plain, 'client_cpu_us', 1)} us, "
+                      f"TLS {fmt(tls, 'client_cpu_us', 1)} us ({tls[0]['tls']})")
+    rows.append((f"OCSP over TLS (keep-alive), {client}", f"pre-signed, c32; HTTP same run {fmt(plain, 'rps')}/s; TLS/HTTP {ratio:.2f}x, "
+                 f"median of pairs {paired:.2f}x ({listed}) (target >= 0.8x); "
+                 f"server CPU per answer HTTP {fmt(plain, 'cpu_us', 1)} us, TLS {fmt(tls, 'cpu_us', 1)} us ({cpu:.2f}x){client_cpu}",
+                 fmt(tls, "rps"), fmt(tls, "p50_ms", 2), fmt(tls, "p99_ms", 2), tls))
+    log(f"ocsp TLS by {client}: {fmt(tls, 'rps')}/s vs HTTP {fmt(plain, 'rps')}/s ({ratio:.2f}x; pairs {listed}, "
+        f"median {paired:.2f}x); server CPU/answer {cpu:.2f}x{client_cpu}")
 
 
 def bench_openssl_ocsp(args, rows):
@@ -1052,7 +1105,7 @@ def versions():
 
 
 def main():
-    global WORK, BIN_CLI, BIN_SERVER
+    global WORK, BIN_CLI, BIN_SERVER, BIN_LOADGEN
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of every part (CI), no peers but OpenSSL")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median reported)")
@@ -1069,8 +1122,9 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     BIN_CLI = os.path.join(target, profile, "ca-cli")
     BIN_SERVER = os.path.join(target, profile, "ca-server")
+    BIN_LOADGEN = os.path.join(target, profile, "ca-loadgen")
     log("building release binaries")
-    run(["cargo", "build", "--release", "-q", "-p", "ca-cli", "-p", "ca-server"], cwd=ROOT)
+    run(["cargo", "build", "--release", "-q", "-p", "ca-cli", "-p", "ca-server", "-p", "ca-loadgen"], cwd=ROOT)
     WORK = tempfile.mkdtemp(prefix="ca-bench-")
     rows = []
     crl_ca = None
