@@ -75,11 +75,11 @@ pub use reason::RevocationReason;
 pub use root::{RootCa, RootInit, RootSecret, SignedCa};
 pub use signer::{FileSigner, Pkcs11Signer, Signer};
 pub use store::{
-    AuditStore, CertificateRecord, CertificateStatus, CertificateStore, ConsoleSession,
-    ConsoleSessionStore, CrlStatus, CrlStore, IdempotencyKey, IdempotencyRecord, IssuerRow,
-    IssuerState, IssuerStore, ListFilter, MailState, NewPickup, PickupRecord, PickupState,
-    PickupStore, PublishedCrl, ReminderDue, SealedPickup, SqlStore, Store, Supersede, TokenStore,
-    WrongCode, CONSOLE_SESSIONS_PER_CREDENTIAL,
+    on_sqlite_connection, AuditStore, CertificateRecord, CertificateStatus, CertificateStore,
+    ConsoleSession, ConsoleSessionStore, CrlStatus, CrlStore, IdempotencyKey, IdempotencyRecord,
+    IssuerRow, IssuerState, IssuerStore, ListFilter, MailState, NewPickup, PickupRecord,
+    PickupState, PickupStore, PublishedCrl, ReminderDue, SealedPickup, SqlStore, Store, Supersede,
+    TokenStore, WrongCode, CONSOLE_SESSIONS_PER_CREDENTIAL,
 };
 pub use tokens::{token_id, Action, Credential, NewToken, Principal, Role, TokenRecord};
 pub use view::{CertificateView, ErrorDetail, ErrorView, ListView};

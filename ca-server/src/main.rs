@@ -1,8 +1,10 @@
 //! `ca-server`: load configuration, open the CA, serve until SIGTERM.
 
-// Denied, not forbidden: `allocator` alone allows it, for two calls into glibc.
+// Denied, not forbidden: `allocator` and `affinity` alone allow it, for
+// calls into glibc.
 #![deny(unsafe_code)]
 
+mod affinity;
 mod allocator;
 
 use std::path::PathBuf;
@@ -36,10 +38,20 @@ fn main() {
         Ok(s) => s,
         Err(e) => fail(&e.to_string()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().worker_threads(workers);
+    match affinity::enable(std::env::var("CA_WORKER_AFFINITY").ok().as_deref(), workers) {
+        Ok(cpus) => {
+            builder
+                .on_thread_start(affinity::release_current)
+                .on_thread_park(affinity::place_worker);
+            ca_core::on_sqlite_connection(|| affinity::release_threads_named("sqlx-sqlite"));
+            tracing::info!(?cpus, "async workers pinned one to a CPU");
+        }
+        Err(why) => tracing::info!(%why, "async workers not pinned"),
+    }
+    let runtime = builder.build().expect("tokio runtime");
     if let Err(e) = runtime.block_on(serve(config, secrets)) {
         tracing::error!(error = %e, "ca-server stopped");
         fail(&e.to_string());

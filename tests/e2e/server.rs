@@ -268,3 +268,122 @@ fn start_up_fails_fast_naming_the_problem() {
         stderr(&out)
     );
 }
+
+/// Each thread of process `pid`: (name, the CPUs it may run on, as the
+/// kernel lists them in `/proc`).
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        threads.push((field("Name:"), field("Cpus_allowed_list:")));
+    }
+    threads
+}
+
+#[test]
+fn async_workers_are_pinned_one_to_a_cpu_and_sqlite_threads_are_not() {
+    let mine = std::fs::read_to_string("/proc/self/status").unwrap();
+    let all = mine
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    if !all.contains(['-', ',']) {
+        eprintln!("one CPU ({all}): nothing to pin; skipped");
+        return;
+    }
+    let ca = TestCa::init();
+    let operator = ca.token("operator");
+    let server = Server::start(&ca);
+    // A write, so SQLite's connection threads are there and have written.
+    server.issue(&operator, "alice", r#"{"policy":"portal-admin"}"#);
+    // A worker takes its CPU the first time it goes idle.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let threads = loop {
+        let threads = thread_cpus(server.pid());
+        let pinned = threads
+            .iter()
+            .filter(|(name, cpus)| name.starts_with("tokio") && *cpus != all)
+            .count();
+        if pinned >= 2 || Instant::now() > deadline {
+            break threads;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut worker_cpus: Vec<&str> = threads
+        .iter()
+        .filter(|(name, cpus)| name.starts_with("tokio") && *cpus != all)
+        .map(|(_, cpus)| cpus.as_str())
+        .collect();
+    assert!(worker_cpus.len() >= 2, "workers not pinned: {threads:?}");
+    // Concurrent writes make the pool open more connections, now from pinned
+    // workers: their threads inherit the worker's CPU unless released.
+    let before = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("sqlx-sqlite"))
+        .count();
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let (server, operator) = (&server, &operator);
+            s.spawn(move || {
+                server.issue(
+                    operator,
+                    &format!("parallel{i}"),
+                    r#"{"policy":"portal-admin"}"#,
+                )
+            });
+        }
+    });
+    let threads = thread_cpus(server.pid());
+    let after = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("sqlx-sqlite"))
+        .count();
+    assert!(
+        after > before,
+        "no SQLite connection opened under load ({before} threads): {threads:?}"
+    );
+    assert!(
+        worker_cpus.iter().all(|c| c.parse::<usize>().is_ok()),
+        "a pinned worker may use more than one CPU: {threads:?}"
+    );
+    worker_cpus.sort_unstable();
+    worker_cpus.dedup();
+    assert_eq!(
+        worker_cpus.len(),
+        2.max(worker_cpus.len()),
+        "two workers on one CPU: {threads:?}"
+    );
+    let sqlite: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("sqlx-sqlite"))
+        .collect();
+    assert!(!sqlite.is_empty(), "no SQLite thread found: {threads:?}");
+    assert!(
+        sqlite.iter().all(|(_, cpus)| *cpus == all),
+        "a SQLite thread is pinned (it runs the group commit, the one serial stage): {threads:?}"
+    );
+    assert!(server
+        .log_text()
+        .contains("async workers pinned one to a CPU"));
+    server.stop();
+
+    // Off: every thread may run anywhere.
+    let server = Server::start_with(&ca, &[("CA_WORKER_AFFINITY", "off")]);
+    server.issue(&operator, "bob", r#"{"policy":"portal-admin"}"#);
+    std::thread::sleep(Duration::from_millis(200));
+    let threads = thread_cpus(server.pid());
+    assert!(threads.iter().all(|(_, cpus)| *cpus == all), "{threads:?}");
+    assert!(server.log_text().contains("async workers not pinned"));
+}

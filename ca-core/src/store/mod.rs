@@ -89,6 +89,17 @@ impl OneRow for Vec<AnyRow> {
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Run after each SQLite connection is opened ([`on_sqlite_connection`]).
+static SQLITE_CONNECTED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets a function to run after each SQLite connection is opened, on the
+/// task that opened it; the connection's own thread exists by then. The
+/// server uses it to let those threads run on any CPU (ca-server's
+/// `affinity`). Set once; later calls are ignored.
+pub fn on_sqlite_connection(hook: fn()) {
+    let _ = SQLITE_CONNECTED.set(hook);
+}
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 impl SqlStore {
@@ -122,6 +133,9 @@ impl SqlStore {
                             "PRAGMA foreign_keys = ON",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                        if let Some(hook) = SQLITE_CONNECTED.get() {
+                            hook();
                         }
                     }
                     Ok(())
