@@ -5,12 +5,13 @@
 //! kept landing on the same CPU — each wakes the other, and the kernel puts a
 //! woken thread next to its waker — so they spent ~40% of their time runnable
 //! but waiting while the machine sat ~20% idle. One worker per CPU took that
-//! idle time back (+11% rate). SQLite's connection threads must stay free:
+//! idle time back (+7–14% in A/B sets). SQLite's connection threads must stay free:
 //! pinned beside a worker, they gave the gain back, because the group commit
 //! they run is the one serial stage.
 //!
 //! Linux only, and off with `CA_WORKER_AFFINITY=off`, or by itself when the
-//! process may use a single CPU. Threads inherit their creator's CPU set, so
+//! process may use a single CPU or has fewer workers than CPUs in its set
+//! (a CPU quota, see [`plan`]). Threads inherit their creator's CPU set, so
 //! a thread started by a pinned worker (the blocking pool, SQLite's
 //! connection threads) is released again: the blocking pool's at its start,
 //! SQLite's after each connection is opened ([`release_threads_named`]).
@@ -33,19 +34,37 @@ thread_local! {
 }
 
 /// Turns placement on unless `setting` (`CA_WORKER_AFFINITY`) is `off`, for
-/// up to `workers` workers; returns the CPUs workers will take, or why not.
+/// `workers` workers; returns the CPUs workers will take, or why not.
 pub fn enable(setting: Option<&str>, workers: usize) -> Result<Vec<usize>, String> {
     if matches!(setting, Some("off" | "0" | "false" | "no")) {
         return Err("CA_WORKER_AFFINITY=off".into());
     }
     let cpus = allowed_cpus().ok_or("the CPU set could not be read")?;
-    if cpus.len() < 2 {
-        return Err("the process may use one CPU".into());
-    }
-    let taken: Vec<usize> = cpus.iter().copied().take(workers).collect();
+    let taken = plan(&cpus, workers)?;
     CPUS.set(cpus)
         .map_err(|_| "placement was already on".to_string())?;
     Ok(taken)
+}
+
+/// The CPUs `workers` workers take from the process's CPU set `cpus`, one
+/// each, or why they should not be pinned.
+///
+/// Only when there is a worker for every CPU in the set. Fewer workers than
+/// CPUs means a CPU quota below the set (a container's `cpu.max`, which
+/// `available_parallelism` reports): the process then shares those CPUs
+/// with others, and tying its workers to the first few would put them where
+/// everyone else's threads start too.
+fn plan(cpus: &[usize], workers: usize) -> Result<Vec<usize>, String> {
+    if cpus.len() < 2 {
+        return Err("the process may use one CPU".into());
+    }
+    if workers != cpus.len() {
+        return Err(format!(
+            "{workers} workers for a set of {} CPUs (a CPU quota below the set): the scheduler places them",
+            cpus.len()
+        ));
+    }
+    Ok(cpus.to_vec())
 }
 
 /// For the runtime's `on_thread_park`, which only workers call: at a
@@ -130,5 +149,23 @@ fn set_cpus(tid: i32, cpus: &[usize]) {
             libc::CPU_SET(cpu, &mut set);
         }
         libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+
+    #[test]
+    fn a_worker_for_every_cpu_of_the_set_is_pinned_one_to_each() {
+        assert_eq!(plan(&[0, 1], 2), Ok(vec![0, 1]));
+        assert_eq!(plan(&[2, 5, 7], 3), Ok(vec![2, 5, 7]));
+    }
+
+    #[test]
+    fn one_cpu_or_a_quota_below_the_set_leaves_placement_to_the_scheduler() {
+        assert!(plan(&[3], 1).unwrap_err().contains("one CPU"));
+        let quota = plan(&(0..16).collect::<Vec<_>>(), 2).unwrap_err();
+        assert!(quota.contains("2 workers for a set of 16 CPUs"), "{quota}");
     }
 }
