@@ -17,12 +17,28 @@ use zeroize::Zeroizing;
 /// the CA key passphrase from CA_KEY_PASSPHRASE or key.passphrase_file, or with
 /// key.source = "pkcs11" the token PIN from CA_PKCS11_PIN or key.pin_file.
 #[derive(Parser)]
-#[command(name = "ca-server", version)]
+#[command(name = "ca-server", version, after_help = AFTER_HELP)]
 struct Args {
     /// Configuration file (ca.toml).
     #[arg(long, env = "CA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 }
+
+const AFTER_HELP: &str = "\
+Environment only (they concern the process, not the CA):
+  CA_LOG              log filter, e.g. info (default: info,sqlx=warn) or ca_server=debug
+  CA_WORKER_AFFINITY  off: leave the async workers to the scheduler (default: on Linux, one
+                      pinned to each CPU of the process's set, when there is one for each)
+
+Signals: SIGTERM finishes in-flight requests (up to 30 s) and exits 0; SIGHUP re-reads the
+TLS certificate and key files.
+
+Examples:
+  ca-cli init --subject \"CN=Portal Admin CA,O=Example Corp\" --base-url http://127.0.0.1:8080
+  export CA_KEY_PASSPHRASE='the passphrase given at init'   # or key.passphrase_file
+  ca-server                                   # ca-data/ of this directory, on 127.0.0.1:8080
+  CA_TLS_CERT_FILE=ca-data/server.pem CA_TLS_KEY_FILE=ca-data/server.key ca-server   # HTTPS
+  ca-server --config /etc/portal-ca/ca.toml   # every key of ca.toml also from CA_… (README)";
 
 fn main() {
     allocator::configure();

@@ -303,6 +303,18 @@ fn async_workers_are_pinned_one_to_a_cpu_and_sqlite_threads_are_not() {
         eprintln!("one CPU ({all}): nothing to pin; skipped");
         return;
     }
+    let in_set: usize = all
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum();
+    let workers = std::thread::available_parallelism().unwrap().get();
+    if workers != in_set {
+        eprintln!("a CPU quota ({workers} of {in_set} CPUs): the server pins nothing; skipped");
+        return;
+    }
     let ca = TestCa::init();
     let operator = ca.token("operator");
     let server = Server::start(&ca);
@@ -350,10 +362,15 @@ fn async_workers_are_pinned_one_to_a_cpu_and_sqlite_threads_are_not() {
         .iter()
         .filter(|(n, _)| n.starts_with("sqlx-sqlite"))
         .count();
-    assert!(
-        after > before,
-        "no SQLite connection opened under load ({before} threads): {threads:?}"
-    );
+    // The pool keeps at most 4 SQLite connections (ca-core's store). When
+    // start-up already opened all four, none can open from a pinned worker
+    // here, and the check below (every SQLite thread free) is what remains.
+    if before < 4 {
+        assert!(
+            after > before,
+            "no SQLite connection opened under load ({before} threads): {threads:?}"
+        );
+    }
     assert!(
         worker_cpus.iter().all(|c| c.parse::<usize>().is_ok()),
         "a pinned worker may use more than one CPU: {threads:?}"
