@@ -161,9 +161,15 @@ def wrk(url, path, duration, connections, body_file="", method="POST", env_extra
     cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
            "-s", script, url, "--", path, body_file, method]
     res = run(cmd, env=env, check=False, timeout=duration + 60)
+    return load_result("wrk", res)[0]
+
+
+def load_result(tool, res):
+    """The rate, latencies and errors of a run from the `JSON {...}` line that
+    wrk's script and ca-loadgen both print; also that raw record."""
     m = re.search(r"JSON (\{.*\})", res.stdout)
     if not m:
-        raise SystemExit(f"wrk failed: {res.stdout}\n{res.stderr}")
+        raise SystemExit(f"{tool} failed: {res.stdout}\n{res.stderr}")
     r = json.loads(m.group(1))
     ok = r["requests"] - r["non2xx"]
     return {
@@ -171,7 +177,7 @@ def wrk(url, path, duration, connections, body_file="", method="POST", env_extra
         "p50_ms": r["p50_us"] / 1000,
         "p99_ms": r["p99_us"] / 1000,
         "errors": r["errors"] + r["non2xx"],
-    }
+    }, r
 
 
 def loadgen(url, path, duration, connections, body_file="", method="POST", content_type="application/json",
@@ -191,19 +197,9 @@ def loadgen(url, path, duration, connections, body_file="", method="POST", conte
         env["BENCH_TOKEN"] = token
         cmd += ["--bearer-env", "BENCH_TOKEN"]
     res = run(cmd, env=env, check=False, timeout=duration + 60)
-    m = re.search(r"JSON (\{.*\})", res.stdout)
-    if not m:
-        raise SystemExit(f"ca-loadgen failed: {res.stdout}\n{res.stderr}")
-    r = json.loads(m.group(1))
-    ok = r["requests"] - r["non2xx"]
-    return {
-        "rps": ok / (r["duration_us"] / 1e6),
-        "p50_ms": r["p50_us"] / 1000,
-        "p99_ms": r["p99_us"] / 1000,
-        "errors": r["errors"] + r["non2xx"],
-        "client_cpu_us": r["cpu_us"] / max(r["requests"], 1),
-        "tls": r["tls"],
-    }
+    result, r = load_result("ca-loadgen", res)
+    result.update(client_cpu_us=r["cpu_us"] / max(r["requests"], 1), tls=r["tls"])
+    return result
 
 
 def cpu_seconds(pid):
