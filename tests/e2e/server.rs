@@ -377,9 +377,8 @@ fn async_workers_are_pinned_one_to_a_cpu_and_sqlite_threads_are_not() {
     );
     worker_cpus.sort_unstable();
     worker_cpus.dedup();
-    assert_eq!(
-        worker_cpus.len(),
-        2.max(worker_cpus.len()),
+    assert!(
+        worker_cpus.len() >= 2,
         "two workers on one CPU: {threads:?}"
     );
     let sqlite: Vec<_> = threads
